@@ -1,0 +1,101 @@
+//! Extractors that establish who calls a REST endpoint.
+//!
+//! A missing or bad credential is an error, never an anonymous caller:
+//! endpoints that accept anonymous requests simply do not use these.
+
+use std::sync::Arc;
+
+use axum::{
+    extract::{FromRef, FromRequestParts},
+    http::{header, request::Parts},
+};
+
+use super::{AuthService, Caller, Permission, Principal};
+use crate::error::ApiError;
+
+/// A signed-in user (access token in `Authorization: Bearer …`).
+pub struct AuthUser(pub Principal);
+
+/// A user or an API key (`Authorization: Bearer rls_…` or `X-Api-Key: rls_…`).
+pub struct AnyCaller(pub Caller);
+
+/// A tenant administrator: a user with `manage_tenant`, or a key with the `admin` scope.
+pub struct TenantAdmin(pub Caller);
+
+/// API keys are recognisable by their prefix, so one header serves both kinds.
+pub const API_KEY_PREFIX: &str = "rls_";
+
+pub fn bearer(parts: &Parts) -> Option<&str> {
+    let value = parts.headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+}
+
+fn api_key_header(parts: &Parts) -> Option<&str> {
+    parts.headers.get("x-api-key")?.to_str().ok().map(str::trim)
+}
+
+/// Resolves a bearer credential of either kind.
+pub async fn caller_from_credential(
+    auth: &AuthService,
+    credential: &str,
+) -> Result<Caller, ApiError> {
+    if credential.starts_with(API_KEY_PREFIX) {
+        Ok(Caller::Key(auth.authenticate_key(credential).await?))
+    } else {
+        Ok(Caller::User(auth.authenticate(credential).await?))
+    }
+}
+
+impl<S> FromRequestParts<S> for AuthUser
+where
+    Arc<AuthService>: FromRef<S>,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let token = bearer(parts).ok_or(ApiError::Unauthenticated)?;
+        if token.starts_with(API_KEY_PREFIX) {
+            return Err(ApiError::forbidden(
+                "this endpoint needs a user's access token, not an API key",
+            ));
+        }
+        let auth = Arc::<AuthService>::from_ref(state);
+        Ok(AuthUser(auth.authenticate(token).await?))
+    }
+}
+
+impl<S> FromRequestParts<S> for AnyCaller
+where
+    Arc<AuthService>: FromRef<S>,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let credential = api_key_header(parts)
+            .or_else(|| bearer(parts))
+            .ok_or(ApiError::Unauthenticated)?;
+        let auth = Arc::<AuthService>::from_ref(state);
+        Ok(AnyCaller(caller_from_credential(&auth, credential).await?))
+    }
+}
+
+impl<S> FromRequestParts<S> for TenantAdmin
+where
+    Arc<AuthService>: FromRef<S>,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let AnyCaller(caller) = AnyCaller::from_request_parts(parts, state).await?;
+        if !caller.allowed(Permission::ManageTenant, super::Scope::Admin) {
+            return Err(ApiError::forbidden(
+                "tenant administration requires the admin role or an API key with the admin scope",
+            ));
+        }
+        Ok(TenantAdmin(caller))
+    }
+}

@@ -1,0 +1,92 @@
+//! Who is calling: a signed-in user or an app backend holding an API key.
+
+use serde::{Deserialize, Serialize};
+
+use super::rbac::{Permission, Role};
+use crate::ids::{ApiKeyId, SessionId, TenantId, UserId};
+
+/// A signed-in user, established from a verified access token and a live session.
+#[derive(Debug, Clone)]
+pub struct Principal {
+    pub tenant: TenantId,
+    pub user: UserId,
+    pub session: SessionId,
+    pub roles: Vec<Role>,
+    /// Expiry of the access token it came from (Unix seconds).
+    pub expires_at: u64,
+}
+
+impl Principal {
+    pub fn has_role(&self, role: Role) -> bool {
+        self.roles.contains(&role)
+    }
+
+    pub fn can(&self, permission: Permission) -> bool {
+        self.roles
+            .iter()
+            .any(|r| r.permissions().contains(&permission))
+    }
+}
+
+/// What an API key may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Scope {
+    /// Publish to any channel of the tenant.
+    Publish,
+    /// Trigger notifications.
+    Notify,
+    /// Tenant administration (users, keys).
+    Admin,
+}
+
+impl Scope {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Scope::Publish => "publish",
+            Scope::Notify => "notify",
+            Scope::Admin => "admin",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Scope> {
+        match s {
+            "publish" => Some(Scope::Publish),
+            "notify" => Some(Scope::Notify),
+            "admin" => Some(Scope::Admin),
+            _ => None,
+        }
+    }
+}
+
+/// An app backend authenticated by an API key.
+#[derive(Debug, Clone)]
+pub struct KeyHolder {
+    pub tenant: TenantId,
+    pub key: ApiKeyId,
+    pub scopes: Vec<Scope>,
+}
+
+/// Either kind of caller, for endpoints that serve both.
+#[derive(Debug, Clone)]
+pub enum Caller {
+    User(Principal),
+    Key(KeyHolder),
+}
+
+impl Caller {
+    pub fn tenant(&self) -> &TenantId {
+        match self {
+            Caller::User(p) => &p.tenant,
+            Caller::Key(k) => &k.tenant,
+        }
+    }
+
+    /// Users need the permission; keys need the scope that corresponds to it.
+    pub fn allowed(&self, permission: Permission, scope: Scope) -> bool {
+        match self {
+            Caller::User(p) => p.can(permission),
+            Caller::Key(k) => k.scopes.contains(&scope),
+        }
+    }
+}

@@ -1,0 +1,276 @@
+//! `/api/v1/auth/*`, `/api/v1/me` and the tenant-admin endpoints for users,
+//! roles and API keys.
+
+use std::sync::Arc;
+
+use axum::{
+    Json, Router,
+    extract::{Path, State},
+    http::StatusCode,
+    routing::{get, post},
+};
+use serde::{Deserialize, Serialize};
+
+use super::{
+    AuthService, Role, Scope,
+    extract::{AuthUser, TenantAdmin},
+    service::{ApiKeyView, CreatedApiKey, TokenPair, UserChanges, UserView},
+};
+use crate::{
+    app::AppState,
+    error::{ApiJson, ApiResult},
+    ids::{ApiKeyId, UserId},
+};
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/api/v1/auth/login", post(login))
+        .route("/api/v1/auth/refresh", post(refresh))
+        .route("/api/v1/auth/logout", post(logout))
+        .route("/api/v1/me", get(me))
+        .route("/api/v1/admin/roles", get(list_roles))
+        .route("/api/v1/admin/users", get(list_users).post(create_user))
+        .route(
+            "/api/v1/admin/users/{id}",
+            get(find_user).patch(update_user),
+        )
+        .route(
+            "/api/v1/admin/users/{id}/revoke-sessions",
+            post(revoke_user_sessions),
+        )
+        .route(
+            "/api/v1/admin/api-keys",
+            get(list_api_keys).post(create_api_key),
+        )
+        .route(
+            "/api/v1/admin/api-keys/{id}",
+            axum::routing::delete(revoke_api_key),
+        )
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LoginRequest {
+    tenant: String,
+    email: String,
+    password: String,
+}
+
+async fn login(
+    State(auth): State<Arc<AuthService>>,
+    ApiJson(req): ApiJson<LoginRequest>,
+) -> ApiResult<Json<TokenPair>> {
+    Ok(Json(
+        auth.login(&req.tenant, &req.email, &req.password).await?,
+    ))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RefreshRequest {
+    refresh_token: String,
+}
+
+async fn refresh(
+    State(auth): State<Arc<AuthService>>,
+    ApiJson(req): ApiJson<RefreshRequest>,
+) -> ApiResult<Json<TokenPair>> {
+    Ok(Json(auth.refresh(&req.refresh_token).await?))
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct LogoutRequest {
+    /// End every session of the user, not only this one.
+    #[serde(default)]
+    all: bool,
+}
+
+/// The body is optional: an empty body ends only the current session.
+async fn logout(
+    State(auth): State<Arc<AuthService>>,
+    AuthUser(me): AuthUser,
+    body: axum::body::Bytes,
+) -> ApiResult<StatusCode> {
+    let all = if body.iter().all(u8::is_ascii_whitespace) {
+        false
+    } else {
+        serde_json::from_slice::<LogoutRequest>(&body)
+            .map_err(|e| crate::error::ApiError::invalid("invalid_body", e.to_string()))?
+            .all
+    };
+    if all {
+        auth.revoke_user_sessions(&me.tenant, &me.user, "logout all")
+            .await?;
+    } else {
+        auth.revoke_session(&me.tenant, &me.user, &me.session, "logout")
+            .await?;
+    }
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Serialize)]
+struct MeResponse {
+    #[serde(flatten)]
+    user: UserView,
+    permissions: Vec<super::Permission>,
+    session_id: String,
+}
+
+async fn me(
+    State(auth): State<Arc<AuthService>>,
+    AuthUser(me): AuthUser,
+) -> ApiResult<Json<MeResponse>> {
+    let user = auth.get_user(&me.tenant, &me.user).await?;
+    let mut permissions: Vec<_> = user
+        .roles
+        .iter()
+        .flat_map(|r| r.permissions().iter().copied())
+        .collect();
+    permissions.dedup();
+    let mut seen = std::collections::HashSet::new();
+    permissions.retain(|p| seen.insert(*p));
+    Ok(Json(MeResponse {
+        user,
+        permissions,
+        session_id: me.session.to_string(),
+    }))
+}
+
+#[derive(Serialize)]
+struct RoleView {
+    role: Role,
+    permissions: &'static [super::Permission],
+}
+
+async fn list_roles(_: TenantAdmin) -> Json<Vec<RoleView>> {
+    Json(
+        Role::ALL
+            .iter()
+            .map(|r| RoleView {
+                role: *r,
+                permissions: r.permissions(),
+            })
+            .collect(),
+    )
+}
+
+async fn list_users(
+    State(auth): State<Arc<AuthService>>,
+    TenantAdmin(admin): TenantAdmin,
+) -> ApiResult<Json<Vec<UserView>>> {
+    Ok(Json(auth.list_users(admin.tenant()).await?))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CreateUserRequest {
+    email: String,
+    password: String,
+    #[serde(default)]
+    display_name: String,
+    roles: Vec<Role>,
+}
+
+async fn create_user(
+    State(auth): State<Arc<AuthService>>,
+    TenantAdmin(admin): TenantAdmin,
+    ApiJson(req): ApiJson<CreateUserRequest>,
+) -> ApiResult<(StatusCode, Json<UserView>)> {
+    let user = auth
+        .create_user(
+            admin.tenant(),
+            &req.email,
+            &req.display_name,
+            &req.password,
+            &req.roles,
+        )
+        .await?;
+    Ok((StatusCode::CREATED, Json(user)))
+}
+
+async fn find_user(
+    State(auth): State<Arc<AuthService>>,
+    TenantAdmin(admin): TenantAdmin,
+    Path(id): Path<String>,
+) -> ApiResult<Json<UserView>> {
+    Ok(Json(
+        auth.get_user(admin.tenant(), &UserId::from(id)).await?,
+    ))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct UpdateUserRequest {
+    display_name: Option<String>,
+    roles: Option<Vec<Role>>,
+    disabled: Option<bool>,
+    password: Option<String>,
+}
+
+async fn update_user(
+    State(auth): State<Arc<AuthService>>,
+    TenantAdmin(admin): TenantAdmin,
+    Path(id): Path<String>,
+    ApiJson(req): ApiJson<UpdateUserRequest>,
+) -> ApiResult<Json<UserView>> {
+    let changes = UserChanges {
+        display_name: req.display_name,
+        roles: req.roles,
+        disabled: req.disabled,
+        password: req.password,
+    };
+    Ok(Json(
+        auth.update_user(admin.tenant(), &UserId::from(id), changes)
+            .await?,
+    ))
+}
+
+async fn revoke_user_sessions(
+    State(auth): State<Arc<AuthService>>,
+    TenantAdmin(admin): TenantAdmin,
+    Path(id): Path<String>,
+) -> ApiResult<StatusCode> {
+    let user = auth.get_user(admin.tenant(), &UserId::from(id)).await?;
+    auth.revoke_user_sessions(admin.tenant(), &user.id, "revoked by admin")
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn list_api_keys(
+    State(auth): State<Arc<AuthService>>,
+    TenantAdmin(admin): TenantAdmin,
+) -> ApiResult<Json<Vec<ApiKeyView>>> {
+    Ok(Json(auth.list_api_keys(admin.tenant()).await?))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CreateKeyRequest {
+    name: String,
+    scopes: Vec<Scope>,
+}
+
+async fn create_api_key(
+    State(auth): State<Arc<AuthService>>,
+    TenantAdmin(admin): TenantAdmin,
+    ApiJson(req): ApiJson<CreateKeyRequest>,
+) -> ApiResult<(StatusCode, Json<CreatedApiKey>)> {
+    Ok((
+        StatusCode::CREATED,
+        Json(
+            auth.create_api_key(admin.tenant(), &req.name, &req.scopes)
+                .await?,
+        ),
+    ))
+}
+
+async fn revoke_api_key(
+    State(auth): State<Arc<AuthService>>,
+    TenantAdmin(admin): TenantAdmin,
+    Path(id): Path<String>,
+) -> ApiResult<StatusCode> {
+    auth.revoke_api_key(admin.tenant(), &ApiKeyId::from(id))
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
