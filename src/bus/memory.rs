@@ -1,0 +1,422 @@
+//! The in-process broker: one node, no external service.
+//!
+//! Each channel has a stream (epoch, last offset, bounded history) behind its
+//! own mutex. Publishing assigns the offset, appends to history and hands the
+//! publication to the hub while holding that mutex, so every subscriber sees
+//! one order and a recovering subscriber can never fall between history and
+//! live delivery. Epochs are random per stream: after a restart, or after an
+//! idle stream is evicted, clients learn that recovery is impossible.
+
+use std::{
+    collections::{HashMap, VecDeque},
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use dashmap::DashMap;
+use futures_util::future::BoxFuture;
+use parking_lot::Mutex;
+use serde_json::value::RawValue;
+
+use super::{
+    Broker, BusError, HistoryPolicy, Position, PresenceEntry, Publication, Recovery, Revocation,
+};
+use crate::{channels::ChannelKey, gateway::hub::Hub, ids::UserId, metrics::Metrics};
+
+struct Stream {
+    epoch: Arc<str>,
+    top: u64,
+    history: VecDeque<(Instant, Arc<Publication>)>,
+}
+
+impl Stream {
+    fn new() -> Self {
+        Stream {
+            epoch: crate::auth::tokens::random_token(6).into(),
+            top: 0,
+            history: VecDeque::new(),
+        }
+    }
+
+    fn trim(&mut self, policy: HistoryPolicy, now: Instant) {
+        while self.history.len() > policy.size {
+            self.history.pop_front();
+        }
+        while self
+            .history
+            .front()
+            .is_some_and(|(at, _)| now.duration_since(*at) > policy.ttl)
+        {
+            self.history.pop_front();
+        }
+    }
+
+    fn position(&self) -> Position {
+        Position {
+            epoch: self.epoch.clone(),
+            offset: self.top,
+        }
+    }
+}
+
+pub struct MemoryBroker {
+    streams: DashMap<ChannelKey, Arc<Mutex<Stream>>>,
+    presence: DashMap<ChannelKey, HashMap<UserId, u32>>,
+    hub: Arc<Hub>,
+    max_channels: usize,
+    metrics: Arc<Metrics>,
+}
+
+impl MemoryBroker {
+    pub fn new(hub: Arc<Hub>, max_channels: usize, metrics: Arc<Metrics>) -> Self {
+        MemoryBroker {
+            streams: DashMap::new(),
+            presence: DashMap::new(),
+            hub,
+            max_channels,
+            metrics,
+        }
+    }
+
+    fn stream(&self, channel: &ChannelKey) -> Result<Arc<Mutex<Stream>>, BusError> {
+        if let Some(s) = self.streams.get(channel) {
+            return Ok(s.clone());
+        }
+        if self.streams.len() >= self.max_channels {
+            return Err(BusError::TooManyChannels);
+        }
+        let stream = self
+            .streams
+            .entry(channel.clone())
+            .or_insert_with(|| Arc::new(Mutex::new(Stream::new())))
+            .clone();
+        self.metrics.channels.set(self.streams.len() as i64);
+        Ok(stream)
+    }
+
+    /// Drops streams with no local subscriber and no history left. Their
+    /// epoch is forgotten, so a later recovery attempt is told it failed
+    /// instead of silently missing something.
+    pub fn evict_idle(&self, policy_of: impl Fn(&ChannelKey) -> Option<HistoryPolicy>) {
+        let now = Instant::now();
+        self.streams.retain(|key, stream| {
+            if self.hub.has_subscribers(key) {
+                return true;
+            }
+            let mut s = stream.lock();
+            if let Some(policy) = policy_of(key) {
+                s.trim(policy, now);
+            }
+            !s.history.is_empty()
+        });
+        self.metrics.channels.set(self.streams.len() as i64);
+    }
+
+    /// Runs [`MemoryBroker::evict_idle`] every `every` until `stop` fires.
+    pub async fn run_eviction(
+        self: Arc<Self>,
+        every: Duration,
+        policy_of: impl Fn(&ChannelKey) -> Option<HistoryPolicy> + Send + 'static,
+        stop: tokio_util::sync::CancellationToken,
+    ) {
+        let mut tick = tokio::time::interval(every);
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = tick.tick() => self.evict_idle(&policy_of),
+            }
+        }
+    }
+}
+
+fn after(stream: &Stream, since: &Position, limit: usize) -> Recovery {
+    let top = stream.position();
+    let fail = |top| Recovery {
+        top,
+        publications: Vec::new(),
+        recovered: false,
+    };
+    if since.epoch != stream.epoch || since.offset > stream.top {
+        return fail(top);
+    }
+    let missed = (stream.top - since.offset) as usize;
+    if missed == 0 {
+        return Recovery {
+            top,
+            publications: Vec::new(),
+            recovered: true,
+        };
+    }
+    let oldest = stream.history.front().map(|(_, p)| p.offset);
+    if missed > limit || oldest.is_none_or(|o| o > since.offset + 1) {
+        return fail(top);
+    }
+    let publications: Vec<_> = stream
+        .history
+        .iter()
+        .filter(|(_, p)| p.offset > since.offset)
+        .map(|(_, p)| p.clone())
+        .collect();
+    Recovery {
+        top,
+        publications,
+        recovered: true,
+    }
+}
+
+impl Broker for MemoryBroker {
+    fn publish<'a>(
+        &'a self,
+        channel: &'a ChannelKey,
+        history: HistoryPolicy,
+        data: &'a RawValue,
+    ) -> BoxFuture<'a, Result<Position, BusError>> {
+        let result = self.stream(channel).map(|stream| {
+            let mut s = stream.lock();
+            s.top += 1;
+            let publication = Arc::new(Publication::encode(
+                channel.clone(),
+                s.epoch.clone(),
+                s.top,
+                data,
+            ));
+            if history.size > 0 {
+                let now = Instant::now();
+                s.history.push_back((now, publication.clone()));
+                s.trim(history, now);
+            }
+            self.hub.deliver(&publication);
+            s.position()
+        });
+        Box::pin(async move { result })
+    }
+
+    fn publish_ephemeral(
+        &self,
+        channel: &ChannelKey,
+        frame: String,
+    ) -> BoxFuture<'_, Result<(), BusError>> {
+        self.hub
+            .deliver(&Arc::new(Publication::ephemeral(channel.clone(), frame)));
+        Box::pin(async { Ok(()) })
+    }
+
+    fn recover<'a>(
+        &'a self,
+        channel: &'a ChannelKey,
+        history: HistoryPolicy,
+        since: Option<&'a Position>,
+        limit: usize,
+    ) -> BoxFuture<'a, Result<Recovery, BusError>> {
+        let result = self.stream(channel).map(|stream| {
+            let mut s = stream.lock();
+            s.trim(history, Instant::now());
+            match since {
+                Some(since) => after(&s, since, limit),
+                None => Recovery {
+                    top: s.position(),
+                    publications: Vec::new(),
+                    recovered: false,
+                },
+            }
+        });
+        Box::pin(async move { result })
+    }
+
+    fn latest<'a>(
+        &'a self,
+        channel: &'a ChannelKey,
+        history: HistoryPolicy,
+        limit: usize,
+    ) -> BoxFuture<'a, Result<Recovery, BusError>> {
+        let result = self.stream(channel).map(|stream| {
+            let mut s = stream.lock();
+            s.trim(history, Instant::now());
+            let skip = s.history.len().saturating_sub(limit);
+            let publications = s
+                .history
+                .iter()
+                .skip(skip)
+                .map(|(_, p)| p.clone())
+                .collect();
+            Recovery {
+                top: s.position(),
+                publications,
+                recovered: skip == 0 && s.history.front().is_none_or(|(_, p)| p.offset == 1),
+            }
+        });
+        Box::pin(async move { result })
+    }
+
+    fn presence_join<'a>(
+        &'a self,
+        channel: &'a ChannelKey,
+        user: &'a UserId,
+    ) -> BoxFuture<'a, Result<bool, BusError>> {
+        let mut members = self.presence.entry(channel.clone()).or_default();
+        let count = members.entry(user.clone()).or_insert(0);
+        *count += 1;
+        let first = *count == 1;
+        drop(members);
+        Box::pin(async move { Ok(first) })
+    }
+
+    fn presence_leave<'a>(
+        &'a self,
+        channel: &'a ChannelKey,
+        user: &'a UserId,
+    ) -> BoxFuture<'a, Result<bool, BusError>> {
+        let mut last = false;
+        self.presence.remove_if_mut(channel, |_, members| {
+            if let Some(count) = members.get_mut(user) {
+                *count -= 1;
+                if *count == 0 {
+                    members.remove(user);
+                    last = true;
+                }
+            }
+            members.is_empty()
+        });
+        Box::pin(async move { Ok(last) })
+    }
+
+    fn presence<'a>(
+        &'a self,
+        channel: &'a ChannelKey,
+    ) -> BoxFuture<'a, Result<Vec<PresenceEntry>, BusError>> {
+        let mut members: Vec<PresenceEntry> = self
+            .presence
+            .get(channel)
+            .map(|m| {
+                m.iter()
+                    .map(|(user, clients)| PresenceEntry {
+                        user: user.clone(),
+                        clients: *clients,
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        members.sort_by(|a, b| a.user.cmp(&b.user));
+        Box::pin(async move { Ok(members) })
+    }
+
+    fn revoke(&self, revocation: Revocation) -> BoxFuture<'_, Result<(), BusError>> {
+        let closed = self.hub.revoke(&revocation);
+        tracing::debug!(closed, user = %revocation.user, "revocation applied");
+        Box::pin(async { Ok(()) })
+    }
+
+    fn local_interest(&self, _channel: &ChannelKey, _interested: bool) {}
+
+    fn healthy(&self) -> bool {
+        true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::channels::ChannelName;
+
+    fn setup() -> (MemoryBroker, ChannelKey) {
+        let metrics = Arc::new(Metrics::default());
+        let hub = Arc::new(Hub::new(metrics.clone()));
+        (
+            MemoryBroker::new(hub, 10, metrics),
+            ChannelKey::new("t".into(), ChannelName::parse("broadcast").unwrap()),
+        )
+    }
+
+    fn data(n: u64) -> Box<RawValue> {
+        RawValue::from_string(n.to_string()).unwrap()
+    }
+
+    const POLICY: HistoryPolicy = HistoryPolicy {
+        size: 3,
+        ttl: Duration::from_secs(60),
+    };
+
+    #[tokio::test]
+    async fn offsets_increase_by_one_within_an_epoch() {
+        let (broker, key) = setup();
+        let a = broker.publish(&key, POLICY, &data(1)).await.unwrap();
+        let b = broker.publish(&key, POLICY, &data(2)).await.unwrap();
+        assert_eq!((a.offset, b.offset), (1, 2));
+        assert_eq!(a.epoch, b.epoch);
+    }
+
+    #[tokio::test]
+    async fn recovery_returns_exactly_what_followed_within_history() {
+        let (broker, key) = setup();
+        for n in 1..=4 {
+            broker.publish(&key, POLICY, &data(n)).await.unwrap();
+        }
+        let epoch = broker
+            .recover(&key, POLICY, None, 10)
+            .await
+            .unwrap()
+            .top
+            .epoch;
+        let r = broker
+            .recover(
+                &key,
+                POLICY,
+                Some(&Position {
+                    epoch: epoch.clone(),
+                    offset: 2,
+                }),
+                10,
+            )
+            .await
+            .unwrap();
+        assert!(r.recovered);
+        assert_eq!(
+            r.publications.iter().map(|p| p.offset).collect::<Vec<_>>(),
+            vec![3, 4]
+        );
+        // Offset 1 has been trimmed (history holds 3): recovery from 0 must fail.
+        let r = broker
+            .recover(
+                &key,
+                POLICY,
+                Some(&Position {
+                    epoch: epoch.clone(),
+                    offset: 0,
+                }),
+                10,
+            )
+            .await
+            .unwrap();
+        assert!(!r.recovered && r.publications.is_empty());
+        let r = broker
+            .recover(
+                &key,
+                POLICY,
+                Some(&Position {
+                    epoch: "other".into(),
+                    offset: 4,
+                }),
+                10,
+            )
+            .await
+            .unwrap();
+        assert!(!r.recovered);
+    }
+
+    #[tokio::test]
+    async fn the_channel_limit_refuses_new_channels() {
+        let (broker, _) = setup();
+        for i in 0..10 {
+            let key = ChannelKey::new(
+                "t".into(),
+                ChannelName::parse(&format!("user:{i}")).unwrap(),
+            );
+            broker.publish(&key, POLICY, &data(1)).await.unwrap();
+        }
+        let key = ChannelKey::new("t".into(), ChannelName::parse("user:x").unwrap());
+        assert!(matches!(
+            broker.publish(&key, POLICY, &data(1)).await,
+            Err(BusError::TooManyChannels)
+        ));
+    }
+}

@@ -1,0 +1,198 @@
+//! The bus: how publications get their place in a channel's stream, reach
+//! every node, and are kept for recovery.
+//!
+//! The gateway talks only to the [`Broker`] trait. The in-process
+//! [`memory::MemoryBroker`] serves a single node; a Redis broker implements
+//! the same trait for cluster mode. A broker assigns offsets, keeps bounded
+//! history, tracks presence, carries revocations, and hands every publication
+//! to the local [`crate::gateway::hub::Hub`] for fan-out.
+
+pub mod memory;
+
+use std::{fmt::Write, sync::Arc, time::Duration};
+
+use axum::extract::ws::Utf8Bytes;
+use futures_util::future::BoxFuture;
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+
+use crate::{
+    channels::ChannelKey,
+    ids::{SessionId, TenantId, UserId},
+};
+
+/// A place in a channel's stream. Offsets increase by one per publication
+/// within an epoch; a new epoch means the previous stream (and its history)
+/// is gone.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Position {
+    pub epoch: Arc<str>,
+    pub offset: u64,
+}
+
+/// How much history a channel keeps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HistoryPolicy {
+    /// Publications kept; 0 keeps none (offsets still increase).
+    pub size: usize,
+    /// Publications older than this are dropped.
+    pub ttl: Duration,
+}
+
+/// One publication, encoded once as the exact text frame every subscriber
+/// receives, so fan-out shares bytes instead of re-serialising.
+#[derive(Debug)]
+pub struct Publication {
+    pub channel: ChannelKey,
+    pub epoch: Arc<str>,
+    /// 0 for ephemeral events (join/leave), which have no place in the stream.
+    pub offset: u64,
+    pub frame: Utf8Bytes,
+}
+
+impl Publication {
+    /// Encodes `{"type":"pub","channel":…,"epoch":…,"offset":…,"data":…}`.
+    pub fn encode(
+        channel: ChannelKey,
+        epoch: Arc<str>,
+        offset: u64,
+        data: &RawValue,
+    ) -> Publication {
+        let name = channel.name().as_str();
+        let mut frame = String::with_capacity(64 + name.len() + epoch.len() + data.get().len());
+        frame.push_str(r#"{"type":"pub","channel":"#);
+        push_json_str(&mut frame, name);
+        frame.push_str(r#","epoch":"#);
+        push_json_str(&mut frame, &epoch);
+        frame.push_str(r#","offset":"#);
+        let _ = write!(frame, "{offset}");
+        frame.push_str(r#","data":"#);
+        frame.push_str(data.get());
+        frame.push('}');
+        Publication {
+            channel,
+            epoch,
+            offset,
+            frame: frame.into(),
+        }
+    }
+
+    /// An event delivered to current subscribers only (never stored).
+    pub fn ephemeral(channel: ChannelKey, frame: String) -> Publication {
+        Publication {
+            channel,
+            epoch: Arc::from(""),
+            offset: 0,
+            frame: frame.into(),
+        }
+    }
+}
+
+fn push_json_str(out: &mut String, s: &str) {
+    // Serialising a &str cannot fail.
+    out.push_str(&serde_json::to_string(s).unwrap_or_default());
+}
+
+/// The outcome of asking for what followed a position.
+#[derive(Debug)]
+pub struct Recovery {
+    /// The channel's current position (last offset assigned).
+    pub top: Position,
+    /// Publications after the requested position, in order.
+    pub publications: Vec<Arc<Publication>>,
+    /// `true` when `publications` is exactly everything after the requested
+    /// position; `false` when the epoch changed or history was trimmed.
+    pub recovered: bool,
+}
+
+/// Who is present in a channel.
+#[derive(Debug, Clone, Serialize)]
+pub struct PresenceEntry {
+    pub user: UserId,
+    /// Connections of this user subscribed to the channel.
+    pub clients: u32,
+}
+
+/// Sessions to end: one session, or every session of the user.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Revocation {
+    pub tenant: TenantId,
+    pub user: UserId,
+    pub session: Option<SessionId>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum BusError {
+    #[error("too many channels on this node")]
+    TooManyChannels,
+    #[error("bus unavailable: {0}")]
+    Unavailable(String),
+}
+
+/// What the gateway needs from a bus. Methods return boxed futures so the
+/// trait stays object-safe and brokers can be swapped at start-up.
+pub trait Broker: Send + Sync + 'static {
+    /// Assigns the next offset, stores the publication in history and delivers
+    /// it to subscribers on every node.
+    fn publish<'a>(
+        &'a self,
+        channel: &'a ChannelKey,
+        history: HistoryPolicy,
+        data: &'a RawValue,
+    ) -> BoxFuture<'a, Result<Position, BusError>>;
+
+    /// Delivers an event to current subscribers without storing it.
+    fn publish_ephemeral(
+        &self,
+        channel: &ChannelKey,
+        frame: String,
+    ) -> BoxFuture<'_, Result<(), BusError>>;
+
+    /// The channel's position and, with `since`, what followed it (at most `limit`
+    /// publications; `recovered` is false when more than `limit` followed).
+    fn recover<'a>(
+        &'a self,
+        channel: &'a ChannelKey,
+        history: HistoryPolicy,
+        since: Option<&'a Position>,
+        limit: usize,
+    ) -> BoxFuture<'a, Result<Recovery, BusError>>;
+
+    /// The most recent publications (up to `limit`), oldest first.
+    fn latest<'a>(
+        &'a self,
+        channel: &'a ChannelKey,
+        history: HistoryPolicy,
+        limit: usize,
+    ) -> BoxFuture<'a, Result<Recovery, BusError>>;
+
+    /// Records that one more connection of `user` is in `channel`; returns
+    /// `true` when it is the user's first.
+    fn presence_join<'a>(
+        &'a self,
+        channel: &'a ChannelKey,
+        user: &'a UserId,
+    ) -> BoxFuture<'a, Result<bool, BusError>>;
+
+    /// The reverse of [`Broker::presence_join`]; returns `true` when it was the user's last.
+    fn presence_leave<'a>(
+        &'a self,
+        channel: &'a ChannelKey,
+        user: &'a UserId,
+    ) -> BoxFuture<'a, Result<bool, BusError>>;
+
+    fn presence<'a>(
+        &'a self,
+        channel: &'a ChannelKey,
+    ) -> BoxFuture<'a, Result<Vec<PresenceEntry>, BusError>>;
+
+    /// Ends sessions on every node (their live connections close).
+    fn revoke(&self, revocation: Revocation) -> BoxFuture<'_, Result<(), BusError>>;
+
+    /// This node gained its first (`true`) or lost its last (`false`) local
+    /// subscriber of `channel`; a clustered broker (un)subscribes upstream.
+    fn local_interest(&self, channel: &ChannelKey, interested: bool);
+
+    /// `true` while the broker can serve publications (for `/readyz`).
+    fn healthy(&self) -> bool;
+}

@@ -1,0 +1,97 @@
+//! Prometheus metrics of the gateway, served at `/metrics`.
+//!
+//! Counters and gauges are plain atomics; rendering walks a registry built
+//! once at start-up.
+
+use prometheus_client::{
+    encoding::text::encode,
+    metrics::{counter::Counter, gauge::Gauge},
+    registry::Registry,
+};
+
+#[derive(Default)]
+pub struct Metrics {
+    pub connections: Gauge,
+    pub connections_opened: Counter,
+    pub connections_refused: Counter,
+    pub subscriptions: Gauge,
+    pub publications: Counter,
+    pub deliveries: Counter,
+    pub slow_consumer_closes: Counter,
+    pub queued_bytes: Gauge,
+    pub channels: Gauge,
+    pub auth_failures: Counter,
+    pub command_errors: Counter,
+    pub rate_limited: Counter,
+}
+
+impl Metrics {
+    /// Renders the Prometheus text exposition format.
+    pub fn render(&self) -> String {
+        let mut registry = Registry::with_prefix("relais");
+        registry.register(
+            "connections",
+            "Open WebSocket and SSE connections",
+            self.connections.clone(),
+        );
+        registry.register(
+            "connections_opened",
+            "Connections accepted",
+            self.connections_opened.clone(),
+        );
+        registry.register(
+            "connections_refused",
+            "Upgrades refused by the connection limit",
+            self.connections_refused.clone(),
+        );
+        registry.register(
+            "subscriptions",
+            "Channel subscriptions held by local connections",
+            self.subscriptions.clone(),
+        );
+        registry.register(
+            "publications",
+            "Publications accepted by this node",
+            self.publications.clone(),
+        );
+        registry.register(
+            "deliveries",
+            "Publications queued to local connections",
+            self.deliveries.clone(),
+        );
+        registry.register(
+            "slow_consumer_closes",
+            "Connections closed because their outbound queue was full",
+            self.slow_consumer_closes.clone(),
+        );
+        registry.register(
+            "outbound_queued_bytes",
+            "Bytes waiting in connection outbound queues",
+            self.queued_bytes.clone(),
+        );
+        registry.register(
+            "channels",
+            "Channels held in memory by the bus",
+            self.channels.clone(),
+        );
+        registry.register(
+            "auth_failures",
+            "Refused tokens and API keys",
+            self.auth_failures.clone(),
+        );
+        registry.register(
+            "command_errors",
+            "WebSocket commands answered with an error frame",
+            self.command_errors.clone(),
+        );
+        registry.register(
+            "rate_limited",
+            "WebSocket commands refused by the rate limit",
+            self.rate_limited.clone(),
+        );
+        let mut out = String::new();
+        // Writing to a String cannot fail.
+        let _ = encode(&mut out, &registry);
+        out
+    }
+}
