@@ -1,0 +1,217 @@
+//! `POST /api/v1/publish` and `POST /api/v1/publish/batch`: app backends
+//! publish to channels of their tenant.
+
+use std::sync::Arc;
+
+use axum::{
+    Router,
+    body::Bytes,
+    extract::State,
+    http::{HeaderMap, HeaderValue, StatusCode, header},
+    response::{IntoResponse, Response},
+    routing::post,
+};
+use serde::{Deserialize, Serialize, de::DeserializeOwned};
+use serde_json::value::RawValue;
+
+use super::idempotency::{Claim, Idempotency, parse_key};
+use crate::{
+    app::AppState,
+    auth::{Caller, Permission, Scope, extract::AnyCaller},
+    channels::{ChannelKey, Namespace, Operation},
+    error::{ApiError, ApiResult},
+    gateway::{ChannelOpError, Gateway},
+};
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/api/v1/publish", post(publish))
+        .route("/api/v1/publish/batch", post(publish_batch))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PublishRequest {
+    channel: String,
+    data: Box<RawValue>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BatchRequest {
+    publications: Vec<PublishRequest>,
+}
+
+#[derive(Serialize)]
+struct Published {
+    channel: String,
+    epoch: String,
+    offset: u64,
+}
+
+#[derive(Serialize)]
+struct BatchResponse {
+    results: Vec<Published>,
+}
+
+fn parse_body<T: DeserializeOwned>(body: &[u8]) -> ApiResult<T> {
+    serde_json::from_slice(body).map_err(|e| match e.classify() {
+        serde_json::error::Category::Data => ApiError::invalid("invalid_body", e.to_string()),
+        _ => ApiError::BadRequest(format!("malformed JSON: {e}")),
+    })
+}
+
+/// Checks everything about one publication before anything is published.
+async fn authorize<'g>(
+    gw: &'g Gateway,
+    caller: &Caller,
+    req: &PublishRequest,
+) -> Result<(ChannelKey, &'g Namespace), ChannelOpError> {
+    let (key, ns) = gw.resolve(caller.tenant(), &req.channel)?;
+    if req.data.get().len() > gw.limits.max_publication_bytes {
+        return Err(ChannelOpError::TooLarge(gw.limits.max_publication_bytes));
+    }
+    let allowed = match caller {
+        Caller::Key(k) => k.scopes.contains(&Scope::Publish),
+        Caller::User(p) => {
+            p.can(Permission::PublishAny)
+                || gw
+                    .channels
+                    .allows(ns, Operation::Publish, p, key.name())
+                    .await?
+        }
+    };
+    if !allowed {
+        return Err(ChannelOpError::Forbidden);
+    }
+    Ok((key, ns))
+}
+
+async fn publish(
+    State(state): State<AppState>,
+    AnyCaller(caller): AnyCaller,
+    headers: HeaderMap,
+    body: Bytes,
+) -> ApiResult<Response> {
+    idempotent(&state, &caller, &headers, "publish", &body, async |gw| {
+        let req: PublishRequest = parse_body(&body)?;
+        let (key, ns) = authorize(gw, &caller, &req).await?;
+        let position = gw.publish(&key, ns, &req.data).await?;
+        Ok(serde_json::to_string(&Published {
+            channel: req.channel,
+            epoch: position.epoch.to_string(),
+            offset: position.offset,
+        })
+        .unwrap_or_default())
+    })
+    .await
+}
+
+async fn publish_batch(
+    State(state): State<AppState>,
+    AnyCaller(caller): AnyCaller,
+    headers: HeaderMap,
+    body: Bytes,
+) -> ApiResult<Response> {
+    idempotent(
+        &state,
+        &caller,
+        &headers,
+        "publish/batch",
+        &body,
+        async |gw| {
+            let req: BatchRequest = parse_body(&body)?;
+            if req.publications.is_empty() || req.publications.len() > gw.limits.max_batch {
+                return Err(ApiError::invalid(
+                    "invalid_batch",
+                    format!("a batch holds 1 to {} publications", gw.limits.max_batch),
+                ));
+            }
+            // Validate and authorise all first: a bad item publishes nothing.
+            let mut checked = Vec::with_capacity(req.publications.len());
+            for (i, p) in req.publications.iter().enumerate() {
+                let (key, ns) = authorize(gw, &caller, p).await.map_err(|e| {
+                    let code = e.code();
+                    ApiError::invalid(code, format!("publications[{i}]: {e}"))
+                })?;
+                checked.push((key, ns, p));
+            }
+            let mut results = Vec::with_capacity(checked.len());
+            for (key, ns, p) in checked {
+                let position = gw.publish(&key, ns, &p.data).await?;
+                results.push(Published {
+                    channel: p.channel.clone(),
+                    epoch: position.epoch.to_string(),
+                    offset: position.offset,
+                });
+            }
+            Ok(serde_json::to_string(&BatchResponse { results }).unwrap_or_default())
+        },
+    )
+    .await
+}
+
+/// Runs `work` once per `Idempotency-Key` (when the header is present) and
+/// replays its stored response to retries.
+async fn idempotent(
+    state: &AppState,
+    caller: &Caller,
+    headers: &HeaderMap,
+    route: &str,
+    body: &[u8],
+    work: impl AsyncFnOnce(&Gateway) -> ApiResult<String>,
+) -> ApiResult<Response> {
+    let key = match headers.get("idempotency-key") {
+        None => None,
+        Some(v) => Some(parse_key(v.to_str().map_err(|_| {
+            ApiError::invalid("invalid_idempotency_key", "Idempotency-Key must be ASCII")
+        })?)?),
+    };
+    let Some(key) = key else {
+        return Ok(json_response(
+            StatusCode::OK,
+            work(&state.gateway).await?,
+            false,
+        ));
+    };
+    let tenant = caller.tenant();
+    let store: &Arc<Idempotency> = &state.idempotency;
+    match store
+        .claim(tenant, &key, &Idempotency::fingerprint(route, body))
+        .await?
+    {
+        Claim::Replay { status, body } => Ok(json_response(
+            StatusCode::from_u16(status).unwrap_or(StatusCode::OK),
+            body,
+            true,
+        )),
+        Claim::Fresh => match work(&state.gateway).await {
+            Ok(body) => {
+                store.complete(tenant, &key, 200, &body).await?;
+                Ok(json_response(StatusCode::OK, body, false))
+            }
+            Err(e) => {
+                store.release(tenant, &key).await?;
+                Err(e)
+            }
+        },
+    }
+}
+
+fn json_response(status: StatusCode, body: String, replayed: bool) -> Response {
+    let mut response = (
+        status,
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        )],
+        body,
+    )
+        .into_response();
+    if replayed {
+        response
+            .headers_mut()
+            .insert("idempotent-replayed", HeaderValue::from_static("true"));
+    }
+    response
+}

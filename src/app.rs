@@ -1,0 +1,266 @@
+//! Building and running the application: the caller binds the listener (tests
+//! bind port 0) and passes a shutdown future; every background task stops
+//! with it.
+
+use std::{future::Future, net::SocketAddr, path::Path, sync::Arc, time::Duration};
+
+use anyhow::Context;
+use axum::{Router, extract::DefaultBodyLimit, extract::FromRef, routing::get};
+use secrecy::SecretString;
+use tokio::net::TcpListener;
+use tower_http::trace::TraceLayer;
+
+use crate::{
+    api::{self, idempotency::Idempotency},
+    auth::{self, AuthService, tokens::JwtKeys},
+    bootstrap::{self, BootstrapReport},
+    bus::{Broker, memory::MemoryBroker},
+    channels::ChannelRegistry,
+    config::Config,
+    error::ApiError,
+    gateway::{Gateway, hub::Hub, sse, ws},
+    metrics::Metrics,
+    store::Store,
+};
+
+/// Largest REST request body.
+const MAX_BODY_BYTES: usize = 4 * 1024 * 1024;
+
+/// What handlers share. Handlers take only the part they need (`FromRef`).
+#[derive(Clone)]
+pub struct AppState {
+    pub gateway: Arc<Gateway>,
+    pub auth: Arc<AuthService>,
+    pub store: Store,
+    pub metrics: Arc<Metrics>,
+    pub idempotency: Arc<Idempotency>,
+}
+
+impl FromRef<AppState> for Arc<Gateway> {
+    fn from_ref(state: &AppState) -> Self {
+        state.gateway.clone()
+    }
+}
+
+impl FromRef<AppState> for Arc<AuthService> {
+    fn from_ref(state: &AppState) -> Self {
+        state.auth.clone()
+    }
+}
+
+pub struct Application {
+    listener: TcpListener,
+    state: AppState,
+    memory: Arc<MemoryBroker>,
+    config: Config,
+    bootstrap: Option<BootstrapReport>,
+}
+
+/// The store, migrated. Used by `serve` and by the admin commands.
+pub async fn open_store(config: &Config) -> anyhow::Result<Store> {
+    let store = Store::connect(config.database_url.as_ref(), &config.data_dir).await?;
+    store.migrate().await?;
+    Ok(store)
+}
+
+impl Application {
+    /// Binds `config.bind` and builds the application with the core channel namespaces.
+    pub async fn build(config: Config) -> anyhow::Result<Self> {
+        let listener = TcpListener::bind(config.bind)
+            .await
+            .with_context(|| format!("binding {}", config.bind))?;
+        Self::build_with(config, listener, ChannelRegistry::core()).await
+    }
+
+    /// Builds the application on an already bound listener with the given
+    /// namespaces (domain modules add theirs to [`ChannelRegistry::core`]).
+    pub async fn build_with(
+        config: Config,
+        listener: TcpListener,
+        channels: ChannelRegistry,
+    ) -> anyhow::Result<Self> {
+        let store = open_store(&config).await?;
+        let secret = jwt_secret(&config)?;
+        let metrics = Arc::new(Metrics::default());
+        let hub = Arc::new(Hub::new(metrics.clone()));
+        if config.redis_url.is_some() {
+            tracing::warn!(
+                "REDIS_URL is set, but this version has no cluster mode yet: using the in-process bus"
+            );
+        }
+        let memory = Arc::new(MemoryBroker::new(
+            hub.clone(),
+            config.limits.max_channels,
+            metrics.clone(),
+        ));
+        let broker: Arc<dyn Broker> = memory.clone();
+        let auth = Arc::new(AuthService::new(
+            store.clone(),
+            JwtKeys::new(&secret),
+            config.access_token_ttl,
+            config.refresh_token_ttl,
+            broker.clone(),
+        ));
+        let gateway = Arc::new(Gateway::new(
+            hub,
+            broker,
+            Arc::new(channels),
+            auth.clone(),
+            config.limits.clone(),
+            config.allowed_origins.clone(),
+            metrics.clone(),
+        ));
+        let bootstrap = bootstrap::ensure(&auth, &config.bootstrap).await?;
+        let idempotency = Arc::new(Idempotency::new(store.clone()));
+        let state = AppState {
+            gateway,
+            auth,
+            store,
+            metrics,
+            idempotency,
+        };
+        Ok(Application {
+            listener,
+            state,
+            memory,
+            config,
+            bootstrap,
+        })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listener
+            .local_addr()
+            .expect("a bound listener has an address")
+    }
+
+    pub fn port(&self) -> u16 {
+        self.local_addr().port()
+    }
+
+    pub fn state(&self) -> &AppState {
+        &self.state
+    }
+
+    /// Credentials created on first start, if this start created them.
+    pub fn bootstrap_report(&self) -> Option<&BootstrapReport> {
+        self.bootstrap.as_ref()
+    }
+
+    /// Serves until `shutdown` resolves, then drains: new connections are
+    /// refused, live ones are told to reconnect elsewhere (close 4007), and
+    /// the call returns when they are gone or the grace period ends.
+    pub async fn run_until_stopped(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
+        let Application {
+            listener,
+            state,
+            memory,
+            config,
+            ..
+        } = self;
+        let gateway = state.gateway.clone();
+        let stop = gateway.shutdown.clone();
+
+        let channels = gateway.channels.clone();
+        let eviction = tokio::spawn(memory.run_eviction(
+            Duration::from_secs(60),
+            move |key| channels.resolve(key.name()).ok().map(|ns| ns.history),
+            stop.clone(),
+        ));
+        let purge = tokio::spawn(purge_idempotency(state.idempotency.clone(), stop.clone()));
+
+        let app = router(state);
+        let signal_gateway = gateway.clone();
+        let server = axum::serve(listener, app).with_graceful_shutdown(async move {
+            shutdown.await;
+            tracing::info!("shutting down: refusing new connections and draining");
+            signal_gateway.begin_shutdown();
+        });
+        let mut server = tokio::spawn(async move { server.await });
+        tokio::select! {
+            result = &mut server => { result??; }
+            _ = stop.cancelled() => {
+                let drained = tokio::time::timeout(config.limits.shutdown_grace, async {
+                    let _ = (&mut server).await;
+                    gateway.tasks.wait().await;
+                })
+                .await;
+                if drained.is_err() {
+                    tracing::warn!(remaining = gateway.hub.connection_count(), "grace period over; dropping remaining connections");
+                    server.abort();
+                }
+            }
+        }
+        stop.cancel();
+        let _ = tokio::join!(eviction, purge);
+        tracing::info!("stopped");
+        Ok(())
+    }
+}
+
+/// All routes of the hub.
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .merge(auth::routes::router())
+        .merge(api::publish::router())
+        .merge(api::ops::router())
+        .route("/ws", get(ws::upgrade))
+        .route("/api/v1/sse", get(sse::stream))
+        .fallback(|| async { ApiError::NotFound("route") })
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(TraceLayer::new_for_http())
+        .with_state(state)
+}
+
+async fn purge_idempotency(
+    idempotency: Arc<Idempotency>,
+    stop: tokio_util::sync::CancellationToken,
+) {
+    let mut tick = tokio::time::interval(Duration::from_secs(3600));
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tick.tick() => {
+                if let Err(e) = idempotency.purge().await {
+                    tracing::warn!(error = %e, "purging idempotency keys failed");
+                }
+            }
+        }
+    }
+}
+
+/// The JWT signing secret: from the environment, or generated once and kept
+/// in the data folder so restarts keep sessions valid.
+fn jwt_secret(config: &Config) -> anyhow::Result<SecretString> {
+    if let Some(secret) = &config.jwt_secret {
+        return Ok(secret.clone());
+    }
+    let path = config.data_dir.join("jwt-secret");
+    if let Ok(existing) = std::fs::read_to_string(&path) {
+        let existing = existing.trim();
+        if existing.len() >= 32 {
+            return Ok(SecretString::from(existing.to_owned()));
+        }
+    }
+    std::fs::create_dir_all(&config.data_dir)
+        .with_context(|| format!("creating {}", config.data_dir.display()))?;
+    let secret = auth::tokens::random_token(48);
+    write_private(&path, &secret).with_context(|| format!("writing {}", path.display()))?;
+    tracing::info!(path = %path.display(), "generated a JWT signing secret");
+    Ok(SecretString::from(secret))
+}
+
+fn write_private(path: &Path, contents: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    options.open(path)?.write_all(contents.as_bytes())
+}

@@ -1,0 +1,140 @@
+//! The local fan-out table: which connections on this node subscribe to
+//! which channel, and every live connection (for revocation and shutdown).
+//!
+//! Delivery pushes one shared [`Publication`] into each subscriber's
+//! [`Outbox`]; nothing here waits on a socket.
+
+use std::sync::{
+    Arc,
+    atomic::{AtomicU64, Ordering},
+};
+
+use dashmap::DashMap;
+
+use super::{outbox::Outbox, protocol::CloseReason};
+use crate::{
+    bus::{Publication, Revocation},
+    channels::ChannelKey,
+    ids::{SessionId, TenantId, UserId},
+    metrics::Metrics,
+};
+
+/// A connection's identity on this node.
+pub type ConnId = u64;
+
+struct Subscriber {
+    conn: ConnId,
+    outbox: Arc<Outbox>,
+}
+
+/// What the hub knows of a live connection.
+pub struct ConnEntry {
+    pub tenant: TenantId,
+    pub user: UserId,
+    pub session: SessionId,
+    pub outbox: Arc<Outbox>,
+}
+
+pub struct Hub {
+    channels: DashMap<ChannelKey, Vec<Subscriber>>,
+    connections: DashMap<ConnId, ConnEntry>,
+    next_conn: AtomicU64,
+    metrics: Arc<Metrics>,
+}
+
+impl Hub {
+    pub fn new(metrics: Arc<Metrics>) -> Self {
+        Hub {
+            channels: DashMap::new(),
+            connections: DashMap::new(),
+            next_conn: AtomicU64::new(1),
+            metrics,
+        }
+    }
+
+    pub fn next_conn_id(&self) -> ConnId {
+        self.next_conn.fetch_add(1, Ordering::Relaxed)
+    }
+
+    pub fn register(&self, conn: ConnId, entry: ConnEntry) {
+        self.connections.insert(conn, entry);
+        self.metrics.connections.inc();
+    }
+
+    pub fn deregister(&self, conn: ConnId) {
+        if self.connections.remove(&conn).is_some() {
+            self.metrics.connections.dec();
+        }
+    }
+
+    /// Updates a connection's session after a token refresh on the socket.
+    pub fn set_session(&self, conn: ConnId, session: SessionId) {
+        if let Some(mut entry) = self.connections.get_mut(&conn) {
+            entry.session = session;
+        }
+    }
+
+    /// Adds a subscriber; returns `true` if it is the channel's first on this node.
+    pub fn subscribe(&self, channel: &ChannelKey, conn: ConnId, outbox: Arc<Outbox>) -> bool {
+        let mut subs = self.channels.entry(channel.clone()).or_default();
+        subs.push(Subscriber { conn, outbox });
+        self.metrics.subscriptions.inc();
+        subs.len() == 1
+    }
+
+    /// Removes a subscriber; returns `true` if it was the channel's last on this node.
+    pub fn unsubscribe(&self, channel: &ChannelKey, conn: ConnId) -> bool {
+        let removed = self.channels.remove_if_mut(channel, |_, subs| {
+            if let Some(i) = subs.iter().position(|s| s.conn == conn) {
+                subs.swap_remove(i);
+                self.metrics.subscriptions.dec();
+            }
+            subs.is_empty()
+        });
+        removed.is_some()
+    }
+
+    pub fn has_subscribers(&self, channel: &ChannelKey) -> bool {
+        self.channels.contains_key(channel)
+    }
+
+    /// Hands `publication` to every local subscriber of its channel.
+    pub fn deliver(&self, publication: &Arc<Publication>) {
+        if let Some(subs) = self.channels.get(&publication.channel) {
+            let mut delivered = 0u64;
+            for sub in subs.iter() {
+                delivered += sub.outbox.push(publication) as u64;
+            }
+            self.metrics.deliveries.inc_by(delivered);
+        }
+    }
+
+    /// Closes the connections a revocation covers; returns how many.
+    pub fn revoke(&self, revocation: &Revocation) -> usize {
+        let mut closed = 0;
+        for entry in self.connections.iter() {
+            let hit = entry.tenant == revocation.tenant
+                && entry.user == revocation.user
+                && revocation
+                    .session
+                    .as_ref()
+                    .is_none_or(|s| *s == entry.session);
+            if hit {
+                entry.outbox.close(CloseReason::SessionRevoked);
+                closed += 1;
+            }
+        }
+        closed
+    }
+
+    /// Asks every connection to close (graceful shutdown).
+    pub fn close_all(&self, reason: CloseReason) {
+        for entry in self.connections.iter() {
+            entry.outbox.close(reason);
+        }
+    }
+
+    pub fn connection_count(&self) -> usize {
+        self.connections.len()
+    }
+}

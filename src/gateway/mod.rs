@@ -1,0 +1,180 @@
+//! The gateway: authenticates connections, authorises by channel policy,
+//! and delivers. It knows no domain; domain modules reach clients only by
+//! publishing to channels of namespaces they registered.
+//!
+//! - [`protocol`]: frames and close codes of the WebSocket protocol.
+//! - [`ws`]: one task per WebSocket connection.
+//! - [`sse`]: the read-only Server-Sent Events endpoint.
+//! - [`hub`]: local subscribers and live connections.
+//! - [`outbox`]: the byte-bounded queue of each connection.
+//! - [`ratelimit`]: the per-connection command budget.
+
+pub mod hub;
+pub mod outbox;
+pub mod protocol;
+pub mod ratelimit;
+pub mod sse;
+pub mod ws;
+
+use std::sync::Arc;
+
+use serde_json::value::RawValue;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio_util::{sync::CancellationToken, task::TaskTracker};
+
+use crate::{
+    auth::{AuthService, Principal},
+    bus::{Broker, BusError, Position},
+    channels::{ChannelError, ChannelKey, ChannelName, ChannelRegistry, Namespace, Operation},
+    config::{Limits, OriginPolicy},
+    error::ApiError,
+    ids::TenantId,
+    metrics::Metrics,
+};
+use hub::Hub;
+
+/// Why a channel operation was refused; shared by the WebSocket, SSE and REST paths.
+#[derive(Debug, thiserror::Error)]
+pub enum ChannelOpError {
+    #[error(transparent)]
+    Channel(#[from] ChannelError),
+    #[error("not allowed on this channel")]
+    Forbidden,
+    #[error("publication data is larger than {0} bytes")]
+    TooLarge(usize),
+    #[error(transparent)]
+    Bus(#[from] BusError),
+    #[error("internal error")]
+    Internal(#[from] anyhow::Error),
+}
+
+impl ChannelOpError {
+    pub fn code(&self) -> &'static str {
+        use protocol::codes;
+        match self {
+            ChannelOpError::Channel(ChannelError::Invalid(_)) => codes::INVALID_CHANNEL,
+            ChannelOpError::Channel(ChannelError::UnknownNamespace(_)) => codes::CHANNEL_NOT_FOUND,
+            ChannelOpError::Forbidden => codes::FORBIDDEN,
+            ChannelOpError::TooLarge(_) => codes::PAYLOAD_TOO_LARGE,
+            ChannelOpError::Bus(_) => codes::UNAVAILABLE,
+            ChannelOpError::Internal(_) => codes::INTERNAL,
+        }
+    }
+}
+
+impl From<ChannelOpError> for ApiError {
+    fn from(e: ChannelOpError) -> Self {
+        let code = e.code();
+        match e {
+            ChannelOpError::Channel(ChannelError::UnknownNamespace(_)) => {
+                ApiError::invalid(code, e.to_string())
+            }
+            ChannelOpError::Channel(_) => ApiError::invalid(code, e.to_string()),
+            ChannelOpError::Forbidden => ApiError::forbidden(e.to_string()),
+            ChannelOpError::TooLarge(_) => ApiError::PayloadTooLarge,
+            ChannelOpError::Bus(_) => ApiError::Unavailable(code, e.to_string()),
+            ChannelOpError::Internal(e) => ApiError::Internal(e),
+        }
+    }
+}
+
+pub struct Gateway {
+    pub hub: Arc<Hub>,
+    pub broker: Arc<dyn Broker>,
+    pub channels: Arc<ChannelRegistry>,
+    pub auth: Arc<AuthService>,
+    pub limits: Limits,
+    pub origins: OriginPolicy,
+    pub metrics: Arc<Metrics>,
+    /// One permit per open connection: the global connection limit.
+    permits: Arc<Semaphore>,
+    /// Cancelled when the server begins shutting down.
+    pub shutdown: CancellationToken,
+    /// Every connection task, so shutdown can wait for them.
+    pub tasks: TaskTracker,
+}
+
+impl Gateway {
+    pub fn new(
+        hub: Arc<Hub>,
+        broker: Arc<dyn Broker>,
+        channels: Arc<ChannelRegistry>,
+        auth: Arc<AuthService>,
+        limits: Limits,
+        origins: OriginPolicy,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        Gateway {
+            permits: Arc::new(Semaphore::new(limits.max_connections)),
+            hub,
+            broker,
+            channels,
+            auth,
+            limits,
+            origins,
+            metrics,
+            shutdown: CancellationToken::new(),
+            tasks: TaskTracker::new(),
+        }
+    }
+
+    /// A slot for one more connection, or `None` at the limit or during shutdown.
+    pub fn admit(&self) -> Option<OwnedSemaphorePermit> {
+        if self.shutdown.is_cancelled() {
+            return None;
+        }
+        let permit = self.permits.clone().try_acquire_owned().ok();
+        if permit.is_none() {
+            self.metrics.connections_refused.inc();
+        }
+        permit
+    }
+
+    /// Parses a channel name within a tenant and finds its namespace.
+    pub fn resolve(
+        &self,
+        tenant: &TenantId,
+        name: &str,
+    ) -> Result<(ChannelKey, &Namespace), ChannelOpError> {
+        let name = ChannelName::parse(name)?;
+        let ns = self.channels.resolve(&name)?;
+        Ok((ChannelKey::new(tenant.clone(), name), ns))
+    }
+
+    pub async fn authorize(
+        &self,
+        ns: &Namespace,
+        op: Operation,
+        who: &Principal,
+        key: &ChannelKey,
+    ) -> Result<(), ChannelOpError> {
+        if self.channels.allows(ns, op, who, key.name()).await? {
+            Ok(())
+        } else {
+            Err(ChannelOpError::Forbidden)
+        }
+    }
+
+    /// Publishes already-authorised `data`; the data size limit applies to every path.
+    pub async fn publish(
+        &self,
+        key: &ChannelKey,
+        ns: &Namespace,
+        data: &RawValue,
+    ) -> Result<Position, ChannelOpError> {
+        if data.get().len() > self.limits.max_publication_bytes {
+            return Err(ChannelOpError::TooLarge(self.limits.max_publication_bytes));
+        }
+        let position = self.broker.publish(key, ns.history, data).await?;
+        self.metrics.publications.inc();
+        Ok(position)
+    }
+
+    /// Starts graceful shutdown: refuse new connections and ask every
+    /// connection to close with the documented reconnect code.
+    pub fn begin_shutdown(&self) {
+        self.shutdown.cancel();
+        self.tasks.close();
+        self.hub.close_all(protocol::CloseReason::ShuttingDown);
+    }
+}

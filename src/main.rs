@@ -1,0 +1,274 @@
+//! The `relais` binary: configuration, telemetry, and the subcommands.
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use relais::{
+    app::{self, Application},
+    auth::{
+        AuthService, Role, Scope,
+        tokens::{JwtKeys, random_token},
+    },
+    bus::memory::MemoryBroker,
+    config::Config,
+    gateway::hub::Hub,
+    metrics::Metrics,
+};
+use secrecy::SecretString;
+use std::sync::Arc;
+
+#[derive(Parser)]
+#[command(
+    name = "relais",
+    version,
+    about = "Self-hosted real-time collaboration and notification hub"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the hub (the default).
+    Serve,
+    /// Apply database migrations and exit.
+    Migrate,
+    /// Manage tenants.
+    Tenant {
+        #[command(subcommand)]
+        action: TenantAction,
+    },
+    /// Manage users.
+    User {
+        #[command(subcommand)]
+        action: UserAction,
+    },
+    /// Manage API keys.
+    ApiKey {
+        #[command(subcommand)]
+        action: ApiKeyAction,
+    },
+}
+
+#[derive(Subcommand)]
+enum TenantAction {
+    /// Create a tenant.
+    Create {
+        /// Short identifier used at login (a-z, 0-9, -, _).
+        slug: String,
+        #[arg(long)]
+        name: Option<String>,
+    },
+}
+
+#[derive(Subcommand)]
+enum UserAction {
+    /// Create a user; prints a generated password if none is given.
+    Create {
+        #[arg(long)]
+        tenant: String,
+        #[arg(long)]
+        email: String,
+        /// Comma-separated: admin, moderator, broadcaster, editor, member, client.
+        #[arg(long, default_value = "member")]
+        roles: String,
+        #[arg(long, default_value = "")]
+        name: String,
+        /// Read from RELAIS_NEW_USER_PASSWORD if set; generated otherwise.
+        #[arg(long, env = "RELAIS_NEW_USER_PASSWORD", hide_env_values = true)]
+        password: Option<String>,
+    },
+}
+
+#[derive(Subcommand)]
+enum ApiKeyAction {
+    /// Create an API key and print it once.
+    Create {
+        #[arg(long)]
+        tenant: String,
+        #[arg(long)]
+        name: String,
+        /// Comma-separated: publish, notify, admin.
+        #[arg(long, default_value = "publish")]
+        scopes: String,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let config = match Config::from_env() {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("relais: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    relais::telemetry::init(&config.log_filter, config.log_json);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("relais: starting the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli.command.unwrap_or(Command::Serve), config)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("relais: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(command: Command, config: Config) -> anyhow::Result<()> {
+    match command {
+        Command::Serve => serve(config).await,
+        Command::Migrate => {
+            app::open_store(&config).await?;
+            println!("migrations applied");
+            Ok(())
+        }
+        Command::Tenant {
+            action: TenantAction::Create { slug, name },
+        } => {
+            let auth = admin_service(&config).await?;
+            let tenant = auth
+                .create_tenant(&slug, name.as_deref().unwrap_or(&slug))
+                .await?;
+            println!("tenant created: slug={} id={}", tenant.slug, tenant.id);
+            Ok(())
+        }
+        Command::User {
+            action:
+                UserAction::Create {
+                    tenant,
+                    email,
+                    roles,
+                    name,
+                    password,
+                },
+        } => {
+            let auth = admin_service(&config).await?;
+            let tenant = auth
+                .find_tenant(&tenant)
+                .await?
+                .ok_or_else(|| anyhow::anyhow!("no tenant `{tenant}`"))?;
+            let roles = roles
+                .split(',')
+                .map(|r| r.trim().parse::<Role>())
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(anyhow::Error::msg)?;
+            let generated = password.is_none();
+            let password = password.unwrap_or_else(|| random_token(18));
+            let user = auth
+                .create_user(&tenant.id, &email, &name, &password, &roles)
+                .await?;
+            println!(
+                "user created: id={} email={} roles={}",
+                user.id,
+                user.email,
+                roles
+                    .iter()
+                    .map(|r| r.as_str())
+                    .collect::<Vec<_>>()
+                    .join(",")
+            );
+            if generated {
+                println!("password (shown once): {password}");
+            }
+            Ok(())
+        }
+        Command::ApiKey {
+            action:
+                ApiKeyAction::Create {
+                    tenant,
+                    name,
+                    scopes,
+                },
+        } => {
+            let auth = admin_service(&config).await?;
+            let tenant = auth
+                .find_tenant(&tenant)
+                .await?
+                .ok_or_else(|| anyhow::anyhow!("no tenant `{tenant}`"))?;
+            let scopes = scopes
+                .split(',')
+                .map(|s| {
+                    Scope::parse(s.trim()).ok_or_else(|| {
+                        anyhow::anyhow!("unknown scope `{s}` (publish, notify, admin)")
+                    })
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            let key = auth.create_api_key(&tenant.id, &name, &scopes).await?;
+            println!("api key created: id={} name={}", key.view.id, key.view.name);
+            println!("key (shown once): {}", key.key);
+            Ok(())
+        }
+    }
+}
+
+async fn serve(config: Config) -> anyhow::Result<()> {
+    if let Err(e) = rlimit::increase_nofile_limit(u64::MAX) {
+        tracing::warn!(error = %e, "could not raise the open-file limit");
+    }
+    let app = Application::build(config).await?;
+    let addr = app.local_addr();
+    println!("Relais listening on http://{addr}");
+    println!(
+        "  WebSocket: ws://{addr}/ws    REST: http://{addr}/api/v1/    OpenAPI: http://{addr}/api/v1/openapi.json"
+    );
+    if let Some(report) = app.bootstrap_report() {
+        println!(
+            "Bootstrap: tenant `{}`, admin {}",
+            report.tenant, report.email
+        );
+        match &report.generated_password {
+            Some(p) => println!("  admin password (shown once, change it): {p}"),
+            None => println!("  admin password: from RELAIS_BOOTSTRAP_ADMIN_PASSWORD"),
+        }
+    }
+    app.run_until_stopped(shutdown_signal()).await
+}
+
+/// Resolves on Ctrl-C or SIGTERM.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! { _ = ctrl_c => {}, _ = terminate => {} }
+}
+
+/// The auth service for one-shot admin commands (no live connections to notify).
+async fn admin_service(config: &Config) -> anyhow::Result<AuthService> {
+    let store = app::open_store(config).await?;
+    let metrics = Arc::new(Metrics::default());
+    let broker = Arc::new(MemoryBroker::new(
+        Arc::new(Hub::new(metrics.clone())),
+        1,
+        metrics,
+    ));
+    // Tokens are not issued by admin commands; any key will do.
+    let keys = JwtKeys::new(&SecretString::from(random_token(32)));
+    Ok(AuthService::new(
+        store,
+        keys,
+        config.access_token_ttl,
+        config.refresh_token_ttl,
+        broker,
+    ))
+}
