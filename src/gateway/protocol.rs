@@ -2,7 +2,6 @@
 //! close codes. `docs/protocol.md` is the prose form of this file.
 
 use serde::{Deserialize, Serialize};
-use serde_json::value::RawValue;
 
 use crate::bus::{Position, PresenceEntry};
 
@@ -35,7 +34,9 @@ pub enum CommandBody {
     },
     Publish {
         channel: String,
-        data: Box<RawValue>,
+        /// A `Value`, not a `RawValue`: raw values cannot pass through the
+        /// `flatten` of [`Command`]. Client publishes are rare; backends use REST.
+        data: serde_json::Value,
     },
     Presence {
         channel: String,

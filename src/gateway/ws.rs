@@ -71,8 +71,8 @@ pub async fn upgrade(
 
 async fn run(mut socket: WebSocket, gw: Arc<Gateway>, _permit: OwnedSemaphorePermit) {
     gw.metrics.connections_opened.inc();
-    let principal = match Box::pin(authenticate(&mut socket, &gw)).await {
-        Ok(p) => p,
+    let (principal, connect_id) = match Box::pin(authenticate(&mut socket, &gw)).await {
+        Ok(authenticated) => authenticated,
         Err(reason) => {
             if let Some(reason) = reason {
                 gw.metrics.auth_failures.inc();
@@ -109,7 +109,7 @@ async fn run(mut socket: WebSocket, gw: Arc<Gateway>, _permit: OwnedSemaphorePer
             limiter,
         };
         let connected = Reply::Connected {
-            id: None,
+            id: connect_id,
             protocol: PROTOCOL_VERSION,
             client: id.to_string(),
             tenant: conn.principal.tenant.as_str(),
@@ -132,11 +132,12 @@ async fn run(mut socket: WebSocket, gw: Arc<Gateway>, _permit: OwnedSemaphorePer
     .await
 }
 
-/// Waits for the `connect` frame. `Err(None)` means the peer went away.
+/// Waits for the `connect` frame; returns who connected and the command id.
+/// `Err(None)` means the peer went away.
 async fn authenticate(
     socket: &mut WebSocket,
     gw: &Gateway,
-) -> Result<Principal, Option<CloseReason>> {
+) -> Result<(Principal, Option<u64>), Option<CloseReason>> {
     let first = match timeout(gw.limits.auth_timeout, socket.recv()).await {
         Err(_) => return Err(Some(CloseReason::AuthenticationFailed)),
         Ok(None) => return Err(None),
@@ -184,7 +185,7 @@ async fn authenticate(
         return Err(Some(CloseReason::ProtocolError));
     }
     match gw.auth.authenticate(&token).await {
-        Ok(principal) => Ok(principal),
+        Ok(principal) => Ok((principal, id)),
         Err(e) => {
             let code = e.code();
             send_error(socket, id, code, &e.to_string()).await;
@@ -224,18 +225,31 @@ async fn send_error(socket: &mut WebSocket, id: Option<u64>, code: &str, message
     let _ = socket.send(Message::Text(frame.into())).await;
 }
 
+/// The closing handshake: send our close frame, then read (and discard)
+/// until the peer's close arrives. Dropping the socket while the peer still
+/// has frames in flight would make the kernel reset the connection, and the
+/// client would never see the close code. A peer that does not cooperate
+/// cannot hold the task beyond [`CLOSE_WAIT`].
 async fn close(socket: &mut WebSocket, reason: CloseReason) {
     let frame = CloseFrame {
         code: reason.code(),
         reason: Utf8Bytes::from_static(reason.text()),
     };
-    // A peer that does not read cannot hold the task: the close is best effort.
-    let _ = timeout(
-        std::time::Duration::from_secs(1),
-        socket.send(Message::Close(Some(frame))),
-    )
+    let _ = timeout(CLOSE_WAIT, async {
+        if socket.send(Message::Close(Some(frame))).await.is_err() {
+            return;
+        }
+        while let Some(Ok(msg)) = socket.recv().await {
+            if matches!(msg, Message::Close(_)) {
+                break;
+            }
+        }
+    })
     .await;
 }
+
+/// Longest wait for the peer during the closing handshake.
+const CLOSE_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Where a subscription stands, to drop duplicates and catch gaps.
 struct Subscription {
@@ -438,7 +452,10 @@ impl Connection {
             }
             CommandBody::Unsubscribe { channel } => self.unsubscribe(socket, id, &channel).await,
             CommandBody::Publish { channel, data } => {
-                self.publish(socket, id, &channel, &data).await
+                match serde_json::value::to_raw_value(&data) {
+                    Ok(raw) => self.publish(socket, id, &channel, &raw).await,
+                    Err(e) => Err(CommandError::new(codes::MALFORMED, e.to_string())),
+                }
             }
             CommandBody::Presence { channel } => self.presence(socket, id, &channel).await,
             CommandBody::History {

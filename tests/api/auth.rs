@@ -1,0 +1,406 @@
+//! Login, refresh rotation and reuse detection, logout, revocation of live
+//! sockets, tenant administration and API keys.
+
+use serde_json::{Value, json};
+
+use crate::helpers::*;
+
+#[tokio::test]
+async fn login_returns_tokens_and_me_describes_the_user() {
+    let app = spawn_app().await;
+    let login = app.login(ADMIN_EMAIL, ADMIN_PASSWORD).await;
+    assert_eq!(login["token_type"], "Bearer");
+    assert_eq!(login["expires_in"], 1800);
+    assert_eq!(login["refresh_expires_in"], 7 * 24 * 3600);
+    let me: Value = app
+        .get("/api/v1/me", login["access_token"].as_str())
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(me["email"], ADMIN_EMAIL);
+    assert_eq!(me["roles"], json!(["admin"]));
+    assert!(
+        me["permissions"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("manage_tenant"))
+    );
+}
+
+#[tokio::test]
+async fn login_is_refused_with_a_wrong_password_email_or_tenant() {
+    let app = spawn_app().await;
+    for (tenant, email, password) in [
+        ("default", ADMIN_EMAIL, "wrong-password"),
+        ("default", "nobody@example.com", ADMIN_PASSWORD),
+        ("other", ADMIN_EMAIL, ADMIN_PASSWORD),
+    ] {
+        let res = app
+            .post(
+                "/api/v1/auth/login",
+                None,
+                json!({"tenant": tenant, "email": email, "password": password}),
+            )
+            .await;
+        assert_eq!(res.status(), 401);
+        let body: Value = res.json().await.unwrap();
+        assert_eq!(body["error"]["code"], "invalid_credentials");
+    }
+}
+
+#[tokio::test]
+async fn login_email_is_case_insensitive() {
+    let app = spawn_app().await;
+    app.login(&ADMIN_EMAIL.to_uppercase(), ADMIN_PASSWORD).await;
+}
+
+#[tokio::test]
+async fn refresh_rotates_the_token_and_a_reused_token_revokes_the_family() {
+    let app = spawn_app().await;
+    let first = app.login(ADMIN_EMAIL, ADMIN_PASSWORD).await;
+    let r1 = first["refresh_token"].as_str().unwrap();
+
+    let res = app
+        .post("/api/v1/auth/refresh", None, json!({"refresh_token": r1}))
+        .await;
+    assert_eq!(res.status(), 200);
+    let second: Value = res.json().await.unwrap();
+    let r2 = second["refresh_token"].as_str().unwrap();
+    assert_ne!(r1, r2);
+    let access2 = second["access_token"].as_str().unwrap();
+    assert_eq!(app.get("/api/v1/me", Some(access2)).await.status(), 200);
+
+    // Replaying the first token: refused, and the whole family is revoked.
+    let res = app
+        .post("/api/v1/auth/refresh", None, json!({"refresh_token": r1}))
+        .await;
+    assert_eq!(res.status(), 401);
+    assert_eq!(
+        res.json::<Value>().await.unwrap()["error"]["code"],
+        "refresh_token_reused"
+    );
+    let res = app
+        .post("/api/v1/auth/refresh", None, json!({"refresh_token": r2}))
+        .await;
+    assert_eq!(
+        res.json::<Value>().await.unwrap()["error"]["code"],
+        "session_revoked"
+    );
+    let res = app.get("/api/v1/me", Some(access2)).await;
+    assert_eq!(res.status(), 401);
+    assert_eq!(
+        res.json::<Value>().await.unwrap()["error"]["code"],
+        "session_revoked"
+    );
+
+    // Another session of the same user is untouched.
+    let other = app.login(ADMIN_EMAIL, ADMIN_PASSWORD).await;
+    assert_eq!(
+        app.get("/api/v1/me", other["access_token"].as_str())
+            .await
+            .status(),
+        200
+    );
+}
+
+#[tokio::test]
+async fn an_unknown_refresh_token_is_refused() {
+    let app = spawn_app().await;
+    let res = app
+        .post(
+            "/api/v1/auth/refresh",
+            None,
+            json!({"refresh_token": "rt_made_up"}),
+        )
+        .await;
+    assert_eq!(res.status(), 401);
+    assert_eq!(
+        res.json::<Value>().await.unwrap()["error"]["code"],
+        "invalid_refresh_token"
+    );
+}
+
+#[tokio::test]
+async fn logout_ends_the_session_and_closes_its_live_socket_only() {
+    let app = spawn_app().await;
+    let (_, token) = app.user("ana@example.com", &["member"]).await;
+    let other = app.login("ana@example.com", "user-password-123").await;
+    let other_token = other["access_token"].as_str().unwrap();
+    let mut ws = app.ws_connected(&token).await;
+    let mut ws_other = app.ws_connected(other_token).await;
+
+    let res = app
+        .post("/api/v1/auth/logout", Some(&token), json!({}))
+        .await;
+    assert_eq!(res.status(), 204);
+    assert_eq!(ws.closed().await, Some(4003));
+    assert_eq!(app.get("/api/v1/me", Some(&token)).await.status(), 401);
+    // The other session keeps its socket.
+    assert_eq!(
+        ws_other.request(json!({"type": "ping"})).await["type"],
+        "pong"
+    );
+
+    let res = app
+        .post(
+            "/api/v1/auth/logout",
+            Some(other_token),
+            json!({"all": true}),
+        )
+        .await;
+    assert_eq!(res.status(), 204);
+    assert_eq!(ws_other.closed().await, Some(4003));
+}
+
+#[tokio::test]
+async fn disabling_a_user_closes_their_sockets_and_blocks_login() {
+    let app = spawn_app().await;
+    let admin = app.admin_token().await;
+    let (id, token) = app.user("bo@example.com", &["member"]).await;
+    let mut ws = app.ws_connected(&token).await;
+    let res = app
+        .http
+        .patch(app.url(&format!("/api/v1/admin/users/{id}")))
+        .bearer_auth(&admin)
+        .json(&json!({"disabled": true}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    assert_eq!(ws.closed().await, Some(4003));
+    let res = app.post("/api/v1/auth/login", None, json!({"tenant": "default", "email": "bo@example.com", "password": "user-password-123"})).await;
+    assert_eq!(
+        res.json::<Value>().await.unwrap()["error"]["code"],
+        "user_disabled"
+    );
+}
+
+#[tokio::test]
+async fn a_role_change_closes_the_users_sockets() {
+    let app = spawn_app().await;
+    let admin = app.admin_token().await;
+    let (id, token) = app.user("cy@example.com", &["member"]).await;
+    let mut ws = app.ws_connected(&token).await;
+    ws.subscribe("role:member").await;
+    let res = app
+        .http
+        .patch(app.url(&format!("/api/v1/admin/users/{id}")))
+        .bearer_auth(&admin)
+        .json(&json!({"roles": ["moderator"]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        res.json::<Value>().await.unwrap()["roles"],
+        json!(["moderator"])
+    );
+    assert_eq!(ws.closed().await, Some(4003));
+    // Signing in again yields the new role's rights.
+    let token = app.login("cy@example.com", "user-password-123").await["access_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let mut ws = app.ws_connected(&token).await;
+    assert_eq!(
+        ws.request(json!({"type": "subscribe", "channel": "role:member"}))
+            .await["code"],
+        "forbidden"
+    );
+    ws.subscribe("role:moderator").await;
+}
+
+#[tokio::test]
+async fn admin_revoke_sessions_closes_every_socket_of_the_user() {
+    let app = spawn_app().await;
+    let admin = app.admin_token().await;
+    let (id, token) = app.user("di@example.com", &["member"]).await;
+    let mut a = app.ws_connected(&token).await;
+    let mut b = app.ws_connected(&token).await;
+    let res = app
+        .post(
+            &format!("/api/v1/admin/users/{id}/revoke-sessions"),
+            Some(&admin),
+            json!({}),
+        )
+        .await;
+    assert_eq!(res.status(), 204);
+    assert_eq!(a.closed().await, Some(4003));
+    assert_eq!(b.closed().await, Some(4003));
+}
+
+#[tokio::test]
+async fn tenant_administration_needs_the_admin_role() {
+    let app = spawn_app().await;
+    let (_, member) = app.user("ed@example.com", &["member"]).await;
+    for path in [
+        "/api/v1/admin/users",
+        "/api/v1/admin/api-keys",
+        "/api/v1/admin/roles",
+    ] {
+        let res = app.get(path, Some(&member)).await;
+        assert_eq!(res.status(), 403, "{path}");
+        assert_eq!(
+            res.json::<Value>().await.unwrap()["error"]["code"],
+            "forbidden"
+        );
+        assert_eq!(app.get(path, None).await.status(), 401, "{path}");
+    }
+    let admin = app.admin_token().await;
+    let roles: Value = app
+        .get("/api/v1/admin/roles", Some(&admin))
+        .await
+        .json()
+        .await
+        .unwrap();
+    let names: Vec<_> = roles
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["role"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "admin",
+            "moderator",
+            "broadcaster",
+            "editor",
+            "member",
+            "client"
+        ]
+    );
+}
+
+#[tokio::test]
+async fn creating_users_validates_input() {
+    let app = spawn_app().await;
+    let admin = app.admin_token().await;
+    let cases = [
+        (
+            json!({"email": "not-an-email", "password": "long-enough-pw", "roles": ["member"]}),
+            422,
+            "invalid_email",
+        ),
+        (
+            json!({"email": "x@example.com", "password": "short", "roles": ["member"]}),
+            422,
+            "weak_password",
+        ),
+        (
+            json!({"email": "x@example.com", "password": "long-enough-pw", "roles": []}),
+            422,
+            "invalid_roles",
+        ),
+        (
+            json!({"email": "x@example.com", "password": "long-enough-pw", "roles": ["emperor"]}),
+            422,
+            "invalid_body",
+        ),
+        (
+            json!({"email": ADMIN_EMAIL, "password": "long-enough-pw", "roles": ["member"]}),
+            409,
+            "user_exists",
+        ),
+    ];
+    for (body, status, code) in cases {
+        let res = app
+            .post("/api/v1/admin/users", Some(&admin), body.clone())
+            .await;
+        assert_eq!(res.status(), status, "{body}");
+        assert_eq!(
+            res.json::<Value>().await.unwrap()["error"]["code"],
+            code,
+            "{body}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn api_keys_are_shown_once_scoped_and_revocable() {
+    let app = spawn_app().await;
+    let admin = app.admin_token().await;
+    let res = app
+        .post(
+            "/api/v1/admin/api-keys",
+            Some(&admin),
+            json!({"name": "backend", "scopes": ["publish"]}),
+        )
+        .await;
+    let created: Value = res.json().await.unwrap();
+    let key = created["key"].as_str().unwrap();
+    assert!(key.starts_with("rls_"));
+    let listed: Value = app
+        .get("/api/v1/admin/api-keys", Some(&admin))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert!(
+        !listed.to_string().contains(key),
+        "the key is never listed again"
+    );
+    assert_eq!(listed[0]["prefix"], created["prefix"]);
+
+    // A publish-only key cannot administer.
+    assert_eq!(
+        app.get("/api/v1/admin/users", Some(key)).await.status(),
+        403
+    );
+    app.publish(key, "broadcast", json!({"n": 1})).await;
+
+    let id = created["id"].as_str().unwrap();
+    let res = app
+        .http
+        .delete(app.url(&format!("/api/v1/admin/api-keys/{id}")))
+        .bearer_auth(&admin)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 204);
+    let res = app
+        .post(
+            "/api/v1/publish",
+            Some(key),
+            json!({"channel": "broadcast", "data": 1}),
+        )
+        .await;
+    assert_eq!(res.status(), 401);
+    assert_eq!(
+        res.json::<Value>().await.unwrap()["error"]["code"],
+        "invalid_api_key"
+    );
+}
+
+#[tokio::test]
+async fn an_admin_scoped_key_manages_users() {
+    let app = spawn_app().await;
+    let key = app.api_key(&["admin"]).await;
+    let res = app
+        .post(
+            "/api/v1/admin/users",
+            Some(&key),
+            json!({"email": "fi@example.com", "password": "long-enough-pw", "roles": ["client"]}),
+        )
+        .await;
+    assert_eq!(res.status(), 201);
+    let res = app
+        .http
+        .get(app.url("/api/v1/admin/users"))
+        .header("x-api-key", &key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        res.json::<Value>().await.unwrap().as_array().unwrap().len(),
+        2
+    );
+}
+
+#[tokio::test]
+async fn the_signing_secret_survives_a_restart_so_sessions_do_too() {
+    let app = spawn_app().await;
+    let token = app.admin_token().await;
+    let app = app.restart().await;
+    assert_eq!(app.get("/api/v1/me", Some(&token)).await.status(), 200);
+}

@@ -1,0 +1,315 @@
+//! Bad input over WebSocket and REST: each gets a documented error frame,
+//! HTTP error or close code, and no other connection notices.
+
+use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
+use relais::auth::tokens::JwtKeys;
+use secrecy::SecretString;
+use serde_json::{Value, json};
+use tokio_tungstenite::tungstenite::Message;
+
+use crate::helpers::*;
+
+fn signing_keys(app: &TestApp) -> JwtKeys {
+    let secret = std::fs::read_to_string(app.data_dir.join("jwt-secret")).unwrap();
+    JwtKeys::new(&SecretString::from(secret.trim().to_owned()))
+}
+
+/// Opens a connection, sends `first`, returns the error code and close code.
+async fn refused_connect(app: &TestApp, first: Message) -> (Option<String>, Option<u16>) {
+    let mut ws = app.ws().await;
+    ws.send_raw(first).await;
+    let mut code = None;
+    loop {
+        match ws.next_event().await {
+            Event::Json(frame) => code = frame["code"].as_str().map(str::to_owned),
+            Event::Closed(close) => return (code, close),
+        }
+    }
+}
+
+#[tokio::test]
+async fn bad_tokens_are_refused_with_4001_or_4002() {
+    let app = spawn_app_with(&[("RELAIS_ACCESS_TOKEN_TTL_SECS", "1")]).await;
+    let good = app.login(ADMIN_EMAIL, ADMIN_PASSWORD).await;
+    let good = good["access_token"].as_str().unwrap().to_owned();
+    let parts: Vec<&str> = good.split('.').collect();
+    let claims: Value = serde_json::from_slice(&URL_SAFE_NO_PAD.decode(parts[1]).unwrap()).unwrap();
+
+    let connect =
+        |token: String| Message::text(json!({"type": "connect", "token": token}).to_string());
+    // Forged: payload changed, signature kept.
+    let mut forged_claims = claims.clone();
+    forged_claims["sub"] = json!("someone-else");
+    let forged = format!(
+        "{}.{}.{}",
+        parts[0],
+        URL_SAFE_NO_PAD.encode(forged_claims.to_string()),
+        parts[2]
+    );
+    // alg=none, unsigned.
+    let none = format!(
+        "{}.{}.",
+        URL_SAFE_NO_PAD.encode(r#"{"alg":"none","typ":"JWT"}"#),
+        parts[1]
+    );
+    // RS256 header on an HMAC signature (algorithm confusion).
+    let rs = format!(
+        "{}.{}.{}",
+        URL_SAFE_NO_PAD.encode(r#"{"alg":"RS256","typ":"JWT"}"#),
+        parts[1],
+        parts[2]
+    );
+    // Correctly signed, but claiming another tenant than the session's.
+    let keys = signing_keys(&app);
+    let other = app
+        .state
+        .auth
+        .create_tenant("other", "Other")
+        .await
+        .unwrap();
+    let (wrong_tenant, _) = keys
+        .issue(
+            &other.id,
+            &claims["sub"].as_str().unwrap().into(),
+            &claims["sid"].as_str().unwrap().into(),
+            60,
+        )
+        .unwrap();
+    for (name, token) in [
+        ("forged", forged),
+        ("none", none),
+        ("rs256", rs),
+        ("wrong tenant", wrong_tenant),
+        ("garbage", "abc".into()),
+    ] {
+        let (code, close) = refused_connect(&app, connect(token)).await;
+        assert_eq!(close, Some(4001), "{name}");
+        assert_eq!(code.as_deref(), Some("invalid_token"), "{name}");
+    }
+    // Expired: wait past the 1 s lifetime and the 5 s verification leeway.
+    tokio::time::sleep(std::time::Duration::from_secs(7)).await;
+    let (code, close) = refused_connect(&app, connect(good)).await;
+    assert_eq!(
+        (code.as_deref(), close),
+        (Some("token_expired"), Some(4002))
+    );
+    assert!(app.metric("relais_auth_failures_total").await >= 6.0);
+}
+
+#[tokio::test]
+async fn the_first_frame_must_be_a_connect_command() {
+    let app = spawn_app().await;
+    let (code, close) = refused_connect(
+        &app,
+        Message::text(r#"{"type":"subscribe","channel":"broadcast"}"#),
+    )
+    .await;
+    assert_eq!(
+        (code.as_deref(), close),
+        (Some("malformed_frame"), Some(4000))
+    );
+    let (code, close) = refused_connect(&app, Message::binary(vec![1, 2, 3])).await;
+    assert_eq!(
+        (code.as_deref(), close),
+        (Some("unsupported_frame"), Some(4000))
+    );
+    let token = app.admin_token().await;
+    let (code, close) = refused_connect(
+        &app,
+        Message::text(json!({"type": "connect", "token": token, "protocol": 9}).to_string()),
+    )
+    .await;
+    assert_eq!(
+        (code.as_deref(), close),
+        (Some("unsupported_protocol"), Some(4000))
+    );
+}
+
+#[tokio::test]
+async fn a_connection_that_never_authenticates_is_closed() {
+    let app = spawn_app_with(&[("RELAIS_WS_AUTH_TIMEOUT_SECS", "0.5")]).await;
+    let mut ws = app.ws().await;
+    assert_eq!(ws.closed().await, Some(4001));
+}
+
+#[tokio::test]
+async fn malformed_and_unknown_commands_get_error_frames_and_the_connection_stays() {
+    let app = spawn_app_with(&[("RELAIS_MAX_PUBLICATION_BYTES", "1000")]).await;
+    let token = app.admin_token().await;
+    let mut ws = app.ws_connected(&token).await;
+    let mut bystander = app.ws_connected(&token).await;
+    bystander.subscribe("broadcast").await;
+
+    ws.send_raw(Message::text("{not json")).await;
+    assert_eq!(ws.recv().await["code"], "malformed_frame");
+    ws.send_raw(Message::text(r#"{"id":7,"type":"teleport"}"#))
+        .await;
+    let reply = ws.recv().await;
+    assert_eq!(
+        (reply["id"].as_u64(), reply["code"].as_str()),
+        (Some(7), Some("unknown_command"))
+    );
+    ws.send_raw(Message::text(r#"{"id":8,"type":"subscribe"}"#))
+        .await;
+    let reply = ws.recv().await;
+    assert_eq!(
+        (reply["id"].as_u64(), reply["code"].as_str()),
+        (Some(8), Some("malformed_frame"))
+    );
+    ws.send_raw(Message::binary(vec![0u8; 16])).await;
+    assert_eq!(ws.recv().await["code"], "unsupported_frame");
+    assert_eq!(
+        ws.request(json!({"type": "connect", "token": token})).await["code"],
+        "already_connected"
+    );
+    let cases = [
+        (
+            json!({"type": "subscribe", "channel": "nope:1"}),
+            "channel_not_found",
+        ),
+        (
+            json!({"type": "subscribe", "channel": "Bad Channel"}),
+            "invalid_channel",
+        ),
+        (
+            json!({"type": "subscribe", "channel": "broadcast:extra"}),
+            "invalid_channel",
+        ),
+        (
+            json!({"type": "unsubscribe", "channel": "broadcast"}),
+            "not_subscribed",
+        ),
+        (
+            json!({"type": "publish", "channel": "broadcast", "data": "x".repeat(2000)}),
+            "payload_too_large",
+        ),
+    ];
+    for (command, code) in cases {
+        assert_eq!(ws.request(command.clone()).await["code"], code, "{command}");
+    }
+    ws.subscribe("broadcast").await;
+    assert_eq!(
+        ws.request(json!({"type": "subscribe", "channel": "broadcast"}))
+            .await["code"],
+        "already_subscribed"
+    );
+    assert_eq!(ws.request(json!({"type": "ping"})).await["type"], "pong");
+    assert_eq!(
+        bystander.request(json!({"type": "ping"})).await["type"],
+        "pong"
+    );
+    assert!(app.metric("relais_command_errors_total").await >= 10.0);
+}
+
+#[tokio::test]
+async fn an_oversized_message_closes_with_1009_and_others_are_unaffected() {
+    let app = spawn_app_with(&[("RELAIS_WS_MAX_MESSAGE_BYTES", "4096")]).await;
+    let token = app.admin_token().await;
+    let mut ws = app.ws_connected(&token).await;
+    let mut bystander = app.ws_connected(&token).await;
+    ws.send_raw(Message::text("x".repeat(10_000))).await;
+    assert_eq!(ws.closed().await, Some(1009));
+    assert_eq!(
+        bystander.request(json!({"type": "ping"})).await["type"],
+        "pong"
+    );
+}
+
+#[tokio::test]
+async fn a_flood_of_commands_is_refused_then_disconnected_with_4005() {
+    let app = spawn_app_with(&[
+        ("RELAIS_WS_COMMANDS_PER_SEC", "5"),
+        ("RELAIS_WS_COMMANDS_BURST", "10"),
+    ])
+    .await;
+    let token = app.admin_token().await;
+    let mut ws = app.ws_connected(&token).await;
+    let mut bystander = app.ws_connected(&token).await;
+    for i in 0..200 {
+        ws.send_raw(Message::text(json!({"id": i, "type": "ping"}).to_string()))
+            .await;
+    }
+    let (mut pongs, mut limited) = (0, 0);
+    let close = loop {
+        match ws.next_event().await {
+            Event::Json(f) if f["type"] == "pong" => pongs += 1,
+            Event::Json(f) if f["code"] == "rate_limited" => limited += 1,
+            Event::Json(f) => panic!("unexpected {f}"),
+            Event::Closed(code) => break code,
+        }
+    };
+    assert_eq!(close, Some(4005));
+    assert!(pongs >= 10 && pongs < 200, "{pongs} pongs");
+    assert!(limited >= 1, "refusals came before the disconnect");
+    assert_eq!(
+        bystander.request(json!({"type": "ping"})).await["type"],
+        "pong"
+    );
+}
+
+#[tokio::test]
+async fn rest_errors_are_typed_json() {
+    let app = spawn_app().await;
+    let key = app.api_key(&["publish"]).await;
+    let raw = |body: &'static str| {
+        app.http
+            .post(app.url("/api/v1/publish"))
+            .bearer_auth(&key)
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+    };
+    let res = raw("{oops").await.unwrap();
+    assert_eq!(res.status(), 400);
+    assert_eq!(
+        res.json::<Value>().await.unwrap()["error"]["code"],
+        "bad_request"
+    );
+    let res = raw(r#"{"channel":"broadcast"}"#).await.unwrap();
+    assert_eq!(res.status(), 422);
+    assert_eq!(
+        res.json::<Value>().await.unwrap()["error"]["code"],
+        "invalid_body"
+    );
+    let res = app
+        .post(
+            "/api/v1/publish",
+            None,
+            json!({"channel": "broadcast", "data": 1}),
+        )
+        .await;
+    assert_eq!(res.status(), 401);
+    assert_eq!(
+        res.json::<Value>().await.unwrap()["error"]["code"],
+        "unauthenticated"
+    );
+    let res = app
+        .post(
+            "/api/v1/publish",
+            Some(&key),
+            json!({"channel": "zzz", "data": 1}),
+        )
+        .await;
+    assert_eq!(
+        res.json::<Value>().await.unwrap()["error"]["code"],
+        "channel_not_found"
+    );
+    let res = app
+        .post("/api/v1/auth/login", None, json!({"tenant": "default"}))
+        .await;
+    assert_eq!(res.status(), 422);
+    let res = app.get("/api/v1/nothing-here", None).await;
+    assert_eq!(res.status(), 404);
+    assert_eq!(
+        res.json::<Value>().await.unwrap()["error"]["code"],
+        "not_found"
+    );
+    let res = app
+        .http
+        .post(app.url("/api/v1/auth/login"))
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 400, "missing content type");
+}

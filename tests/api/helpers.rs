@@ -1,0 +1,385 @@
+//! `spawn_app` and clients: the real application on a loopback port, a fresh
+//! database per test (SQLite file, or a new PostgreSQL database when
+//! `RELAIS_TEST_DATABASE_URL` is set), real WebSocket and HTTP clients.
+
+use std::{collections::HashMap, path::PathBuf, time::Duration};
+
+use futures_util::{SinkExt, StreamExt};
+use relais::{
+    app::Application,
+    bus::HistoryPolicy,
+    channels::{Access, ChannelRegistry, KeyRule, Namespace},
+    config::Config,
+};
+use serde_json::{Value, json};
+use tokio::{net::TcpStream, sync::oneshot, task::JoinHandle};
+use tokio_tungstenite::{
+    MaybeTlsStream, WebSocketStream,
+    tungstenite::{Message, client::IntoClientRequest},
+};
+
+pub const ADMIN_EMAIL: &str = "admin@example.com";
+pub const ADMIN_PASSWORD: &str = "admin-password-for-tests";
+/// How long any single wait in a test may take before the test fails.
+pub const WAIT: Duration = Duration::from_secs(10);
+
+/// A namespace registered by the tests the way a domain module would:
+/// members publish, see presence and get join/leave events; short history.
+pub fn test_channels() -> ChannelRegistry {
+    let mut registry = ChannelRegistry::core();
+    registry.register(Namespace {
+        name: "room",
+        key: KeyRule::Required,
+        subscribe: Access::Members,
+        publish: Access::Members,
+        presence: Access::Members,
+        join_leave: true,
+        history: HistoryPolicy {
+            size: 5,
+            ttl: Duration::from_secs(60),
+        },
+    });
+    registry
+}
+
+pub struct TestApp {
+    pub addr: std::net::SocketAddr,
+    pub http: reqwest::Client,
+    pub data_dir: PathBuf,
+    vars: HashMap<String, String>,
+    stop: Option<oneshot::Sender<()>>,
+    pub server: Option<JoinHandle<anyhow::Result<()>>>,
+    pub state: relais::app::AppState,
+}
+
+async fn fresh_database_url() -> Option<String> {
+    let base = std::env::var("RELAIS_TEST_DATABASE_URL")
+        .ok()
+        .filter(|u| !u.is_empty())?;
+    use sqlx::Connection;
+    let name = format!("relais_test_{}", uuid::Uuid::new_v4().simple());
+    let mut admin = sqlx::PgConnection::connect(&base)
+        .await
+        .expect("RELAIS_TEST_DATABASE_URL must reach PostgreSQL");
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+        .execute(&mut admin)
+        .await
+        .expect("create test database");
+    let (server, _) = base.rsplit_once('/').expect("URL with a database name");
+    Some(format!("{server}/{name}"))
+}
+
+pub async fn spawn_app() -> TestApp {
+    spawn_app_with(&[]).await
+}
+
+/// Starts the app with extra `RELAIS_*` variables.
+pub async fn spawn_app_with(overrides: &[(&str, &str)]) -> TestApp {
+    let data_dir =
+        std::env::temp_dir().join(format!("relais-test-{}", uuid::Uuid::new_v4().simple()));
+    let mut vars: HashMap<String, String> = HashMap::from([
+        ("RELAIS_DATA_DIR".into(), data_dir.display().to_string()),
+        ("RELAIS_BOOTSTRAP_ADMIN_EMAIL".into(), ADMIN_EMAIL.into()),
+        (
+            "RELAIS_BOOTSTRAP_ADMIN_PASSWORD".into(),
+            ADMIN_PASSWORD.into(),
+        ),
+        ("RELAIS_LOG".into(), "warn".into()),
+    ]);
+    if let Some(url) = fresh_database_url().await {
+        vars.insert("DATABASE_URL".into(), url);
+    }
+    for (k, v) in overrides {
+        vars.insert(k.to_string(), v.to_string());
+    }
+    start(vars, data_dir, None).await
+}
+
+async fn start(vars: HashMap<String, String>, data_dir: PathBuf, port: Option<u16>) -> TestApp {
+    let config = Config::from_vars(vars.clone()).expect("test config");
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port.unwrap_or(0)))
+        .await
+        .expect("bind");
+    let app = Application::build_with(config, listener, test_channels())
+        .await
+        .expect("build app");
+    let addr = app.local_addr();
+    let state = app.state().clone();
+    let (stop, stopped) = oneshot::channel::<()>();
+    let server = tokio::spawn(app.run_until_stopped(async move {
+        let _ = stopped.await;
+    }));
+    TestApp {
+        addr,
+        http: reqwest::Client::new(),
+        data_dir,
+        vars,
+        stop: Some(stop),
+        server: Some(server),
+        state,
+    }
+}
+
+impl TestApp {
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    /// Triggers graceful shutdown and waits for the server to return.
+    pub async fn shutdown(&mut self) -> anyhow::Result<()> {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        match self.server.take() {
+            Some(server) => tokio::time::timeout(WAIT, server)
+                .await
+                .expect("server stops within the wait")?,
+            None => Ok(()),
+        }
+    }
+
+    /// Stops this node and starts a new process-equivalent on the same store and data folder.
+    pub async fn restart(mut self) -> TestApp {
+        self.shutdown().await.expect("clean shutdown");
+        let vars = std::mem::take(&mut self.vars);
+        // The new node owns the folder now; the old one must not delete it.
+        let data_dir = std::mem::take(&mut self.data_dir);
+        start(vars, data_dir, None).await
+    }
+
+    pub async fn post(&self, path: &str, bearer: Option<&str>, body: Value) -> reqwest::Response {
+        let mut req = self.http.post(self.url(path)).json(&body);
+        if let Some(token) = bearer {
+            req = req.bearer_auth(token);
+        }
+        req.send().await.expect("request")
+    }
+
+    pub async fn get(&self, path: &str, bearer: Option<&str>) -> reqwest::Response {
+        let mut req = self.http.get(self.url(path));
+        if let Some(token) = bearer {
+            req = req.bearer_auth(token);
+        }
+        req.send().await.expect("request")
+    }
+
+    pub async fn login(&self, email: &str, password: &str) -> Value {
+        self.login_in("default", email, password).await
+    }
+
+    pub async fn login_in(&self, tenant: &str, email: &str, password: &str) -> Value {
+        let res = self
+            .post(
+                "/api/v1/auth/login",
+                None,
+                json!({"tenant": tenant, "email": email, "password": password}),
+            )
+            .await;
+        assert_eq!(res.status(), 200, "login of {email}");
+        res.json().await.unwrap()
+    }
+
+    pub async fn admin_token(&self) -> String {
+        self.login(ADMIN_EMAIL, ADMIN_PASSWORD).await["access_token"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    }
+
+    /// Creates a user in the default tenant; returns (user id, access token).
+    pub async fn user(&self, email: &str, roles: &[&str]) -> (String, String) {
+        let admin = self.admin_token().await;
+        let res = self
+            .post(
+                "/api/v1/admin/users",
+                Some(&admin),
+                json!({"email": email, "password": "user-password-123", "roles": roles}),
+            )
+            .await;
+        assert_eq!(res.status(), 201);
+        let user: Value = res.json().await.unwrap();
+        let login = self.login(email, "user-password-123").await;
+        (
+            user["id"].as_str().unwrap().to_owned(),
+            login["access_token"].as_str().unwrap().to_owned(),
+        )
+    }
+
+    pub async fn api_key(&self, scopes: &[&str]) -> String {
+        let admin = self.admin_token().await;
+        let res = self
+            .post(
+                "/api/v1/admin/api-keys",
+                Some(&admin),
+                json!({"name": "test", "scopes": scopes}),
+            )
+            .await;
+        assert_eq!(res.status(), 201);
+        res.json::<Value>().await.unwrap()["key"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    }
+
+    pub async fn publish(&self, key: &str, channel: &str, data: Value) -> Value {
+        let res = self
+            .post(
+                "/api/v1/publish",
+                Some(key),
+                json!({"channel": channel, "data": data}),
+            )
+            .await;
+        assert_eq!(res.status(), 200, "publish to {channel}");
+        res.json().await.unwrap()
+    }
+
+    pub async fn metric(&self, name: &str) -> f64 {
+        let text = self.get("/metrics", None).await.text().await.unwrap();
+        text.lines()
+            .find_map(|l| {
+                l.strip_prefix(name)
+                    .and_then(|rest| rest.strip_prefix(' '))
+                    .and_then(|v| v.trim().parse().ok())
+            })
+            .unwrap_or_else(|| panic!("metric {name} not found"))
+    }
+
+    pub async fn ws(&self) -> Ws {
+        Ws::open(self.addr, None).await
+    }
+
+    /// A connection that sent `connect` with `token` and got `connected`.
+    pub async fn ws_connected(&self, token: &str) -> Ws {
+        let mut ws = self.ws().await;
+        let reply = ws.request(json!({"type": "connect", "token": token})).await;
+        assert_eq!(reply["type"], "connected", "{reply}");
+        ws
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if !self.data_dir.as_os_str().is_empty() {
+            let _ = std::fs::remove_dir_all(&self.data_dir);
+        }
+    }
+}
+
+/// A WebSocket client speaking the JSON protocol.
+pub struct Ws {
+    pub stream: WebSocketStream<MaybeTlsStream<TcpStream>>,
+    next_id: u64,
+}
+
+impl Ws {
+    pub async fn open(addr: std::net::SocketAddr, origin: Option<&str>) -> Ws {
+        Self::try_open(addr, origin)
+            .await
+            .expect("websocket handshake")
+    }
+
+    pub async fn try_open(
+        addr: std::net::SocketAddr,
+        origin: Option<&str>,
+    ) -> Result<Ws, tokio_tungstenite::tungstenite::Error> {
+        let mut request = format!("ws://{addr}/ws").into_client_request().unwrap();
+        if let Some(origin) = origin {
+            request
+                .headers_mut()
+                .insert("origin", origin.parse().unwrap());
+        }
+        let (stream, _) = tokio_tungstenite::connect_async(request).await?;
+        Ok(Ws { stream, next_id: 1 })
+    }
+
+    pub async fn send_json(&mut self, value: Value) {
+        self.stream
+            .send(Message::text(value.to_string()))
+            .await
+            .expect("send");
+    }
+
+    pub async fn send_raw(&mut self, message: Message) {
+        self.stream.send(message).await.expect("send");
+    }
+
+    /// Sends a command with a fresh id and returns the reply carrying that id
+    /// (frames without it, such as publications, are skipped).
+    pub async fn request(&mut self, mut command: Value) -> Value {
+        let id = self.next_id;
+        self.next_id += 1;
+        command["id"] = json!(id);
+        self.send_json(command).await;
+        loop {
+            let frame = self.recv().await;
+            if frame["id"] == json!(id) {
+                return frame;
+            }
+        }
+    }
+
+    /// The next JSON text frame; panics on close or after [`WAIT`].
+    pub async fn recv(&mut self) -> Value {
+        match self.next_event().await {
+            Event::Json(v) => v,
+            Event::Closed(code) => {
+                panic!("connection closed ({code:?}) while a frame was expected")
+            }
+        }
+    }
+
+    pub async fn next_event(&mut self) -> Event {
+        loop {
+            let msg = tokio::time::timeout(WAIT, self.stream.next())
+                .await
+                .expect("a frame within the wait");
+            match msg {
+                Some(Ok(Message::Text(t))) => {
+                    return Event::Json(serde_json::from_str(&t).expect("JSON frame"));
+                }
+                Some(Ok(Message::Close(frame))) => {
+                    return Event::Closed(frame.map(|f| u16::from(f.code)));
+                }
+                Some(Ok(_)) => continue,
+                Some(Err(_)) | None => return Event::Closed(None),
+            }
+        }
+    }
+
+    /// Reads until the server closes; returns the close code.
+    pub async fn closed(&mut self) -> Option<u16> {
+        loop {
+            if let Event::Closed(code) = self.next_event().await {
+                return code;
+            }
+        }
+    }
+
+    /// Publications received until `n` have arrived (other frames skipped).
+    pub async fn publications(&mut self, n: usize) -> Vec<Value> {
+        let mut out = Vec::with_capacity(n);
+        while out.len() < n {
+            let frame = self.recv().await;
+            if frame["type"] == "pub" {
+                out.push(frame);
+            }
+        }
+        out
+    }
+
+    pub async fn subscribe(&mut self, channel: &str) -> Value {
+        let reply = self
+            .request(json!({"type": "subscribe", "channel": channel}))
+            .await;
+        assert_eq!(reply["type"], "subscribed", "{reply}");
+        reply
+    }
+}
+
+pub enum Event {
+    Json(Value),
+    Closed(Option<u16>),
+}
