@@ -5,7 +5,7 @@
 use std::{future::Future, net::SocketAddr, path::Path, sync::Arc, time::Duration};
 
 use anyhow::Context;
-use axum::{Router, extract::DefaultBodyLimit, extract::FromRef, routing::get};
+use axum::{Router, extract::DefaultBodyLimit, extract::FromRef, routing::get, serve::ListenerExt};
 use secrecy::SecretString;
 use tokio::net::TcpListener;
 use tower_http::trace::TraceLayer;
@@ -174,6 +174,13 @@ impl Application {
 
         let app = router(state);
         let signal_gateway = gateway.clone();
+        // Small frames must leave at once: with Nagle's algorithm a frame can
+        // wait for the peer's delayed ACK (tens of milliseconds).
+        let listener = listener.tap_io(|tcp| {
+            if let Err(e) = tcp.set_nodelay(true) {
+                tracing::debug!(error = %e, "could not set TCP_NODELAY");
+            }
+        });
         let server = axum::serve(listener, app).with_graceful_shutdown(async move {
             shutdown.await;
             tracing::info!("shutting down: refusing new connections and draining");

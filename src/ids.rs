@@ -20,6 +20,11 @@ macro_rules! string_id {
             pub fn as_str(&self) -> &str {
                 &self.0
             }
+
+            /// `true` when both share one allocation (a cheap equality hint).
+            pub fn same_allocation(&self, other: &Self) -> bool {
+                Arc::ptr_eq(&self.0, &other.0)
+            }
         }
 
         impl From<String> for $name {

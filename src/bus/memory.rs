@@ -174,12 +174,11 @@ impl Broker for MemoryBroker {
         let result = self.stream(channel).map(|stream| {
             let mut s = stream.lock();
             s.top += 1;
-            let publication = Arc::new(Publication::encode(
-                channel.clone(),
-                s.epoch.clone(),
-                s.top,
-                data,
-            ));
+            let key = self
+                .hub
+                .canonical(channel)
+                .unwrap_or_else(|| channel.clone());
+            let publication = Arc::new(Publication::encode(key, s.epoch.clone(), s.top, data));
             if history.size > 0 {
                 let now = Instant::now();
                 s.history.push_back((now, publication.clone()));

@@ -94,11 +94,22 @@ impl fmt::Debug for ChannelName {
 /// A channel within a tenant: the unit of ordering, history and fan-out.
 /// Two tenants' `broadcast` channels are different keys, which is what keeps
 /// them apart everywhere below the gateway.
-#[derive(Clone, PartialEq, Eq, Hash, Debug)]
+#[derive(Clone, Hash, Debug)]
 pub struct ChannelKey {
     tenant: TenantId,
     name: ChannelName,
 }
+
+/// Equality by content, with a pointer fast path: keys handed out by the hub
+/// share their allocations, and the per-delivery subscription lookup hits it.
+impl PartialEq for ChannelKey {
+    fn eq(&self, other: &Self) -> bool {
+        (Arc::ptr_eq(&self.name.0, &other.name.0) && self.tenant.same_allocation(&other.tenant))
+            || (self.name == other.name && self.tenant == other.tenant)
+    }
+}
+
+impl Eq for ChannelKey {}
 
 impl ChannelKey {
     pub fn new(tenant: TenantId, name: ChannelName) -> Self {

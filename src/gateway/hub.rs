@@ -74,12 +74,19 @@ impl Hub {
         }
     }
 
-    /// Adds a subscriber; returns `true` if it is the channel's first on this node.
-    pub fn subscribe(&self, channel: &ChannelKey, conn: ConnId, outbox: Arc<Outbox>) -> bool {
+    /// Adds a subscriber. Returns the canonical key of the channel (see
+    /// [`Hub::canonical`]) and whether it is the channel's first subscriber
+    /// on this node.
+    pub fn subscribe(
+        &self,
+        channel: &ChannelKey,
+        conn: ConnId,
+        outbox: Arc<Outbox>,
+    ) -> (ChannelKey, bool) {
         let mut subs = self.channels.entry(channel.clone()).or_default();
         subs.push(Subscriber { conn, outbox });
         self.metrics.subscriptions.inc();
-        subs.len() == 1
+        (subs.key().clone(), subs.len() == 1)
     }
 
     /// Removes a subscriber; returns `true` if it was the channel's last on this node.
@@ -94,6 +101,13 @@ impl Hub {
         removed.is_some()
     }
 
+    /// The key this node's subscribers hold for `channel`. Publications
+    /// built with it compare by pointer in every connection's subscription
+    /// lookup instead of by string.
+    pub fn canonical(&self, channel: &ChannelKey) -> Option<ChannelKey> {
+        self.channels.get(channel).map(|entry| entry.key().clone())
+    }
+
     pub fn has_subscribers(&self, channel: &ChannelKey) -> bool {
         self.channels.contains_key(channel)
     }
@@ -106,6 +120,9 @@ impl Hub {
                 delivered += sub.outbox.push(publication) as u64;
             }
             self.metrics.deliveries.inc_by(delivered);
+            self.metrics
+                .queued_bytes
+                .inc_by((delivered * publication.frame.len() as u64) as i64);
         }
     }
 

@@ -7,17 +7,23 @@
 //! The same object carries close requests (revocation, shutdown) to the
 //! connection's task, so there is one wake-up path for everything.
 
-use std::{collections::VecDeque, sync::Arc};
+use std::{
+    collections::VecDeque,
+    future::poll_fn,
+    sync::Arc,
+    task::{Poll, Waker},
+};
 
 use parking_lot::Mutex;
-use tokio::sync::Notify;
 
 use super::protocol::CloseReason;
 use crate::{bus::Publication, metrics::Metrics};
 
+/// The connection task's waker lives under the same lock as the queue: a
+/// push that finds the queue empty takes it and wakes the task, so a
+/// delivery costs one uncontended lock and at most one wake-up.
 pub struct Outbox {
     inner: Mutex<Inner>,
-    notify: Notify,
     limit: usize,
     metrics: Arc<Metrics>,
 }
@@ -26,11 +32,13 @@ struct Inner {
     queue: VecDeque<Arc<Publication>>,
     bytes: usize,
     closed: Option<CloseReason>,
+    /// Set only while the queue is empty and the connection open.
+    waker: Option<Waker>,
 }
 
 /// What the connection task should do after waking.
 pub enum Drained {
-    /// Write these publications (possibly none, on a spurious wake-up).
+    /// Write these publications.
     Items(VecDeque<Arc<Publication>>),
     /// Stop and close with this reason.
     Close(CloseReason),
@@ -43,14 +51,17 @@ impl Outbox {
                 queue: VecDeque::new(),
                 bytes: 0,
                 closed: None,
+                waker: None,
             }),
-            notify: Notify::new(),
             limit,
             metrics,
         }
     }
 
-    /// Queues `publication`. Returns `false` if the connection is (now) closed.
+    /// Queues `publication`. Returns `false` if the connection is (now)
+    /// closed. The caller accounts the queued bytes in the
+    /// `outbound_queued_bytes` gauge, once per publication rather than once
+    /// per subscriber.
     pub fn push(&self, publication: &Arc<Publication>) -> bool {
         let len = publication.frame.len();
         let mut inner = self.inner.lock();
@@ -59,21 +70,23 @@ impl Outbox {
         }
         if inner.bytes + len > self.limit {
             inner.closed = Some(CloseReason::SlowConsumer);
-            self.metrics.queued_bytes.dec_by(inner.bytes as i64);
-            inner.bytes = 0;
+            let dropped = std::mem::take(&mut inner.bytes);
             inner.queue = VecDeque::new();
+            let waker = inner.waker.take();
             drop(inner);
+            self.metrics.queued_bytes.dec_by(dropped as i64);
             self.metrics.slow_consumer_closes.inc();
-            self.notify.notify_one();
+            if let Some(waker) = waker {
+                waker.wake();
+            }
             return false;
         }
-        let was_empty = inner.queue.is_empty();
         inner.queue.push_back(publication.clone());
         inner.bytes += len;
+        let waker = inner.waker.take();
         drop(inner);
-        self.metrics.queued_bytes.inc_by(len as i64);
-        if was_empty {
-            self.notify.notify_one();
+        if let Some(waker) = waker {
+            waker.wake();
         }
         true
     }
@@ -84,13 +97,27 @@ impl Outbox {
         if inner.closed.is_none() {
             inner.closed = Some(reason);
         }
+        let waker = inner.waker.take();
         drop(inner);
-        self.notify.notify_one();
+        if let Some(waker) = waker {
+            waker.wake();
+        }
     }
 
-    /// Waits until there is something to do.
+    /// Resolves when there is something to write or a close to perform.
     pub async fn wait(&self) {
-        self.notify.notified().await
+        poll_fn(|cx| {
+            let mut inner = self.inner.lock();
+            if !inner.queue.is_empty() || inner.closed.is_some() {
+                return Poll::Ready(());
+            }
+            match &mut inner.waker {
+                Some(w) if w.will_wake(cx.waker()) => {}
+                slot => *slot = Some(cx.waker().clone()),
+            }
+            Poll::Pending
+        })
+        .await
     }
 
     /// Takes everything queued, or the close reason.
@@ -106,8 +133,9 @@ impl Outbox {
         Drained::Items(items)
     }
 
-    pub fn close_reason(&self) -> Option<CloseReason> {
-        self.inner.lock().closed
+    /// Bytes waiting in this queue.
+    pub fn queued_bytes(&self) -> usize {
+        self.inner.lock().bytes
     }
 }
 
@@ -133,9 +161,9 @@ mod tests {
         let metrics = Arc::new(Metrics::default());
         let outbox = Outbox::new(1000, metrics.clone());
         assert!(outbox.push(&publication(600)));
-        assert_eq!(metrics.queued_bytes.get(), 600);
+        assert_eq!(outbox.queued_bytes(), 600);
         assert!(!outbox.push(&publication(600)));
-        assert_eq!(metrics.queued_bytes.get(), 0);
+        assert_eq!(outbox.queued_bytes(), 0);
         assert!(!outbox.push(&publication(1)));
         assert!(matches!(
             outbox.drain(),
@@ -157,6 +185,33 @@ mod tests {
             ),
             Drained::Close(_) => panic!("not closed"),
         }
-        assert_eq!(metrics.queued_bytes.get(), 0);
+        assert_eq!(outbox.queued_bytes(), 0);
+    }
+
+    #[tokio::test]
+    async fn wait_resolves_on_a_push_or_a_close_only() {
+        let metrics = Arc::new(Metrics::default());
+        let outbox = Arc::new(Outbox::new(1000, metrics));
+        let waiting = tokio::spawn({
+            let outbox = outbox.clone();
+            async move { outbox.wait().await }
+        });
+        tokio::task::yield_now().await;
+        assert!(!waiting.is_finished());
+        outbox.push(&publication(1));
+        waiting.await.unwrap();
+        let Drained::Items(_) = outbox.drain() else {
+            panic!("items")
+        };
+        let waiting = tokio::spawn({
+            let outbox = outbox.clone();
+            async move { outbox.wait().await }
+        });
+        outbox.close(CloseReason::ShuttingDown);
+        waiting.await.unwrap();
+        assert!(matches!(
+            outbox.drain(),
+            Drained::Close(CloseReason::ShuttingDown)
+        ));
     }
 }

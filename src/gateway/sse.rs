@@ -223,7 +223,8 @@ pub async fn stream(
     };
     let mut initial = Vec::new();
     for (key, history) in resolved {
-        if gw.hub.subscribe(&key, id, conn.outbox.clone()) {
+        let (key, first) = gw.hub.subscribe(&key, id, conn.outbox.clone());
+        if first {
             gw.broker.local_interest(&key, true);
         }
         let since = resume.get(key.name().as_str());

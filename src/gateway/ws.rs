@@ -6,7 +6,7 @@
 //! an idle connection's memory small; large command futures are boxed so
 //! they do not inflate the resting state.
 
-use std::{collections::HashMap, fmt::Write, sync::Arc, time::Instant};
+use std::{fmt::Write, sync::Arc, time::Instant};
 
 use axum::{
     extract::{
@@ -105,7 +105,7 @@ async fn run(mut socket: WebSocket, gw: Arc<Gateway>, _permit: OwnedSemaphorePer
             gw: gw.clone(),
             principal,
             outbox,
-            subs: HashMap::new(),
+            subs: Subscriptions::default(),
             limiter,
         };
         let connected = Reply::Connected {
@@ -251,6 +251,39 @@ async fn close(socket: &mut WebSocket, reason: CloseReason) {
 /// Longest wait for the peer during the closing handshake.
 const CLOSE_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
 
+/// A connection's subscriptions. A vector, not a map: connections hold few
+/// subscriptions, and the lookup done for every delivery compares canonical
+/// keys by pointer (see [`super::hub::Hub::canonical`]) instead of hashing.
+#[derive(Default)]
+struct Subscriptions(Vec<(ChannelKey, Subscription)>);
+
+impl Subscriptions {
+    fn get_mut(&mut self, key: &ChannelKey) -> Option<&mut Subscription> {
+        self.0.iter_mut().find(|(k, _)| k == key).map(|(_, s)| s)
+    }
+
+    fn contains_key(&self, key: &ChannelKey) -> bool {
+        self.0.iter().any(|(k, _)| k == key)
+    }
+
+    fn insert(&mut self, key: ChannelKey, sub: Subscription) {
+        self.0.push((key, sub));
+    }
+
+    fn remove(&mut self, key: &ChannelKey) -> Option<Subscription> {
+        let i = self.0.iter().position(|(k, _)| k == key)?;
+        Some(self.0.swap_remove(i).1)
+    }
+
+    fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    fn keys(&self) -> impl Iterator<Item = ChannelKey> + '_ {
+        self.0.iter().map(|(k, _)| k.clone())
+    }
+}
+
 /// Where a subscription stands, to drop duplicates and catch gaps.
 struct Subscription {
     epoch: Arc<str>,
@@ -296,7 +329,7 @@ struct Connection {
     gw: Arc<Gateway>,
     principal: Principal,
     outbox: Arc<Outbox>,
-    subs: HashMap<ChannelKey, Subscription>,
+    subs: Subscriptions,
     limiter: TokenBucket,
 }
 
@@ -505,7 +538,8 @@ impl Connection {
             .await?;
         // Join the fan-out first, then read the stream position: anything
         // published in between arrives both ways and is dropped by offset.
-        if self.gw.hub.subscribe(&key, self.id, self.outbox.clone()) {
+        let (key, first) = self.gw.hub.subscribe(&key, self.id, self.outbox.clone());
+        if first {
             self.gw.broker.local_interest(&key, true);
         }
         let recovery = match self
@@ -630,7 +664,7 @@ impl Connection {
     }
 
     async fn leave_all(&mut self) {
-        let keys: Vec<ChannelKey> = self.subs.keys().cloned().collect();
+        let keys: Vec<ChannelKey> = self.subs.keys().collect();
         for key in keys {
             self.leave(&key).await;
         }
