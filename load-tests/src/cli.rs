@@ -1,0 +1,153 @@
+//! Command-line interface.
+
+use clap::{Args, Parser, Subcommand};
+
+/// Load generator for the Relais WebSocket hub. Every scenario prints exactly
+/// one JSON result line on stdout; progress goes to stderr.
+#[derive(Debug, Parser)]
+#[command(name = "relais-load", version, about)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Memory cost of idle authenticated WebSocket connections.
+    Idle(IdleArgs),
+    /// Delivery latency and loss when one channel fans out to many subscribers.
+    Fanout(FanoutArgs),
+    /// Throughput and latency of the REST publish endpoints.
+    Publish(PublishArgs),
+}
+
+impl Command {
+    pub fn scenario(&self) -> &'static str {
+        match self {
+            Command::Idle(_) => "idle",
+            Command::Fanout(_) => "fanout",
+            Command::Publish(_) => "publish",
+        }
+    }
+
+    /// True when this process is a worker spawned by a parent run.
+    pub fn is_worker(&self) -> bool {
+        match self {
+            Command::Idle(a) => a.pool.worker_index.is_some(),
+            Command::Fanout(a) => a.pool.worker_index.is_some(),
+            Command::Publish(_) => false,
+        }
+    }
+}
+
+/// Where the server is and how to log in.
+#[derive(Debug, Clone, Args)]
+pub struct ServerArgs {
+    /// Base URL of the server's HTTP listener.
+    #[arg(long, default_value = "http://127.0.0.1:8080")]
+    pub url: String,
+    /// Email of a tenant admin in the `default` tenant.
+    #[arg(long)]
+    pub email: String,
+    /// Password of that admin.
+    #[arg(long)]
+    pub password: String,
+    /// PID of the server process, to read its resident memory from /proc.
+    #[arg(long)]
+    pub server_pid: Option<u32>,
+}
+
+/// How WebSocket connections are opened and spread.
+#[derive(Debug, Clone, Args)]
+pub struct PoolArgs {
+    /// Processes to spread the connections over (1 = this process). The
+    /// sandbox caps each process at 20,000 open files, so use 2 or more when
+    /// one process would need close to that many sockets.
+    #[arg(long, default_value_t = 1)]
+    pub workers: usize,
+    /// Loopback source addresses to spread sockets over (127.0.0.2 onwards);
+    /// 0 lets the kernel pick.
+    #[arg(long, default_value_t = 8)]
+    pub source_addrs: u8,
+    /// Connection attempts in flight at once (over all workers).
+    #[arg(long, default_value_t = 200)]
+    pub concurrency: usize,
+    /// Extra attempts for a connection that failed to open.
+    #[arg(long, default_value_t = 3)]
+    pub connect_retries: u32,
+    /// Timeout for one attempt (TCP connect, upgrade, auth, subscribe).
+    #[arg(long, default_value_t = 10)]
+    pub connect_timeout_secs: u64,
+    /// Give up on connections not open after this long.
+    #[arg(long, default_value_t = 180)]
+    pub open_timeout_secs: u64,
+    /// Internal: index of this worker process.
+    #[arg(long, hide = true, requires = "worker_count")]
+    pub worker_index: Option<usize>,
+    /// Internal: number of worker processes.
+    #[arg(long, hide = true, requires = "worker_index")]
+    pub worker_count: Option<usize>,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct IdleArgs {
+    #[command(flatten)]
+    pub server: ServerArgs,
+    #[command(flatten)]
+    pub pool: PoolArgs,
+    /// Number of WebSocket connections to open.
+    #[arg(long)]
+    pub connections: usize,
+    /// How long to hold the connections after measuring.
+    #[arg(long, default_value_t = 10)]
+    pub hold_secs: u64,
+    /// Pause between "all established" and the memory reading, so the
+    /// server's allocator and buffers settle.
+    #[arg(long, default_value_t = 5)]
+    pub settle_secs: u64,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct FanoutArgs {
+    #[command(flatten)]
+    pub server: ServerArgs,
+    #[command(flatten)]
+    pub pool: PoolArgs,
+    /// Number of subscribed WebSocket connections.
+    #[arg(long)]
+    pub subscribers: usize,
+    /// Publications per second.
+    #[arg(long)]
+    pub rate: u32,
+    /// How long to publish.
+    #[arg(long)]
+    pub duration_secs: u64,
+    /// Channel all subscribers join and the publisher targets.
+    #[arg(long, default_value = "broadcast")]
+    pub channel: String,
+    /// Keep-alive HTTP connections the publisher spreads its requests over
+    /// (default: one per 100 msg/s, at least 4, at most 64).
+    #[arg(long)]
+    pub publish_connections: Option<usize>,
+    /// Maximum wait for in-flight deliveries after the last publication.
+    #[arg(long, default_value_t = 5)]
+    pub drain_secs: u64,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct PublishArgs {
+    #[command(flatten)]
+    pub server: ServerArgs,
+    /// Concurrent keep-alive HTTP/1.1 connections, each sending back-to-back.
+    #[arg(long, default_value_t = 64)]
+    pub connections: usize,
+    /// How long to publish.
+    #[arg(long, default_value_t = 10)]
+    pub duration_secs: u64,
+    /// Publications per request; above 1 uses the batch endpoint.
+    #[arg(long, default_value_t = 1)]
+    pub batch: usize,
+    /// Channel to publish to.
+    #[arg(long, default_value = "broadcast")]
+    pub channel: String,
+}

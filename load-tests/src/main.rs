@@ -1,0 +1,88 @@
+//! `relais-load`: load generator for the Relais WebSocket hub.
+//!
+//! Every run prints exactly one JSON line on stdout (the result, or
+//! `{"scenario":..,"error":..}`), so scripts can capture it with `$(...)`;
+//! everything else goes to stderr.
+
+/// Writes one line to stderr with a single `write` call, so progress lines
+/// of parallel worker processes sharing the terminal do not interleave
+/// mid-line (unbuffered `eprintln!` writes in pieces).
+macro_rules! log {
+    ($($arg:tt)*) => {
+        $crate::log_line(format!($($arg)*))
+    };
+}
+
+mod cli;
+mod http;
+mod net;
+mod pool;
+mod scenarios;
+mod stats;
+mod workers;
+mod ws;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+use crate::cli::{Cli, Command};
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    raise_nofile_limit();
+
+    let scenario = cli.command.scenario();
+    let is_worker = cli.command.is_worker();
+    let outcome = match cli.command {
+        Command::Idle(args) => scenarios::idle::run(args).await,
+        Command::Fanout(args) => scenarios::fanout::run(args).await,
+        Command::Publish(args) => scenarios::publish::run(args).await,
+    };
+    match outcome {
+        Ok(Some(result)) => {
+            println!("{result}");
+            ExitCode::SUCCESS
+        }
+        Ok(None) => ExitCode::SUCCESS,
+        Err(e) => {
+            log!("relais-load {scenario}: {e:#}");
+            // Workers report to their parent through their own protocol;
+            // only the top-level process owes a result line.
+            if !is_worker {
+                let line = ErrorLine {
+                    scenario,
+                    error: format!("{e:#}"),
+                };
+                match serde_json::to_string(&line) {
+                    Ok(line) => println!("{line}"),
+                    Err(_) => println!(r#"{{"scenario":"{scenario}","error":"unprintable"}}"#),
+                }
+            }
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn log_line(mut line: String) {
+    use std::io::Write;
+    line.push('\n');
+    let _ = std::io::stderr().lock().write_all(line.as_bytes());
+}
+
+/// The result line of a run that failed before producing a result.
+#[derive(serde::Serialize)]
+struct ErrorLine {
+    scenario: &'static str,
+    error: String,
+}
+
+/// Raises the soft open-files limit to the hard limit: every WebSocket is a
+/// file descriptor and the default soft limit (often 1024) is far too low.
+fn raise_nofile_limit() {
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(limit) => log!("open files limit: {limit}"),
+        Err(e) => log!("cannot raise open files limit: {e}"),
+    }
+}
