@@ -688,10 +688,10 @@ impl AuthService {
     /// Resolves an API key, from memory when it was verified recently.
     pub async fn authenticate_key(&self, key: &str) -> ApiResult<KeyHolder> {
         let hash = sha256_hex(key);
-        if let Some(entry) = self.key_cache.get(&hash) {
-            if entry.1.elapsed() < KEY_CACHE_TTL {
-                return Ok(entry.0.clone());
-            }
+        if let Some(entry) = self.key_cache.get(&hash)
+            && entry.1.elapsed() < KEY_CACHE_TTL
+        {
+            return Ok(entry.0.clone());
         }
         let row = sqlx::query(
             "SELECT id, tenant_id, scopes FROM api_keys WHERE key_hash = $1 AND revoked_at IS NULL",

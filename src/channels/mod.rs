@@ -52,16 +52,15 @@ impl ChannelName {
                 "namespace must match [a-z][a-z0-9_-]*",
             ));
         }
-        if let Some(key) = key {
-            if key.is_empty()
+        if let Some(key) = key
+            && (key.is_empty()
                 || !key
                     .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b"_.:=-".contains(&b))
-            {
-                return Err(ChannelError::Invalid(
-                    "key must be made of A-Z a-z 0-9 _ . : = -",
-                ));
-            }
+                    .all(|b| b.is_ascii_alphanumeric() || b"_.:=-".contains(&b)))
+        {
+            return Err(ChannelError::Invalid(
+                "key must be made of A-Z a-z 0-9 _ . : = -",
+            ));
         }
         Ok(ChannelName(s.into()))
     }
@@ -94,7 +93,7 @@ impl fmt::Debug for ChannelName {
 /// A channel within a tenant: the unit of ordering, history and fan-out.
 /// Two tenants' `broadcast` channels are different keys, which is what keeps
 /// them apart everywhere below the gateway.
-#[derive(Clone, Hash, Debug)]
+#[derive(Clone, Debug)]
 pub struct ChannelKey {
     tenant: TenantId,
     name: ChannelName,
@@ -110,6 +109,14 @@ impl PartialEq for ChannelKey {
 }
 
 impl Eq for ChannelKey {}
+
+/// Hashes the content, consistent with [`PartialEq`].
+impl std::hash::Hash for ChannelKey {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.tenant.hash(state);
+        self.name.hash(state);
+    }
+}
 
 impl ChannelKey {
     pub fn new(tenant: TenantId, name: ChannelName) -> Self {

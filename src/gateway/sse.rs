@@ -281,7 +281,7 @@ pub async fn stream(
             }
         }
     })
-    .flat_map(|events| stream::iter(events));
+    .flat_map(stream::iter);
     let events: std::pin::Pin<Box<dyn Stream<Item = Result<Event, Infallible>> + Send>> =
         Box::pin(stream::iter(initial).chain(live).map(Ok));
     Ok(Sse::new(events)
