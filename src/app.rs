@@ -218,7 +218,18 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/sse", get(sse::stream))
         .fallback(|| async { ApiError::NotFound("route") })
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
-        .layer(TraceLayer::new_for_http())
+        .layer(
+            TraceLayer::new_for_http().make_span_with(|req: &axum::http::Request<_>| {
+                // `tenant` and `user` are filled in by the auth extractors.
+                tracing::info_span!(
+                    "http",
+                    method = %req.method(),
+                    path = %req.uri().path(),
+                    tenant = tracing::field::Empty,
+                    user = tracing::field::Empty,
+                )
+            }),
+        )
         .with_state(state)
 }
 

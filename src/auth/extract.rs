@@ -40,13 +40,22 @@ pub async fn caller_from_credential(
     auth: &AuthService,
     credential: &str,
 ) -> Result<Caller, ApiError> {
-    if credential.starts_with(API_KEY_PREFIX) {
-        Ok(Caller::Key(auth.authenticate_key(credential).await?))
+    let caller = if credential.starts_with(API_KEY_PREFIX) {
+        Caller::Key(auth.authenticate_key(credential).await?)
     } else {
-        Ok(Caller::User(auth.authenticate(credential).await?))
-    }
+        Caller::User(auth.authenticate(credential).await?)
+    };
+    let span = tracing::Span::current();
+    span.record("tenant", tracing::field::display(caller.tenant()));
+    match &caller {
+        Caller::User(p) => span.record("user", tracing::field::display(&p.user)),
+        Caller::Key(k) => span.record(
+            "user",
+            tracing::field::display(format_args!("key:{}", k.key)),
+        ),
+    };
+    Ok(caller)
 }
-
 impl<S> FromRequestParts<S> for AuthUser
 where
     Arc<AuthService>: FromRef<S>,
@@ -62,7 +71,11 @@ where
             ));
         }
         let auth = Arc::<AuthService>::from_ref(state);
-        Ok(AuthUser(auth.authenticate(token).await?))
+        let principal = auth.authenticate(token).await?;
+        let span = tracing::Span::current();
+        span.record("tenant", tracing::field::display(&principal.tenant));
+        span.record("user", tracing::field::display(&principal.user));
+        Ok(AuthUser(principal))
     }
 }
 
