@@ -153,10 +153,7 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
                 },
         } => {
             let auth = admin_service(&config).await?;
-            let tenant = auth
-                .find_tenant(&tenant)
-                .await?
-                .ok_or_else(|| anyhow::anyhow!("no tenant `{tenant}`"))?;
+            let tenant = existing_tenant(&auth, &tenant).await?;
             let roles = roles
                 .split(',')
                 .map(|r| r.trim().parse::<Role>())
@@ -191,10 +188,7 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
                 },
         } => {
             let auth = admin_service(&config).await?;
-            let tenant = auth
-                .find_tenant(&tenant)
-                .await?
-                .ok_or_else(|| anyhow::anyhow!("no tenant `{tenant}`"))?;
+            let tenant = existing_tenant(&auth, &tenant).await?;
             let scopes = scopes
                 .split(',')
                 .map(|s| {
@@ -251,6 +245,15 @@ async fn shutdown_signal() {
     #[cfg(not(unix))]
     let terminate = std::future::pending::<()>();
     tokio::select! { _ = ctrl_c => {}, _ = terminate => {} }
+}
+
+async fn existing_tenant(
+    auth: &AuthService,
+    slug: &str,
+) -> anyhow::Result<relais::auth::service::TenantView> {
+    auth.find_tenant(slug)
+        .await?
+        .ok_or_else(|| anyhow::anyhow!("no tenant `{slug}`"))
 }
 
 /// The auth service for one-shot admin commands (no live connections to notify).

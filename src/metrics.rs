@@ -36,7 +36,7 @@ impl Metrics {
         );
         registry.register(
             "connections_opened",
-            "Connections accepted",
+            "Authenticated connections opened",
             self.connections_opened.clone(),
         );
         registry.register(

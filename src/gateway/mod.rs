@@ -118,16 +118,41 @@ impl Gateway {
         }
     }
 
-    /// A slot for one more connection, or `None` at the limit or during shutdown.
-    pub fn admit(&self) -> Option<OwnedSemaphorePermit> {
-        if self.shutdown.is_cancelled() {
-            return None;
-        }
-        let permit = self.permits.clone().try_acquire_owned().ok();
-        if permit.is_none() {
+    /// A slot for one more connection; refused at the limit or during shutdown.
+    pub fn admit(&self) -> Result<OwnedSemaphorePermit, ApiError> {
+        let permit = if self.shutdown.is_cancelled() {
+            None
+        } else {
+            self.permits.clone().try_acquire_owned().ok()
+        };
+        permit.ok_or_else(|| {
             self.metrics.connections_refused.inc();
-        }
-        permit
+            ApiError::Unavailable(
+                "too_many_connections",
+                "connection limit reached; retry later".into(),
+            )
+        })
+    }
+
+    /// Registers an authenticated connection (for revocation and shutdown)
+    /// and gives it its bounded outbox.
+    pub fn open_connection(&self, principal: &Principal) -> (hub::ConnId, Arc<outbox::Outbox>) {
+        self.metrics.connections_opened.inc();
+        let id = self.hub.next_conn_id();
+        let outbox = Arc::new(outbox::Outbox::new(
+            self.limits.outbound_queue_bytes,
+            self.metrics.clone(),
+        ));
+        self.hub.register(
+            id,
+            hub::ConnEntry {
+                tenant: principal.tenant.clone(),
+                user: principal.user.clone(),
+                session: principal.session.clone(),
+                outbox: outbox.clone(),
+            },
+        );
+        (id, outbox)
     }
 
     /// Parses a channel name within a tenant and finds its namespace.

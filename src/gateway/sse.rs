@@ -22,7 +22,7 @@ use tokio::sync::OwnedSemaphorePermit;
 
 use super::{
     Gateway,
-    hub::{ConnEntry, ConnId},
+    hub::ConnId,
     outbox::{Drained, Outbox},
     protocol::CloseReason,
 };
@@ -193,27 +193,8 @@ pub async fn stream(
             resolved.push((key, ns.history));
         }
     }
-    let permit = gw.admit().ok_or_else(|| {
-        ApiError::Unavailable(
-            "too_many_connections",
-            "connection limit reached; retry later".into(),
-        )
-    })?;
-    gw.metrics.connections_opened.inc();
-    let id = gw.hub.next_conn_id();
-    let outbox = Arc::new(Outbox::new(
-        gw.limits.outbound_queue_bytes,
-        gw.metrics.clone(),
-    ));
-    gw.hub.register(
-        id,
-        ConnEntry {
-            tenant: principal.tenant.clone(),
-            user: principal.user.clone(),
-            session: principal.session.clone(),
-            outbox: outbox.clone(),
-        },
-    );
+    let permit = gw.admit()?;
+    let (id, outbox) = gw.open_connection(&principal);
     let mut conn = SseConnection {
         id,
         gw: gw.clone(),

@@ -22,7 +22,7 @@ use tracing::Instrument;
 
 use super::{
     ChannelOpError, Gateway,
-    hub::{ConnEntry, ConnId},
+    hub::ConnId,
     outbox::{Drained, Outbox},
     protocol::{CloseReason, Command, CommandBody, PROTOCOL_VERSION, Reply, codes},
     ratelimit::{TokenBucket, Verdict},
@@ -54,12 +54,9 @@ pub async fn upgrade(
     if !gw.origins.allows(origin, host) {
         return ApiError::forbidden("origin not allowed").into_response();
     }
-    let Some(permit) = gw.admit() else {
-        return ApiError::Unavailable(
-            "too_many_connections",
-            "connection limit reached; retry later".into(),
-        )
-        .into_response();
+    let permit = match gw.admit() {
+        Ok(permit) => permit,
+        Err(e) => return e.into_response(),
     };
     let limit = gw.limits.max_message_bytes;
     let tasks = gw.tasks.clone();
@@ -70,7 +67,6 @@ pub async fn upgrade(
 }
 
 async fn run(mut socket: WebSocket, gw: Arc<Gateway>, _permit: OwnedSemaphorePermit) {
-    gw.metrics.connections_opened.inc();
     let (principal, connect_id) = match Box::pin(authenticate(&mut socket, &gw)).await {
         Ok(authenticated) => authenticated,
         Err(reason) => {
@@ -81,20 +77,7 @@ async fn run(mut socket: WebSocket, gw: Arc<Gateway>, _permit: OwnedSemaphorePer
             return;
         }
     };
-    let id = gw.hub.next_conn_id();
-    let outbox = Arc::new(Outbox::new(
-        gw.limits.outbound_queue_bytes,
-        gw.metrics.clone(),
-    ));
-    gw.hub.register(
-        id,
-        ConnEntry {
-            tenant: principal.tenant.clone(),
-            user: principal.user.clone(),
-            session: principal.session.clone(),
-            outbox: outbox.clone(),
-        },
-    );
+    let (id, outbox) = gw.open_connection(&principal);
     let span =
         tracing::info_span!("ws", conn = id, tenant = %principal.tenant, user = %principal.user);
     async {
