@@ -121,6 +121,11 @@ async fn start(vars: HashMap<String, String>, data_dir: PathBuf, port: Option<u1
 }
 
 impl TestApp {
+    /// The environment this node was started with (data folder, database).
+    pub fn env(&self) -> &HashMap<String, String> {
+        &self.vars
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{}", self.addr, path)
     }

@@ -3,6 +3,7 @@
 mod auth;
 mod bad_input;
 mod channels;
+mod cli;
 mod delivery;
 mod helpers;
 mod publish;
