@@ -11,7 +11,7 @@ use tokio::net::TcpListener;
 use tower_http::trace::TraceLayer;
 
 use crate::{
-    api::{self, idempotency::Idempotency},
+    api::{self, console, idempotency::Idempotency},
     auth::{self, AuthService, tokens::JwtKeys},
     bootstrap::{self, BootstrapReport},
     bus::{Broker, memory::MemoryBroker},
@@ -214,6 +214,7 @@ pub fn router(state: AppState) -> Router {
         .merge(auth::routes::router())
         .merge(api::publish::router())
         .merge(api::ops::router())
+        .merge(console::router())
         .route("/ws", get(ws::upgrade))
         .route("/api/v1/sse", get(sse::stream))
         .fallback(|| async { ApiError::NotFound("route") })

@@ -1,5 +1,7 @@
-//! REST endpoints that are not owned by a domain module: publishing and operations.
+//! HTTP endpoints that are not owned by a domain module: publishing,
+//! operations, and the developer console.
 
+pub mod console;
 pub mod idempotency;
 pub mod ops;
 pub mod publish;

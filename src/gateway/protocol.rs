@@ -66,6 +66,8 @@ pub enum Reply<'a> {
         tenant: &'a str,
         user: &'a str,
         expires_at: u64,
+        /// Seconds until `expires_at`, so clients need no synchronised clock.
+        expires_in: u64,
         ping_interval: u64,
     },
     Subscribed {
@@ -99,6 +101,7 @@ pub enum Reply<'a> {
     Refreshed {
         id: Option<u64>,
         expires_at: u64,
+        expires_in: u64,
     },
     Pong {
         id: Option<u64>,

@@ -98,6 +98,7 @@ async fn run(mut socket: WebSocket, gw: Arc<Gateway>, _permit: OwnedSemaphorePer
             tenant: conn.principal.tenant.as_str(),
             user: conn.principal.user.as_str(),
             expires_at: conn.principal.expires_at,
+            expires_in: conn.principal.expires_at.saturating_sub(unix_secs()),
             ping_interval: gw.limits.ping_interval.as_secs(),
         };
         let reason = match socket.send(Message::Text(connected.to_json().into())).await {
@@ -129,7 +130,10 @@ async fn authenticate(
     };
     let text = match first {
         Message::Text(text) => text,
-        Message::Close(_) => return Err(None),
+        Message::Close(_) => {
+            answer_close(socket).await;
+            return Err(None);
+        }
         _ => {
             send_error(
                 socket,
@@ -229,6 +233,13 @@ async fn close(socket: &mut WebSocket, reason: CloseReason) {
         }
     })
     .await;
+}
+
+/// Completes a closing handshake the client started: tungstenite queues the
+/// reply to a received close frame, and only a flush sends it. Without it the
+/// client sees an abnormal closure (1006) instead of its own code.
+async fn answer_close(socket: &mut WebSocket) {
+    let _ = timeout(CLOSE_WAIT, socket.flush()).await;
 }
 
 /// Longest wait for the peer during the closing handshake.
@@ -351,7 +362,10 @@ impl Connection {
                         Message::Text(text) => Box::pin(self.handle(socket, &text)).await,
                         Message::Binary(_) => self.refuse(socket, None, CommandError::new(codes::UNSUPPORTED_FRAME, "binary frames are not supported; send JSON text")).await,
                         Message::Ping(_) | Message::Pong(_) => Ok(()),
-                        Message::Close(_) => return None,
+                        Message::Close(_) => {
+                            answer_close(socket).await;
+                            return None;
+                        }
                     };
                     if let Err(reason) = flow {
                         return Some(reason);
@@ -773,7 +787,15 @@ impl Connection {
         let expires_at = principal.expires_at;
         self.principal = principal;
         Ok(self
-            .send(socket, Reply::Refreshed { id, expires_at }.to_json())
+            .send(
+                socket,
+                Reply::Refreshed {
+                    id,
+                    expires_at,
+                    expires_in: expires_at.saturating_sub(unix_secs()),
+                }
+                .to_json(),
+            )
             .await)
     }
 }

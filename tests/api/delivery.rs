@@ -97,6 +97,8 @@ async fn the_token_can_be_refreshed_on_a_live_connection() {
         .await;
     assert_eq!(reply["type"], "refreshed");
     assert!(reply["expires_at"].as_u64().unwrap() > 0);
+    let expires_in = reply["expires_in"].as_u64().unwrap();
+    assert!((1790..=1800).contains(&expires_in), "{expires_in}");
     // A token of someone else is refused and the connection stays.
     let (_, other) = app.user("ana@example.com", &["member"]).await;
     assert_eq!(
@@ -241,4 +243,55 @@ async fn metrics_count_connections_subscriptions_and_deliveries() {
     assert_eq!(app.metric("relais_deliveries_total").await, 2.0);
     let ready: Value = app.get("/readyz", None).await.json().await.unwrap();
     assert_eq!(ready["ready"], true);
+}
+
+#[tokio::test]
+async fn a_close_started_by_the_client_is_answered_with_its_code() {
+    let app = spawn_app().await;
+    let token = app.admin_token().await;
+    let mut ws = app.ws_connected(&token).await;
+    ws.stream
+        .close(Some(tokio_tungstenite::tungstenite::protocol::CloseFrame {
+            code: 1000u16.into(),
+            reason: "bye".into(),
+        }))
+        .await
+        .unwrap();
+    let reply = tokio::time::timeout(WAIT, ws.stream.next()).await.unwrap();
+    match reply {
+        Some(Ok(Message::Close(Some(frame)))) => assert_eq!(u16::from(frame.code), 1000),
+        other => panic!("expected the server's close reply, got {other:?}"),
+    }
+    // Also before authenticating.
+    let mut ws = app.ws().await;
+    ws.stream.close(None).await.unwrap();
+    let reply = tokio::time::timeout(WAIT, ws.stream.next()).await.unwrap();
+    assert!(matches!(reply, Some(Ok(Message::Close(_)))), "{reply:?}");
+}
+
+#[tokio::test]
+async fn the_developer_console_is_served_with_a_same_origin_policy() {
+    let app = spawn_app().await;
+    for (path, kind) in [
+        ("/", "text/html"),
+        ("/app.js", "text/javascript"),
+        ("/style.css", "text/css"),
+    ] {
+        let res = app.get(path, None).await;
+        assert_eq!(res.status(), 200, "{path}");
+        assert!(
+            res.headers()["content-type"]
+                .to_str()
+                .unwrap()
+                .starts_with(kind),
+            "{path}"
+        );
+        assert!(
+            res.headers()["content-security-policy"]
+                .to_str()
+                .unwrap()
+                .contains("default-src 'self'")
+        );
+        assert!(!res.text().await.unwrap().is_empty());
+    }
 }
