@@ -1,0 +1,878 @@
+import { TypedEmitter } from "./emitter.js";
+import { RelaisError } from "./errors.js";
+import { CloseCode } from "./protocol.js";
+import type {
+  Command,
+  ConnectedFrame,
+  HistoryFrame,
+  JoinLeaveFrame,
+  PongFrame,
+  PresenceFrame,
+  PubFrame,
+  PublishedFrame,
+  RefreshedFrame,
+  StreamPosition,
+  SubscribedFrame,
+  UnsubscribedFrame,
+} from "./protocol.js";
+import { Subscription } from "./subscription.js";
+import type { SubscriptionHandlers, SubscriptionHost } from "./subscription.js";
+
+/**
+ * The part of the WebSocket API the client uses: the browser's `WebSocket`
+ * and the `ws` package's both fit.
+ */
+export interface WebSocketLike {
+  send(data: string): void;
+  close(code?: number, reason?: string): void;
+  onopen: ((ev: any) => unknown) | null;
+  onmessage: ((ev: any) => unknown) | null;
+  onclose: ((ev: any) => unknown) | null;
+  onerror: ((ev: any) => unknown) | null;
+}
+
+export type WebSocketConstructor = new (url: string) => WebSocketLike;
+
+export interface ReconnectOptions {
+  /** First delay, in ms. Default 500. */
+  initialDelayMs?: number;
+  /** Largest delay before jitter, in ms. Default 30,000. */
+  maxDelayMs?: number;
+  /** Each delay is multiplied by a random factor in [1 - jitter, 1 + jitter]. Default 0.5. */
+  jitter?: number;
+}
+
+export interface RelaisClientOptions {
+  /** WebSocket endpoint, e.g. `ws://localhost:8080/ws`. */
+  url: string;
+  /**
+   * Returns a valid access token. Called before every connection attempt and
+   * before the token expires (the client then sends `refresh`).
+   */
+  getToken: () => Promise<string>;
+  /** WebSocket constructor. Default `globalThis.WebSocket` (browsers, Node ≥ 22). */
+  WebSocket?: WebSocketConstructor;
+  /** Reconnect back-off. */
+  reconnect?: ReconnectOptions;
+  /**
+   * Send an application-level `ping` this often (ms) and drop the connection
+   * (then reconnect) when its `pong` does not come back within
+   * `pingTimeoutMs`. Off by default: the server's WebSocket pings keep the
+   * connection alive.
+   */
+  pingIntervalMs?: number;
+  /** How long to wait for a `pong` before dropping the connection (ms). Default: `pingIntervalMs`. */
+  pingTimeoutMs?: number;
+  /** Refresh the token this long (ms) before `expires_at`. Default 60,000. */
+  refreshMarginMs?: number;
+  /** Give up on an attempt that is not `connected` after this long (ms). Default 15,000. */
+  connectTimeoutMs?: number;
+  /** Largest number of commands waiting for the connection. Default 1000. */
+  maxQueuedCommands?: number;
+}
+
+export type ClientState = "disconnected" | "connecting" | "connected" | "reconnecting";
+
+export interface ConnectedEvent {
+  /** Connection id given by the server. */
+  client: string;
+  tenant: string;
+  user: string;
+  /** Token expiry, Unix seconds. */
+  expiresAt: number;
+  /** Seconds between the server's WebSocket pings. */
+  pingInterval: number;
+}
+
+export interface DisconnectedEvent {
+  /** WebSocket close code (1006 when the connection dropped without one or was dropped by the client). */
+  code: number;
+  reason: string;
+  /** Whether the client will reconnect by itself. */
+  reconnect: boolean;
+  /** The `error` frame the server sent before closing, if any (e.g. `session_revoked`). */
+  error?: RelaisError;
+}
+
+export interface RelaisClientEvents {
+  connected: ConnectedEvent;
+  disconnected: DisconnectedEvent;
+  error: Error;
+}
+
+export interface HistoryOptions {
+  /** Only publications after this position. */
+  since?: StreamPosition;
+  /** 1-1000, server default 100. */
+  limit?: number;
+}
+
+export interface HistoryResult extends StreamPosition {
+  channel: string;
+  /** `false` when `since` could not be honoured (epoch changed or outside the window). */
+  complete: boolean;
+  publications: Array<{ channel: string; epoch: string; offset: number; data: unknown }>;
+}
+
+export interface PublishResult extends StreamPosition {
+  channel: string;
+}
+
+export interface PresenceResult {
+  channel: string;
+  users: number;
+  clients: number;
+  members: Array<{ user: string; clients: number }>;
+}
+
+/** Close codes after which the client does not reconnect (section 7). */
+const NO_RECONNECT = new Set<number>([
+  CloseCode.ProtocolError,
+  CloseCode.AuthenticationFailed,
+  CloseCode.SessionRevoked,
+]);
+
+/** Close codes after which the first reconnect is immediate (with jitter). */
+const QUICK_RECONNECT = new Set<number>([
+  CloseCode.Abnormal,
+  CloseCode.TokenExpired,
+  CloseCode.ServerShuttingDown,
+]);
+
+/** Errors after which a (re)subscribe is retried rather than given up. */
+const TRANSIENT_ERRORS = new Set(["unavailable", "internal", "rate_limited"]);
+
+interface PendingCommand {
+  cmd: Command;
+  onReply(frame: any): void;
+  onError(err: RelaisError): void;
+}
+
+interface ConnectWaiter {
+  resolve(): void;
+  reject(err: Error): void;
+}
+
+const MAX_TIMER_MS = 2_147_483_647;
+
+/**
+ * A client of the Relais WebSocket protocol, version 1.
+ *
+ * ```ts
+ * const client = new RelaisClient({ url, getToken });
+ * client.on("disconnected", (e) => console.log(e.code, e.reconnect));
+ * await client.connect();
+ * const sub = client.subscribe("broadcast", { onPublication: (data) => ... });
+ * ```
+ */
+export class RelaisClient extends TypedEmitter<RelaisClientEvents> implements SubscriptionHost {
+  private readonly url: string;
+  private readonly getToken: () => Promise<string>;
+  private readonly WS: WebSocketConstructor;
+  private readonly initialDelayMs: number;
+  private readonly maxDelayMs: number;
+  private readonly jitter: number;
+  private readonly pingIntervalMs: number | undefined;
+  private readonly pingTimeoutMs: number;
+  private readonly refreshMarginMs: number;
+  private readonly connectTimeoutMs: number;
+  private readonly maxQueued: number;
+
+  private _state: ClientState = "disconnected";
+  /** True after `close()` or a close code that forbids reconnecting. */
+  private stopped = false;
+  /** Bumped on each new socket and on close(): stale callbacks compare against it. */
+  private generation = 0;
+  private ws: WebSocketLike | null = null;
+  private nextId = 1;
+  private attempts = 0;
+  private expiresAt: number | undefined;
+  private _info: ConnectedEvent | undefined;
+  private lastServerError: RelaisError | undefined;
+  /** Whether an `error` event was already emitted for the current attempt. */
+  private attemptErrorReported = false;
+
+  private readonly pending = new Map<number, PendingCommand>();
+  private queue: PendingCommand[] = [];
+  private readonly subs = new Map<string, Subscription>();
+  private connectWaiters: ConnectWaiter[] = [];
+
+  private reconnectTimer: ReturnType<typeof setTimeout> | undefined;
+  private connectTimer: ReturnType<typeof setTimeout> | undefined;
+  private refreshTimer: ReturnType<typeof setTimeout> | undefined;
+  private pingTimer: ReturnType<typeof setInterval> | undefined;
+  private pongTimer: ReturnType<typeof setTimeout> | undefined;
+
+  constructor(options: RelaisClientOptions) {
+    super();
+    const WS = options.WebSocket ?? (globalThis as { WebSocket?: WebSocketConstructor }).WebSocket;
+    if (!WS) {
+      throw new TypeError(
+        "RelaisClient: no WebSocket implementation; pass options.WebSocket (e.g. the `ws` package)",
+      );
+    }
+    if (typeof options.getToken !== "function") {
+      throw new TypeError("RelaisClient: options.getToken is required");
+    }
+    this.url = options.url;
+    this.getToken = options.getToken;
+    this.WS = WS;
+    this.initialDelayMs = options.reconnect?.initialDelayMs ?? 500;
+    this.maxDelayMs = options.reconnect?.maxDelayMs ?? 30_000;
+    this.jitter = options.reconnect?.jitter ?? 0.5;
+    this.pingIntervalMs = options.pingIntervalMs && options.pingIntervalMs > 0 ? options.pingIntervalMs : undefined;
+    this.pingTimeoutMs = options.pingTimeoutMs ?? this.pingIntervalMs ?? 10_000;
+    this.refreshMarginMs = options.refreshMarginMs ?? 60_000;
+    this.connectTimeoutMs = options.connectTimeoutMs ?? 15_000;
+    this.maxQueued = options.maxQueuedCommands ?? 1000;
+  }
+
+  /** `disconnected`, `connecting`, `connected`, or `reconnecting` (waiting for the back-off). */
+  get state(): ClientState {
+    return this._state;
+  }
+
+  /** What the server said in its last `connected` reply (undefined until then). */
+  get info(): ConnectedEvent | undefined {
+    return this._info;
+  }
+
+  /** The subscriptions the client keeps, by channel. */
+  get subscriptions(): ReadonlyMap<string, Subscription> {
+    return this.subs;
+  }
+
+  // ------------------------------------------------------------------ public
+
+  /**
+   * Starts the client. Resolves on the next `connected`; keeps retrying with
+   * back-off on transient failures; rejects if the client stops for good
+   * (close codes 4000/4001/4003, or `close()`).
+   */
+  connect(): Promise<void> {
+    if (this._state === "connected") return Promise.resolve();
+    const p = new Promise<void>((resolve, reject) => this.connectWaiters.push({ resolve, reject }));
+    this.stopped = false;
+    if (this._state === "disconnected") {
+      this.attempts = 0;
+      void this.open();
+    }
+    return p;
+  }
+
+  /**
+   * Closes the connection (code 1000) and stops reconnecting. Commands waiting
+   * for a reply or for the connection are rejected with `client_closed`.
+   * Subscriptions are kept: a later `connect()` resubscribes them with `recover`.
+   */
+  close(): void {
+    const wasActive = this._state !== "disconnected";
+    this.stopped = true;
+    this.generation++;
+    clearTimeout(this.reconnectTimer);
+    this.reconnectTimer = undefined;
+    this.clearConnectionTimers();
+    const ws = this.ws;
+    this.ws = null;
+    if (ws) {
+      detach(ws);
+      try {
+        ws.close(CloseCode.Normal, "client closed");
+      } catch {
+        /* already closed */
+      }
+    }
+    const err = new RelaisError("client_closed", "the client was closed");
+    this.failPending(err);
+    this.failQueue(err);
+    this.resetSubscriptions();
+    this.failConnectWaiters(err);
+    this.setState("disconnected");
+    if (wasActive) {
+      this.emit("disconnected", { code: CloseCode.Normal, reason: "client closed", reconnect: false });
+    }
+  }
+
+  /**
+   * Subscribes to `channel`. The subscription is kept across reconnects and
+   * recovered with `recover` each time. Throws if the client already holds a
+   * subscription to this channel.
+   */
+  subscribe(channel: string, handlers: SubscriptionHandlers): Subscription {
+    if (this.subs.has(channel)) {
+      throw new RelaisError("already_subscribed", `already subscribed to \`${channel}\``);
+    }
+    if (!handlers || typeof handlers.onPublication !== "function") {
+      throw new TypeError("subscribe: handlers.onPublication is required");
+    }
+    const sub = new Subscription(this, channel, handlers);
+    this.subs.set(channel, sub);
+    if (this._state === "connected") this.sendSubscribe(sub);
+    return sub;
+  }
+
+  /** Publishes `data` (any JSON value) to `channel`. */
+  async publish(channel: string, data: unknown): Promise<PublishResult> {
+    const f = await this.request<PublishedFrame>({ type: "publish", channel, data });
+    return { channel: f.channel, epoch: f.epoch, offset: f.offset };
+  }
+
+  /** Who is subscribed to `channel`. */
+  async presence(channel: string): Promise<PresenceResult> {
+    const f = await this.request<PresenceFrame>({ type: "presence", channel });
+    return { channel: f.channel, users: f.users, clients: f.clients, members: f.members };
+  }
+
+  /** Stored publications of `channel`: the latest `limit`, or those after `since`. */
+  async history(channel: string, options: HistoryOptions = {}): Promise<HistoryResult> {
+    const cmd: Command = { type: "history", channel };
+    if (options.since) cmd.since = { epoch: options.since.epoch, offset: options.since.offset };
+    if (options.limit !== undefined) cmd.limit = options.limit;
+    const f = await this.request<HistoryFrame>(cmd);
+    return {
+      channel: f.channel,
+      epoch: f.epoch,
+      offset: f.offset,
+      complete: f.complete,
+      publications: (f.publications ?? []).map((p: PubFrame) => ({
+        channel: p.channel,
+        epoch: p.epoch,
+        offset: p.offset,
+        data: p.data,
+      })),
+    };
+  }
+
+  /** Sends an application-level `ping`; resolves with the round-trip time in ms. */
+  async ping(): Promise<number> {
+    const start = Date.now();
+    await this.request<PongFrame>({ type: "ping" });
+    return Date.now() - start;
+  }
+
+  // -------------------------------------------------------- subscriptions
+
+  /** @internal */
+  unsubscribeInternal(sub: Subscription): Promise<void> {
+    if (this.subs.get(sub.channel) !== sub) return Promise.resolve();
+    this.subs.delete(sub.channel);
+    clearTimeout(sub.retryTimer);
+    const onServer = sub.state === "subscribing" || sub.state === "subscribed";
+    sub.state = "unsubscribed";
+    sub.rejectReady(new RelaisError("unsubscribed", `unsubscribed from \`${sub.channel}\``));
+    if (!onServer || this._state !== "connected") return Promise.resolve();
+    return new Promise<void>((resolve) => {
+      // Whatever happens (reply, not_subscribed, connection lost), the server
+      // no longer delivers this channel to us.
+      this.sendNow({ cmd: { type: "unsubscribe", channel: sub.channel }, onReply: () => resolve(), onError: () => resolve() });
+    });
+  }
+
+  private sendSubscribe(sub: Subscription): void {
+    clearTimeout(sub.retryTimer);
+    sub.retryTimer = undefined;
+    const cmd: Command = { type: "subscribe", channel: sub.channel };
+    const recover = sub.epoch !== undefined;
+    if (recover) cmd.recover = { epoch: sub.epoch as string, offset: sub.offset };
+    sub.state = "subscribing";
+    this.sendNow({
+      cmd,
+      onReply: (f: SubscribedFrame) => this.onSubscribed(sub, f, recover),
+      onError: (err) => this.onSubscribeError(sub, err),
+    });
+  }
+
+  private onSubscribed(sub: Subscription, f: SubscribedFrame, withRecover: boolean): void {
+    if (this.subs.get(sub.channel) !== sub) return; // unsubscribed meanwhile
+    sub.state = "subscribed";
+    sub.retries = 0;
+    const recovered = withRecover ? f.recovered === true : undefined;
+    if (!withRecover || !recovered) {
+      // Either a fresh subscription or a failed recovery: continue from the
+      // position of the reply. With `recovered: true` the missed publications
+      // follow as `pub` frames and move the position themselves.
+      sub.epoch = f.epoch;
+      sub.offset = f.offset;
+    }
+    const info = { channel: sub.channel, epoch: f.epoch, offset: f.offset, recovered };
+    sub.resolveReady(info);
+    this.callHandler(() => sub.handlers.onSubscribed?.(info));
+    if (withRecover && !recovered) {
+      this.callHandler(() =>
+        sub.handlers.onRecoveryFailed?.({ channel: sub.channel, epoch: f.epoch, offset: f.offset }),
+      );
+    }
+  }
+
+  private onSubscribeError(sub: Subscription, err: RelaisError): void {
+    if (this.subs.get(sub.channel) !== sub) return;
+    sub.state = "pending";
+    if (err.code === "connection_lost" || err.code === "client_closed") {
+      return; // resubscribed on the next connection
+    }
+    if (TRANSIENT_ERRORS.has(err.code)) {
+      const delay = this.backoff(sub.retries++);
+      sub.retryTimer = setTimeout(() => {
+        sub.retryTimer = undefined;
+        if (this.subs.get(sub.channel) === sub && sub.state === "pending" && this._state === "connected") {
+          this.sendSubscribe(sub);
+        }
+      }, delay);
+      return;
+    }
+    // Refused for good (forbidden, invalid_channel, ...): forget it.
+    this.subs.delete(sub.channel);
+    sub.state = "unsubscribed";
+    if (!sub.readySettled) {
+      sub.rejectReady(err);
+    } else if (sub.handlers.onError) {
+      this.callHandler(() => sub.handlers.onError?.(err));
+    } else {
+      this.emit("error", err);
+    }
+  }
+
+  private onPub(f: PubFrame): void {
+    const sub = this.subs.get(f.channel);
+    if (!sub || sub.state !== "subscribed") return;
+    if (sub.epoch === f.epoch && f.offset <= sub.offset) return; // already processed
+    sub.epoch = f.epoch;
+    sub.offset = f.offset;
+    this.callHandler(() =>
+      sub.handlers.onPublication(f.data, { channel: f.channel, epoch: f.epoch, offset: f.offset }),
+    );
+  }
+
+  private onServerUnsubscribed(f: UnsubscribedFrame): void {
+    const sub = this.subs.get(f.channel);
+    if (!sub) return;
+    if (f.reason === "insufficient_state") {
+      // The server saw a gap: resubscribe from our last position.
+      sub.state = "pending";
+      if (this._state === "connected") this.sendSubscribe(sub);
+      return;
+    }
+    this.subs.delete(f.channel);
+    sub.state = "unsubscribed";
+    const err = new RelaisError(
+      f.reason ?? "unsubscribed",
+      `the server ended the subscription to \`${f.channel}\`${f.reason ? ` (${f.reason})` : ""}`,
+    );
+    sub.rejectReady(err);
+    if (sub.handlers.onError) this.callHandler(() => sub.handlers.onError?.(err));
+    else this.emit("error", err);
+  }
+
+  private resetSubscriptions(): void {
+    for (const sub of this.subs.values()) {
+      clearTimeout(sub.retryTimer);
+      sub.retryTimer = undefined;
+      sub.state = "pending";
+    }
+  }
+
+  // ------------------------------------------------------------- commands
+
+  private request<T>(cmd: Command): Promise<T> {
+    return new Promise<T>((resolve, reject) => {
+      const entry: PendingCommand = { cmd, onReply: resolve, onError: reject };
+      if (this._state === "connected") {
+        this.sendNow(entry);
+      } else if (this.stopped) {
+        reject(new RelaisError("client_closed", "the client is closed; call connect() first"));
+      } else if (this.queue.length >= this.maxQueued) {
+        reject(new RelaisError("queue_full", `more than ${this.maxQueued} commands wait for the connection`));
+      } else {
+        this.queue.push(entry);
+      }
+    });
+  }
+
+  /** Sends a command on the current socket; its reply is matched by `id`. */
+  private sendNow(entry: PendingCommand): void {
+    const ws = this.ws;
+    if (!ws) {
+      entry.onError(new RelaisError("connection_lost", "not connected"));
+      return;
+    }
+    const id = this.nextId++;
+    this.pending.set(id, entry);
+    try {
+      ws.send(JSON.stringify({ id, ...entry.cmd }));
+    } catch (e) {
+      this.pending.delete(id);
+      entry.onError(new RelaisError("connection_lost", `send failed: ${(e as Error)?.message ?? e}`));
+    }
+  }
+
+  private failPending(err: RelaisError): void {
+    const entries = [...this.pending.values()];
+    this.pending.clear();
+    for (const e of entries) e.onError(err);
+  }
+
+  private failQueue(err: RelaisError): void {
+    const entries = this.queue;
+    this.queue = [];
+    for (const e of entries) e.onError(err);
+  }
+
+  private failConnectWaiters(err: Error): void {
+    const waiters = this.connectWaiters;
+    this.connectWaiters = [];
+    for (const w of waiters) w.reject(err);
+  }
+
+  // ----------------------------------------------------------- connection
+
+  private async open(): Promise<void> {
+    const gen = ++this.generation;
+    this.setState("connecting");
+    this.lastServerError = undefined;
+    this.attemptErrorReported = false;
+    let token: string;
+    try {
+      token = await this.getToken();
+    } catch (e) {
+      if (gen !== this.generation || this.stopped) return;
+      this.emit("error", asError(e, "getToken failed"));
+      this.scheduleReconnect(CloseCode.Abnormal, false);
+      return;
+    }
+    if (gen !== this.generation || this.stopped) return;
+
+    let ws: WebSocketLike;
+    try {
+      ws = new this.WS(this.url);
+    } catch (e) {
+      // An invalid URL: retrying cannot help.
+      const err = asError(e, "cannot open the WebSocket");
+      this.emit("error", err);
+      this.stopped = true;
+      this.setState("disconnected");
+      this.failQueue(new RelaisError("client_closed", err.message));
+      this.failConnectWaiters(err);
+      return;
+    }
+    this.ws = ws;
+    this.connectTimer = setTimeout(() => {
+      if (this.ws === ws && this._state === "connecting") this.dropSocket("connect timeout");
+    }, this.connectTimeoutMs);
+
+    ws.onopen = () => {
+      if (this.ws !== ws) return;
+      this.sendNow({
+        cmd: { type: "connect", token, protocol: 1 },
+        onReply: (f: ConnectedFrame) => this.onConnected(f),
+        onError: (err) => {
+          if (err.code === "connection_lost" || err.code === "client_closed") return;
+          // invalid_token, token_expired, session_revoked, unsupported_protocol…
+          // The server closes the socket next; the close code decides what follows.
+          this.lastServerError = err;
+          this.attemptErrorReported = true;
+          this.emit("error", err);
+        },
+      });
+    };
+    ws.onmessage = (ev: { data: unknown }) => {
+      if (this.ws !== ws) return;
+      if (typeof ev.data !== "string") return; // the server only sends text frames
+      this.onMessage(ev.data);
+    };
+    ws.onerror = (ev: { message?: string; error?: unknown }) => {
+      if (this.ws !== ws) return;
+      const msg = ev?.message ?? (ev?.error as Error | undefined)?.message ?? "WebSocket error";
+      this.attemptErrorReported = true;
+      this.emit("error", new RelaisError("socket_error", msg));
+    };
+    ws.onclose = (ev: { code?: number; reason?: string }) => {
+      if (this.ws !== ws) return;
+      this.onSocketClosed(ev?.code ?? CloseCode.Abnormal, ev?.reason ?? "");
+    };
+  }
+
+  private onMessage(text: string): void {
+    let f: any;
+    try {
+      f = JSON.parse(text);
+    } catch {
+      this.emit("error", new RelaisError("malformed_frame", "the server sent a frame that is not JSON"));
+      return;
+    }
+    if (!f || typeof f !== "object" || typeof f.type !== "string") return;
+
+    // Replies carry the id of their command.
+    if (typeof f.id === "number") {
+      const entry = this.pending.get(f.id);
+      if (entry) {
+        this.pending.delete(f.id);
+        if (f.type === "error") entry.onError(new RelaisError(String(f.code), String(f.message ?? f.code)));
+        else entry.onReply(f);
+        return;
+      }
+    }
+
+    switch (f.type) {
+      case "pub":
+        this.onPub(f as PubFrame);
+        break;
+      case "join":
+      case "leave": {
+        const jf = f as JoinLeaveFrame;
+        const sub = this.subs.get(jf.channel);
+        if (!sub || sub.state !== "subscribed") break;
+        const event = { channel: jf.channel, user: jf.user };
+        this.callHandler(() =>
+          jf.type === "join" ? sub.handlers.onJoin?.(event) : sub.handlers.onLeave?.(event),
+        );
+        break;
+      }
+      case "unsubscribed":
+        this.onServerUnsubscribed(f as UnsubscribedFrame);
+        break;
+      case "error": {
+        const err = new RelaisError(String(f.code), String(f.message ?? f.code));
+        this.lastServerError = err;
+        this.attemptErrorReported = true;
+        this.emit("error", err);
+        break;
+      }
+      default:
+        // A reply to nothing we are waiting for, or a frame type of a later
+        // protocol version: ignore.
+        break;
+    }
+  }
+
+  private onConnected(f: ConnectedFrame): void {
+    clearTimeout(this.connectTimer);
+    this.connectTimer = undefined;
+    this.attempts = 0;
+    this.expiresAt = f.expires_at;
+    this._info = {
+      client: f.client,
+      tenant: f.tenant,
+      user: f.user,
+      expiresAt: f.expires_at,
+      pingInterval: f.ping_interval,
+    };
+    this.setState("connected");
+    this.scheduleRefresh();
+    this.startPing();
+    for (const sub of this.subs.values()) {
+      if (sub.state === "pending") this.sendSubscribe(sub);
+    }
+    const queued = this.queue;
+    this.queue = [];
+    for (const entry of queued) this.sendNow(entry);
+    const waiters = this.connectWaiters;
+    this.connectWaiters = [];
+    for (const w of waiters) w.resolve();
+    this.emit("connected", this._info);
+  }
+
+  private onSocketClosed(code: number, reason: string): void {
+    const wasConnected = this._state === "connected";
+    this.ws = null;
+    this.clearConnectionTimers();
+    this.failPending(new RelaisError("connection_lost", `connection closed (${code})`));
+    this.resetSubscriptions();
+    const error = this.lastServerError;
+    this.lastServerError = undefined;
+
+    if (NO_RECONNECT.has(code)) {
+      this.stopped = true;
+      this.setState("disconnected");
+      const err = error ?? new RelaisError(`closed_${code}`, `connection closed with ${code}${reason ? `: ${reason}` : ""}`);
+      this.failQueue(new RelaisError("client_closed", err.message));
+      this.failConnectWaiters(err);
+      this.emit("disconnected", { code, reason, reconnect: false, ...(error ? { error } : {}) });
+      return;
+    }
+    this.scheduleReconnect(code, wasConnected);
+    if (wasConnected) {
+      this.emit("disconnected", { code, reason, reconnect: true, ...(error ? { error } : {}) });
+    } else if (!this.attemptErrorReported) {
+      // A failed attempt is not a disconnection: report it as an error.
+      this.emit(
+        "error",
+        new RelaisError("connect_failed", `connection attempt failed (${code}${reason ? `: ${reason}` : ""})`),
+      );
+    }
+  }
+
+  /** Drops the current socket without waiting for a closing handshake. */
+  private dropSocket(reason: string): void {
+    const ws = this.ws;
+    if (!ws) return;
+    detach(ws);
+    try {
+      const terminate = (ws as { terminate?: () => void }).terminate;
+      if (typeof terminate === "function") terminate.call(ws);
+      else ws.close(CloseCode.Normal, reason);
+    } catch {
+      /* ignore */
+    }
+    this.onSocketClosed(CloseCode.Abnormal, reason);
+  }
+
+  private scheduleReconnect(code: number, wasConnected: boolean): void {
+    if (this.stopped) return;
+    let delay: number;
+    if (wasConnected && QUICK_RECONNECT.has(code)) {
+      // "At once (with jitter)": a dropped connection, a shutting-down node,
+      // or an expired token (getToken() is called again before connecting).
+      delay = Math.random() * this.initialDelayMs;
+    } else {
+      delay = this.backoff(this.attempts);
+    }
+    this.attempts++;
+    this.setState("reconnecting");
+    clearTimeout(this.reconnectTimer);
+    this.reconnectTimer = setTimeout(() => {
+      this.reconnectTimer = undefined;
+      if (!this.stopped && this._state === "reconnecting") void this.open();
+    }, delay);
+  }
+
+  /** 0.5 s doubling to 30 s, times a random factor in [0.5, 1.5] (defaults). */
+  private backoff(attempt: number): number {
+    const base = Math.min(this.maxDelayMs, this.initialDelayMs * 2 ** Math.min(attempt, 30));
+    const factor = 1 - this.jitter + Math.random() * 2 * this.jitter;
+    return Math.max(0, base * factor);
+  }
+
+  private clearConnectionTimers(): void {
+    clearTimeout(this.connectTimer);
+    clearTimeout(this.refreshTimer);
+    clearInterval(this.pingTimer);
+    clearTimeout(this.pongTimer);
+    this.connectTimer = this.refreshTimer = this.pingTimer = this.pongTimer = undefined;
+  }
+
+  // ---------------------------------------------------------- token refresh
+
+  private scheduleRefresh(): void {
+    clearTimeout(this.refreshTimer);
+    this.refreshTimer = undefined;
+    if (this.expiresAt === undefined) return;
+    const remaining = this.expiresAt * 1000 - Date.now();
+    // Refresh `refreshMarginMs` before expiry; with a short-lived token, at
+    // half its remaining life; never in a tight loop.
+    const delay = Math.min(MAX_TIMER_MS, Math.max(remaining - this.refreshMarginMs, remaining / 2, 1000));
+    this.refreshTimer = setTimeout(() => {
+      this.refreshTimer = undefined;
+      this.refreshInBackground();
+    }, delay);
+  }
+
+  private refreshInBackground(): void {
+    const gen = this.generation;
+    this.refreshToken().catch((err: unknown) => {
+      if (gen !== this.generation || this._state !== "connected") return; // a new connection, a new token
+      this.emit("error", asError(err, "token refresh failed"));
+      clearTimeout(this.refreshTimer);
+      this.refreshTimer = setTimeout(() => {
+        this.refreshTimer = undefined;
+        this.refreshInBackground();
+      }, 5000);
+    });
+  }
+
+  /**
+   * Refreshes the token of the live connection now: calls `getToken()` and
+   * sends `refresh`. Resolves with the new `expires_at` (Unix seconds). The
+   * client does this by itself about `refreshMarginMs` before expiry.
+   * Rejects with `wrong_user`, `invalid_token`, ... if the server refuses the
+   * token, or `connection_lost` if the client is not connected.
+   */
+  async refreshToken(): Promise<number> {
+    if (this._state !== "connected") throw new RelaisError("connection_lost", "not connected");
+    const gen = this.generation;
+    const token = await this.getToken();
+    if (gen !== this.generation || this._state !== "connected") {
+      throw new RelaisError("connection_lost", "the connection changed during the refresh");
+    }
+    const f = await new Promise<RefreshedFrame>((resolve, reject) =>
+      this.sendNow({ cmd: { type: "refresh", token }, onReply: resolve, onError: reject }),
+    );
+    if (gen === this.generation) {
+      this.expiresAt = f.expires_at;
+      if (this._info) this._info = { ...this._info, expiresAt: f.expires_at };
+      this.scheduleRefresh();
+    }
+    return f.expires_at;
+  }
+
+  // ------------------------------------------------------------------ ping
+
+  private startPing(): void {
+    if (!this.pingIntervalMs) return;
+    const ws = this.ws;
+    let waiting = false;
+    this.pingTimer = setInterval(() => {
+      if (this.ws !== ws || this._state !== "connected" || waiting) return;
+      waiting = true;
+      this.pongTimer = setTimeout(() => {
+        if (this.ws === ws) this.dropSocket("ping timeout");
+      }, this.pingTimeoutMs);
+      this.sendNow({
+        cmd: { type: "ping" },
+        onReply: () => {
+          waiting = false;
+          clearTimeout(this.pongTimer);
+          this.pongTimer = undefined;
+        },
+        onError: (err) => {
+          waiting = false;
+          clearTimeout(this.pongTimer);
+          this.pongTimer = undefined;
+          // A refused ping (e.g. rate_limited) still proves the link is alive.
+          void err;
+        },
+      });
+    }, this.pingIntervalMs);
+  }
+
+  // ----------------------------------------------------------------- misc
+
+  private setState(state: ClientState): void {
+    this._state = state;
+  }
+
+  /** Runs an application handler; its exception is reported as an `error` event. */
+  private callHandler(fn: () => void): void {
+    try {
+      fn();
+    } catch (e) {
+      if (this.listenerCount("error") > 0) this.emit("error", asError(e, "a subscription handler threw"));
+      else
+        queueMicrotask(() => {
+          throw e;
+        });
+    }
+  }
+
+  protected override onListenerError(err: unknown, event: keyof RelaisClientEvents): void {
+    if (event === "error" || this.listenerCount("error") === 0) {
+      queueMicrotask(() => {
+        throw err;
+      });
+    } else {
+      this.emit("error", asError(err, "an event listener threw"));
+    }
+  }
+}
+
+function detach(ws: WebSocketLike): void {
+  ws.onopen = null;
+  ws.onmessage = null;
+  ws.onclose = null;
+  // Keep a no-op error handler: some implementations throw on unhandled errors.
+  ws.onerror = () => undefined;
+}
+
+function asError(e: unknown, fallback: string): Error {
+  if (e instanceof Error) return e;
+  return new Error(typeof e === "string" ? e : fallback);
+}
