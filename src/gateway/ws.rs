@@ -40,6 +40,17 @@ use crate::{
 /// grows for the rare large one.
 const READ_BUFFER: usize = 1024;
 
+/// Every this many turns of a connection's loop, reading the socket and the
+/// heartbeat take precedence over writing the outbox.
+const READ_FIRST_EVERY: u32 = 8;
+
+/// What woke a connection's loop.
+enum Event {
+    Outbox,
+    Received(Option<Result<Message, axum::Error>>),
+    Tick,
+}
+
 /// Most publications returned by one `history` command.
 const HISTORY_MAX: usize = 1000;
 
@@ -336,22 +347,34 @@ impl Connection {
             limits.ping_interval,
         );
         let mut last_seen = Instant::now();
+        let mut turn = 0u32;
         loop {
-            tokio::select! {
-                _ = self.outbox.wait() => {
-                    match self.outbox.drain() {
-                        Drained::Close(reason) => return Some(reason),
-                        Drained::Items(items) => {
-                            let write_timeout = self.gw.limits.write_timeout;
-                            match timeout(write_timeout, self.write_batch(socket, items)).await {
-                                Ok(Ok(())) => {}
-                                Ok(Err(())) => return None,
-                                Err(_) => return Some(CloseReason::WriteTimeout),
-                            }
+            // The outbox goes first: a wake-up for a delivery then costs no
+            // poll of the socket's read side or of the heartbeat timer. So
+            // that a busy outbox can never starve reads or heartbeats, every
+            // READ_FIRST_EVERY-th turn the socket and the timer go first.
+            turn = turn.wrapping_add(1);
+            let read_first = turn.is_multiple_of(READ_FIRST_EVERY);
+            let event = tokio::select! {
+                biased;
+                _ = self.outbox.wait(), if !read_first => Event::Outbox,
+                msg = socket.recv() => Event::Received(msg),
+                _ = tick.tick() => Event::Tick,
+                _ = self.outbox.wait(), if read_first => Event::Outbox,
+            };
+            match event {
+                Event::Outbox => match self.outbox.drain() {
+                    Drained::Close(reason) => return Some(reason),
+                    Drained::Items(items) => {
+                        let write_timeout = self.gw.limits.write_timeout;
+                        match timeout(write_timeout, self.write_batch(socket, items)).await {
+                            Ok(Ok(())) => {}
+                            Ok(Err(())) => return None,
+                            Err(_) => return Some(CloseReason::WriteTimeout),
                         }
                     }
-                }
-                msg = socket.recv() => {
+                },
+                Event::Received(msg) => {
                     last_seen = Instant::now();
                     let msg = match msg {
                         None => return None,
@@ -360,7 +383,13 @@ impl Connection {
                     };
                     let flow = match msg {
                         Message::Text(text) => Box::pin(self.handle(socket, &text)).await,
-                        Message::Binary(_) => self.refuse(socket, None, CommandError::new(codes::UNSUPPORTED_FRAME, "binary frames are not supported; send JSON text")).await,
+                        Message::Binary(_) => {
+                            let error = CommandError::new(
+                                codes::UNSUPPORTED_FRAME,
+                                "binary frames are not supported; send JSON text",
+                            );
+                            self.refuse(socket, None, error).await
+                        }
                         Message::Ping(_) | Message::Pong(_) => Ok(()),
                         Message::Close(_) => {
                             answer_close(socket).await;
@@ -371,14 +400,18 @@ impl Connection {
                         return Some(reason);
                     }
                 }
-                _ = tick.tick() => {
+                Event::Tick => {
                     if last_seen.elapsed() > self.gw.limits.idle_timeout {
                         return Some(CloseReason::IdleTimeout);
                     }
                     if unix_secs() > self.principal.expires_at {
                         return Some(CloseReason::TokenExpired);
                     }
-                    if socket.send(Message::Ping(Default::default())).await.is_err() {
+                    if socket
+                        .send(Message::Ping(Default::default()))
+                        .await
+                        .is_err()
+                    {
                         return None;
                     }
                 }
