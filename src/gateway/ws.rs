@@ -82,7 +82,14 @@ async fn run(mut socket: WebSocket, gw: Arc<Gateway>, _permit: OwnedSemaphorePer
         Ok(authenticated) => authenticated,
         Err(reason) => {
             if let Some(reason) = reason {
-                gw.metrics.auth_failures.inc();
+                if matches!(
+                    reason,
+                    CloseReason::AuthenticationFailed
+                        | CloseReason::TokenExpired
+                        | CloseReason::SessionRevoked
+                ) {
+                    gw.metrics.auth_failures.inc();
+                }
                 close(&mut socket, reason).await;
             }
             return;
@@ -133,7 +140,12 @@ async fn authenticate(
     socket: &mut WebSocket,
     gw: &Gateway,
 ) -> Result<(Principal, Option<u64>), Option<CloseReason>> {
-    let first = match timeout(gw.limits.auth_timeout, socket.recv()).await {
+    // Not in the hub yet, so shutdown must be watched here too.
+    let first = tokio::select! {
+        first = timeout(gw.limits.auth_timeout, socket.recv()) => first,
+        _ = gw.shutdown.cancelled() => return Err(Some(CloseReason::ShuttingDown)),
+    };
+    let first = match first {
         Err(_) => return Err(Some(CloseReason::AuthenticationFailed)),
         Ok(None) => return Err(None),
         Ok(Some(Err(e))) => return Err(read_error_reason(&e)),

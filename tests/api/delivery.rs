@@ -215,10 +215,13 @@ async fn graceful_shutdown_tells_clients_to_reconnect_and_stops_accepting() {
     let mut a = app.ws_connected(&token).await;
     let mut b = app.ws_connected(&token).await;
     b.subscribe("broadcast").await;
+    // Opened but not yet authenticated: told too.
+    let mut c = app.ws().await;
     let addr = app.addr;
     app.shutdown().await.expect("the server returns cleanly");
     assert_eq!(a.closed().await, Some(4007));
     assert_eq!(b.closed().await, Some(4007));
+    assert_eq!(c.closed().await, Some(4007));
     assert!(
         Ws::try_open(addr, None).await.is_err(),
         "no new connections after shutdown"
