@@ -78,7 +78,7 @@ async fn refresh(
     Ok(Json(auth.refresh(&req.refresh_token).await?))
 }
 
-#[derive(Deserialize, Default)]
+#[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct LogoutRequest {
     /// End every session of the user, not only this one.

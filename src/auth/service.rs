@@ -163,10 +163,6 @@ impl AuthService {
         }
     }
 
-    pub fn jwt(&self) -> &JwtKeys {
-        &self.keys
-    }
-
     // ---- tenants -------------------------------------------------------
 
     pub async fn create_tenant(&self, slug: &str, name: &str) -> ApiResult<TenantView> {
