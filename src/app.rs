@@ -6,15 +6,16 @@ use std::{future::Future, net::SocketAddr, path::Path, sync::Arc, time::Duration
 
 use anyhow::Context;
 use axum::{Router, extract::DefaultBodyLimit, extract::FromRef, routing::get, serve::ListenerExt};
-use secrecy::SecretString;
+use secrecy::{ExposeSecret, SecretString};
 use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
 use tower_http::trace::TraceLayer;
 
 use crate::{
     api::{self, console, idempotency::Idempotency},
     auth::{self, AuthService, tokens::JwtKeys},
     bootstrap::{self, BootstrapReport},
-    bus::{Broker, memory::MemoryBroker},
+    bus::{Broker, memory::MemoryBroker, redis::RedisBroker},
     channels::ChannelRegistry,
     config::Config,
     error::ApiError,
@@ -51,7 +52,10 @@ impl FromRef<AppState> for Arc<AuthService> {
 pub struct Application {
     listener: TcpListener,
     state: AppState,
-    memory: Arc<MemoryBroker>,
+    /// The in-process broker, when not in cluster mode (it evicts idle channels).
+    memory: Option<Arc<MemoryBroker>>,
+    /// Stops the bus's background tasks once the server has drained.
+    bus_stop: CancellationToken,
     config: Config,
     bootstrap: Option<BootstrapReport>,
 }
@@ -83,17 +87,34 @@ impl Application {
         let secret = jwt_secret(&config)?;
         let metrics = Arc::new(Metrics::default());
         let hub = Arc::new(Hub::new(metrics.clone()));
-        if config.redis_url.is_some() {
-            tracing::warn!(
-                "REDIS_URL is set, but this version has no cluster mode yet: using the in-process bus"
-            );
-        }
-        let memory = Arc::new(MemoryBroker::new(
-            hub.clone(),
-            config.limits.max_channels,
-            metrics.clone(),
-        ));
-        let broker: Arc<dyn Broker> = memory.clone();
+        let bus_stop = CancellationToken::new();
+        let (broker, memory): (Arc<dyn Broker>, Option<Arc<MemoryBroker>>) = match &config.redis_url
+        {
+            Some(url) => {
+                let redis = RedisBroker::connect(
+                    url.expose_secret(),
+                    &config.redis_prefix,
+                    hub.clone(),
+                    bus_stop.clone(),
+                )
+                .await
+                .context("connecting to Redis (REDIS_URL)")?;
+                if !redis.wait_connected(Duration::from_secs(5)).await {
+                    bus_stop.cancel();
+                    anyhow::bail!("Redis pub/sub connections did not come up within 5 s");
+                }
+                tracing::info!("cluster mode: bus on Redis");
+                (redis, None)
+            }
+            None => {
+                let memory = Arc::new(MemoryBroker::new(
+                    hub.clone(),
+                    config.limits.max_channels,
+                    metrics.clone(),
+                ));
+                (memory.clone(), Some(memory))
+            }
+        };
         let auth = Arc::new(AuthService::new(
             store.clone(),
             JwtKeys::new(&secret),
@@ -123,6 +144,7 @@ impl Application {
             listener,
             state,
             memory,
+            bus_stop,
             config,
             bootstrap,
         })
@@ -158,6 +180,7 @@ impl Application {
             listener,
             state,
             memory,
+            bus_stop,
             config,
             ..
         } = self;
@@ -165,11 +188,13 @@ impl Application {
         let stop = gateway.shutdown.clone();
 
         let channels = gateway.channels.clone();
-        let eviction = tokio::spawn(memory.run_eviction(
-            Duration::from_secs(60),
-            move |key| channels.resolve(key.name()).ok().map(|ns| ns.history),
-            stop.clone(),
-        ));
+        let eviction = memory.map(|memory| {
+            tokio::spawn(memory.run_eviction(
+                Duration::from_secs(60),
+                move |key| channels.resolve(key.name()).ok().map(|ns| ns.history),
+                stop.clone(),
+            ))
+        });
         let purge = tokio::spawn(purge_idempotency(state.idempotency.clone(), stop.clone()));
 
         let app = router(state);
@@ -202,7 +227,11 @@ impl Application {
             }
         }
         stop.cancel();
-        let _ = tokio::join!(eviction, purge);
+        bus_stop.cancel();
+        if let Some(eviction) = eviction {
+            let _ = eviction.await;
+        }
+        let _ = purge.await;
         tracing::info!("stopped");
         Ok(())
     }

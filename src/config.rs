@@ -28,8 +28,11 @@ pub struct Config {
     pub data_dir: PathBuf,
     /// `sqlite://…` or `postgres://…`; `None` means the embedded SQLite file.
     pub database_url: Option<SecretString>,
-    /// Reserved for cluster mode; the in-process bus serves when unset.
+    /// Cluster mode: the bus on Redis. The in-process bus serves when unset.
     pub redis_url: Option<SecretString>,
+    /// Prefix of every Redis key and pub/sub channel, so several hubs (or
+    /// test runs) can share one Redis.
+    pub redis_prefix: String,
     /// HS256 signing secret; generated and persisted under `data_dir` when unset.
     pub jwt_secret: Option<SecretString>,
     pub access_token_ttl: Duration,
@@ -185,6 +188,10 @@ impl Config {
             data_dir: PathBuf::from(env.get("RELAIS_DATA_DIR").unwrap_or("./data")),
             database_url: env.secret_any(&["RELAIS_DATABASE_URL", "DATABASE_URL"]),
             redis_url: env.secret_any(&["RELAIS_REDIS_URL", "REDIS_URL"]),
+            redis_prefix: env
+                .get("RELAIS_REDIS_PREFIX")
+                .unwrap_or("relais")
+                .to_owned(),
             jwt_secret: env.secret_any(&["RELAIS_JWT_SECRET"]),
             access_token_ttl: env
                 .secs("RELAIS_ACCESS_TOKEN_TTL_SECS", Duration::from_secs(30 * 60))?,

@@ -307,6 +307,11 @@ impl Broker for MemoryBroker {
 
     fn local_interest(&self, _channel: &ChannelKey, _interested: bool) {}
 
+    fn ready_for<'a>(&'a self, _channel: &'a ChannelKey) -> BoxFuture<'a, Result<(), BusError>> {
+        // Delivery is in-process: a local subscriber receives from the moment it joins the hub.
+        Box::pin(async { Ok(()) })
+    }
+
     fn healthy(&self) -> bool {
         true
     }

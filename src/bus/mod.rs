@@ -8,6 +8,7 @@
 //! to the local [`crate::gateway::hub::Hub`] for fan-out.
 
 pub mod memory;
+pub mod redis;
 
 use std::{fmt::Write, sync::Arc, time::Duration};
 
@@ -84,6 +85,19 @@ impl Publication {
             epoch: Arc::from(""),
             offset: 0,
             frame: frame.into(),
+        }
+    }
+
+    /// A marker that this node may have missed publications of `channel`:
+    /// its offset can never follow a real one, so every local subscriber
+    /// detects a gap and is told to resubscribe with recovery. Never written
+    /// to a socket.
+    pub fn resync(channel: ChannelKey) -> Publication {
+        Publication {
+            channel,
+            epoch: Arc::from(""),
+            offset: u64::MAX,
+            frame: "".into(),
         }
     }
 }
@@ -192,6 +206,12 @@ pub trait Broker: Send + Sync + 'static {
     /// This node gained its first (`true`) or lost its last (`false`) local
     /// subscriber of `channel`; a clustered broker (un)subscribes upstream.
     fn local_interest(&self, channel: &ChannelKey, interested: bool);
+
+    /// Resolves once this node receives `channel`'s publications. A
+    /// subscriber must wait for it before reading the channel's position,
+    /// or a publication landing in between could reach neither the history
+    /// it read nor its live stream.
+    fn ready_for<'a>(&'a self, channel: &'a ChannelKey) -> BoxFuture<'a, Result<(), BusError>>;
 
     /// `true` while the broker can serve publications (for `/readyz`).
     fn healthy(&self) -> bool;

@@ -208,10 +208,21 @@ pub async fn stream(
         if first {
             gw.broker.local_interest(&key, true);
         }
+        // Registered before any await, so dropping the connection on an
+        // error below also leaves the hub.
+        conn.subs.push(SseSub {
+            key: key.clone(),
+            epoch: Arc::from(""),
+            delivered: 0,
+        });
         let since = resume.get(key.name().as_str());
-        let recovery = gw
-            .broker
-            .recover(&key, history, since, history.size.max(1))
+        let position = async {
+            gw.broker.ready_for(&key).await?;
+            gw.broker
+                .recover(&key, history, since, history.size.max(1))
+                .await
+        };
+        let recovery = position
             .await
             .map_err(|e| ApiError::Unavailable("unavailable", e.to_string()))?;
         let subscribed = serde_json::json!({
@@ -225,11 +236,10 @@ pub async fn stream(
                 .event("subscribed")
                 .data(subscribed.to_string()),
         );
-        conn.subs.push(SseSub {
-            key,
-            epoch: recovery.top.epoch.clone(),
-            delivered: recovery.top.offset,
-        });
+        if let Some(sub) = conn.subs.last_mut() {
+            sub.epoch = recovery.top.epoch.clone();
+            sub.delivered = recovery.top.offset;
+        }
         if recovery.recovered {
             let sub = conn.subs.last_mut().expect("just pushed");
             sub.delivered = since.map_or(sub.delivered, |s| s.offset);

@@ -578,18 +578,21 @@ impl Connection {
         self.gw
             .authorize(&ns, Operation::Subscribe, &self.principal, &key)
             .await?;
-        // Join the fan-out first, then read the stream position: anything
-        // published in between arrives both ways and is dropped by offset.
+        // Join the fan-out first, wait until this node receives the channel,
+        // then read the stream position: anything published in between
+        // arrives both ways and is dropped by offset.
         let (key, first) = self.gw.hub.subscribe(&key, self.id, self.outbox.clone());
         if first {
             self.gw.broker.local_interest(&key, true);
         }
-        let recovery = match self
-            .gw
-            .broker
-            .recover(&key, ns.history, recover.as_ref(), ns.history.size.max(1))
-            .await
-        {
+        let broker = &self.gw.broker;
+        let position = async {
+            broker.ready_for(&key).await?;
+            broker
+                .recover(&key, ns.history, recover.as_ref(), ns.history.size.max(1))
+                .await
+        };
+        let recovery = match position.await {
             Ok(r) => r,
             Err(e) => {
                 if self.gw.hub.unsubscribe(&key, self.id) {

@@ -121,6 +121,14 @@ async fn start(vars: HashMap<String, String>, data_dir: PathBuf, port: Option<u1
 }
 
 impl TestApp {
+    /// Another node sharing this one's store, secrets and Redis (cluster
+    /// tests). It does not own the data folder.
+    pub async fn spawn_peer(&self) -> TestApp {
+        let mut peer = start(self.vars.clone(), self.data_dir.clone(), None).await;
+        peer.data_dir = PathBuf::new();
+        peer
+    }
+
     /// The environment this node was started with (data folder, database).
     pub fn env(&self) -> &HashMap<String, String> {
         &self.vars

@@ -4,6 +4,7 @@ mod auth;
 mod bad_input;
 mod channels;
 mod cli;
+mod cluster;
 mod delivery;
 mod helpers;
 mod publish;

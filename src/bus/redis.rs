@@ -1,0 +1,806 @@
+//! Cluster mode: the broker over Redis, for any number of identical nodes.
+//!
+//! - **One order per channel.** A Lua script assigns the next offset
+//!   (`INCR`), appends to the channel's history (a stream whose entry ids
+//!   are the offsets, trimmed with `MAXLEN`) and `PUBLISH`es, atomically, so
+//!   two nodes publishing to one channel produce one order that every node
+//!   receives in that order.
+//! - **Epochs.** The epoch lives beside the counter. If Redis loses them
+//!   (restart without persistence, or the channel idle past its history
+//!   TTL), the next publication starts a new epoch and recovering clients
+//!   are told `recovered: false`.
+//! - **Fan-out.** A node subscribes to a channel's Redis pub/sub channel only
+//!   while it has local subscribers, over [`SHARDS`] pub/sub connections
+//!   chosen by channel hash. Each shard reconnects with back-off by itself,
+//!   restores its subscriptions, and then catches up from history what it
+//!   may have missed while disconnected; where that is impossible, local
+//!   subscribers are told to resubscribe (and learn `recovered: false`).
+//! - **Presence** is a sorted set per channel whose members (`node|user|count`)
+//!   carry an expiry as score, refreshed by each node; a crashed node's
+//!   members vanish after [`PRESENCE_TTL`].
+//! - **Revocations** travel on a control channel every node listens to.
+
+use std::{
+    collections::{HashMap, HashSet},
+    hash::{Hash, Hasher},
+    sync::{
+        Arc,
+        atomic::{AtomicBool, AtomicUsize, Ordering},
+    },
+    time::Duration,
+};
+
+use dashmap::DashMap;
+use futures_util::{StreamExt, future::BoxFuture};
+use parking_lot::Mutex;
+use redis::{AsyncCommands, Script, aio::ConnectionManager};
+use serde_json::value::RawValue;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+use super::{
+    Broker, BusError, HistoryPolicy, Position, PresenceEntry, Publication, Recovery, Revocation,
+};
+use crate::{channels::ChannelKey, gateway::hub::Hub, ids::UserId};
+
+/// Pub/sub connections per node.
+pub const SHARDS: usize = 4;
+/// How long a node's presence entries outlive its last refresh.
+pub const PRESENCE_TTL: Duration = Duration::from_secs(30);
+/// Longest wait for Redis to confirm a pub/sub subscription.
+const READY_TIMEOUT: Duration = Duration::from_secs(3);
+/// Shortest lifetime of a channel's epoch and counter in Redis.
+const MIN_STREAM_TTL: Duration = Duration::from_secs(60);
+
+/// `KEYS`: epoch, counter, history. `ARGV`: candidate epoch, history size,
+/// TTL (s), pub/sub channel, data, now (ms). Returns `{epoch, offset}`.
+const PUBLISH: &str = r#"
+local epoch = redis.call('GET', KEYS[1])
+if not epoch then
+  epoch = ARGV[1]
+  redis.call('SET', KEYS[1], epoch)
+  redis.call('DEL', KEYS[2], KEYS[3])
+end
+local offset = redis.call('INCR', KEYS[2])
+local size = tonumber(ARGV[2])
+if size > 0 then
+  redis.call('XADD', KEYS[3], 'MAXLEN', size, offset .. '-1', 't', ARGV[6], 'd', ARGV[5])
+  redis.call('EXPIRE', KEYS[3], ARGV[3])
+end
+redis.call('EXPIRE', KEYS[1], ARGV[3])
+redis.call('EXPIRE', KEYS[2], ARGV[3])
+redis.call('PUBLISH', ARGV[4], 'p\n' .. epoch .. '\n' .. offset .. '\n' .. ARGV[5])
+return {epoch, offset}
+"#;
+
+/// `KEYS`: epoch, counter, history. `ARGV`: candidate epoch, TTL (s), first
+/// offset wanted (0 = the latest), count. Returns `{epoch, top, entries}`
+/// with entries flattened as `offset, time, data`.
+const READ: &str = r#"
+local epoch = redis.call('GET', KEYS[1])
+if not epoch then
+  epoch = ARGV[1]
+  redis.call('SET', KEYS[1], epoch, 'EX', ARGV[2])
+  redis.call('DEL', KEYS[2], KEYS[3])
+end
+local top = tonumber(redis.call('GET', KEYS[2]) or '0')
+local from = tonumber(ARGV[3])
+local count = tonumber(ARGV[4])
+local entries
+if from > 0 then
+  entries = redis.call('XRANGE', KEYS[3], from .. '-1', '+', 'COUNT', count)
+else
+  entries = redis.call('XREVRANGE', KEYS[3], '+', '-', 'COUNT', count)
+end
+local out = {}
+for _, e in ipairs(entries) do
+  local id = e[1]
+  local fields = e[2]
+  local t, d = '0', ''
+  for i = 1, #fields, 2 do
+    if fields[i] == 't' then t = fields[i + 1] elseif fields[i] == 'd' then d = fields[i + 1] end
+  end
+  table.insert(out, string.sub(id, 1, string.find(id, '-') - 1))
+  table.insert(out, t)
+  table.insert(out, d)
+end
+return {epoch, top, out}
+"#;
+
+/// One pub/sub connection: the subscriptions wanted (Redis channel → key)
+/// and those confirmed by Redis, with a generation bumped on every change of
+/// the latter so [`Broker::ready_for`] can wait for its channel.
+struct Shard {
+    wanted: Mutex<HashMap<String, ChannelKey>>,
+    changed: Notify,
+    active: Mutex<HashSet<String>>,
+    generation: tokio::sync::watch::Sender<u64>,
+}
+
+impl Default for Shard {
+    fn default() -> Self {
+        Shard {
+            wanted: Mutex::default(),
+            changed: Notify::new(),
+            active: Mutex::default(),
+            generation: tokio::sync::watch::Sender::new(0),
+        }
+    }
+}
+
+impl Shard {
+    fn set_active(&self, active: HashSet<String>) {
+        *self.active.lock() = active;
+        self.generation.send_modify(|g| *g += 1);
+    }
+}
+
+pub struct RedisBroker {
+    client: redis::Client,
+    conn: ConnectionManager,
+    prefix: Arc<str>,
+    node: Arc<str>,
+    hub: Arc<Hub>,
+    shards: Vec<Arc<Shard>>,
+    /// Shards currently connected.
+    connected: AtomicUsize,
+    /// Last position this node received per channel, to catch up after a
+    /// pub/sub reconnect.
+    received: DashMap<ChannelKey, Position>,
+    /// This node's presence: channel → user → local connection count.
+    presence: DashMap<ChannelKey, HashMap<UserId, u32>>,
+    publish_script: Script,
+    read_script: Script,
+    ready: AtomicBool,
+}
+
+impl RedisBroker {
+    /// Connects (failing fast if Redis is unreachable at start) and starts
+    /// the shard and presence tasks, which stop with `stop`.
+    pub async fn connect(
+        url: &str,
+        prefix: &str,
+        hub: Arc<Hub>,
+        stop: CancellationToken,
+    ) -> anyhow::Result<Arc<Self>> {
+        let client = redis::Client::open(url)?;
+        let conn = tokio::time::timeout(Duration::from_secs(5), client.get_connection_manager())
+            .await
+            .map_err(|_| anyhow::anyhow!("Redis did not answer within 5 s"))??;
+        let broker = Arc::new(RedisBroker {
+            client,
+            conn,
+            prefix: prefix.into(),
+            node: crate::auth::tokens::random_token(9).into(),
+            hub,
+            shards: (0..SHARDS).map(|_| Arc::new(Shard::default())).collect(),
+            connected: AtomicUsize::new(0),
+            received: DashMap::new(),
+            presence: DashMap::new(),
+            publish_script: Script::new(PUBLISH),
+            read_script: Script::new(READ),
+            ready: AtomicBool::new(false),
+        });
+        for index in 0..SHARDS {
+            tokio::spawn(broker.clone().run_shard(index, stop.clone()));
+        }
+        tokio::spawn(broker.clone().refresh_presence(stop));
+        Ok(broker)
+    }
+
+    /// Waits until every shard is connected (start-up and tests).
+    pub async fn wait_connected(&self, within: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + within;
+        while self.connected.load(Ordering::Acquire) < SHARDS {
+            if tokio::time::Instant::now() > deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        true
+    }
+
+    fn key_base(&self, channel: &ChannelKey) -> String {
+        format!("{}:ch:{}:{}", self.prefix, channel.tenant(), channel.name())
+    }
+
+    fn pubsub_name(&self, channel: &ChannelKey) -> String {
+        format!(
+            "{}:pub:{}:{}",
+            self.prefix,
+            channel.tenant(),
+            channel.name()
+        )
+    }
+
+    fn control_channel(&self) -> String {
+        format!("{}:control", self.prefix)
+    }
+
+    fn presence_key(&self, channel: &ChannelKey) -> String {
+        format!(
+            "{}:presence:{}:{}",
+            self.prefix,
+            channel.tenant(),
+            channel.name()
+        )
+    }
+
+    fn shard_of(&self, pubsub_name: &str) -> &Arc<Shard> {
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        pubsub_name.hash(&mut hasher);
+        &self.shards[(hasher.finish() as usize) % SHARDS]
+    }
+
+    fn ttl_secs(history: HistoryPolicy) -> u64 {
+        history.ttl.max(MIN_STREAM_TTL).as_secs()
+    }
+
+    fn unavailable(e: redis::RedisError) -> BusError {
+        BusError::Unavailable(e.to_string())
+    }
+
+    /// Reads the channel's position and history (`from` = first offset
+    /// wanted, 0 for the latest `count`), as publications oldest first.
+    async fn read(
+        &self,
+        channel: &ChannelKey,
+        history: HistoryPolicy,
+        from: u64,
+        count: usize,
+    ) -> Result<(Position, Vec<Arc<Publication>>), BusError> {
+        let base = self.key_base(channel);
+        let mut conn = self.conn.clone();
+        let (epoch, top, entries): (String, u64, Vec<String>) = self
+            .read_script
+            .key(format!("{base}:epoch"))
+            .key(format!("{base}:top"))
+            .key(format!("{base}:hist"))
+            .arg(crate::auth::tokens::random_token(6))
+            .arg(Self::ttl_secs(history))
+            .arg(from)
+            .arg(count)
+            .invoke_async(&mut conn)
+            .await
+            .map_err(Self::unavailable)?;
+        let epoch: Arc<str> = epoch.into();
+        let now = crate::ids::now_millis();
+        let key = self
+            .hub
+            .canonical(channel)
+            .unwrap_or_else(|| channel.clone());
+        let mut publications = Vec::with_capacity(entries.len() / 3);
+        for entry in entries.chunks_exact(3) {
+            let (Ok(offset), Ok(at)) = (entry[0].parse::<u64>(), entry[1].parse::<i64>()) else {
+                continue;
+            };
+            if now - at > history.ttl.as_millis() as i64 {
+                continue;
+            }
+            let Ok(data) = RawValue::from_string(entry[2].clone()) else {
+                continue;
+            };
+            publications.push(Arc::new(Publication::encode(
+                key.clone(),
+                epoch.clone(),
+                offset,
+                &data,
+            )));
+        }
+        if from == 0 {
+            publications.reverse();
+        }
+        Ok((Position { epoch, offset: top }, publications))
+    }
+
+    async fn run_shard(self: Arc<Self>, index: usize, stop: CancellationToken) {
+        let shard = self.shards[index].clone();
+        let mut backoff = Duration::from_millis(100);
+        let mut reconnecting = false;
+        loop {
+            let pubsub = tokio::select! {
+                r = self.client.get_async_pubsub() => r,
+                _ = stop.cancelled() => return,
+            };
+            let pubsub = match pubsub {
+                Ok(p) => p,
+                Err(e) => {
+                    tracing::warn!(shard = index, error = %e, "Redis pub/sub connection failed; retrying");
+                    tokio::select! { _ = tokio::time::sleep(backoff) => {}, _ = stop.cancelled() => return }
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                    reconnecting = true;
+                    continue;
+                }
+            };
+            backoff = Duration::from_millis(100);
+            let (mut sink, mut stream) = pubsub.split();
+            let mut subscribed: HashSet<String> = HashSet::new();
+            if index == 0 && sink.subscribe(self.control_channel()).await.is_err() {
+                continue;
+            }
+            let mut up = false;
+            let failed = loop {
+                // Reconcile the wanted set with what this connection has.
+                let wanted: Vec<(String, ChannelKey)> = shard
+                    .wanted
+                    .lock()
+                    .iter()
+                    .map(|(n, k)| (n.clone(), k.clone()))
+                    .collect();
+                let wanted_names: HashSet<&String> = wanted.iter().map(|(n, _)| n).collect();
+                let mut error = false;
+                for (name, _) in &wanted {
+                    if !subscribed.contains(name) {
+                        if sink.subscribe(name).await.is_err() {
+                            error = true;
+                            break;
+                        }
+                        subscribed.insert(name.clone());
+                    }
+                }
+                let stale: Vec<String> = subscribed
+                    .iter()
+                    .filter(|n| !wanted_names.contains(n))
+                    .cloned()
+                    .collect();
+                for name in stale {
+                    if sink.unsubscribe(&name).await.is_err() {
+                        error = true;
+                        break;
+                    }
+                    subscribed.remove(&name);
+                }
+                if error {
+                    break true;
+                }
+                shard.set_active(subscribed.clone());
+                if !up {
+                    up = true;
+                    if self.connected.fetch_add(1, Ordering::AcqRel) + 1 == SHARDS {
+                        self.ready.store(true, Ordering::Release);
+                    }
+                    if reconnecting {
+                        tracing::info!(
+                            shard = index,
+                            channels = wanted.len(),
+                            "Redis pub/sub reconnected; catching up"
+                        );
+                        for (_, key) in &wanted {
+                            self.catch_up(key).await;
+                        }
+                    }
+                }
+                tokio::select! {
+                    msg = stream.next() => match msg {
+                        Some(msg) => self.on_message(&msg),
+                        None => break true,
+                    },
+                    _ = shard.changed.notified() => {}
+                    _ = stop.cancelled() => break false,
+                }
+            };
+            shard.set_active(HashSet::new());
+            if up {
+                self.connected.fetch_sub(1, Ordering::AcqRel);
+                self.ready.store(false, Ordering::Release);
+            }
+            if !failed {
+                return;
+            }
+            tracing::warn!(shard = index, "Redis pub/sub connection lost; reconnecting");
+            reconnecting = true;
+            tokio::select! { _ = tokio::time::sleep(backoff) => {}, _ = stop.cancelled() => return }
+        }
+    }
+
+    /// After a pub/sub gap: deliver what history still holds, or make local
+    /// subscribers resynchronise.
+    async fn catch_up(&self, key: &ChannelKey) {
+        let Some(last) = self.received.get(key).map(|p| p.clone()) else {
+            return;
+        };
+        let policy = HistoryPolicy {
+            size: usize::MAX,
+            ttl: Duration::from_secs(u64::MAX / 4),
+        };
+        match self.recover(key, policy, Some(&last), 10_000).await {
+            Ok(r) if r.recovered => {
+                for publication in &r.publications {
+                    self.note_received(publication);
+                    self.hub.deliver(publication);
+                }
+            }
+            _ => self
+                .hub
+                .deliver(&Arc::new(Publication::resync(key.clone()))),
+        }
+    }
+
+    fn note_received(&self, publication: &Publication) {
+        if publication.offset != 0 {
+            self.received.insert(
+                publication.channel.clone(),
+                Position {
+                    epoch: publication.epoch.clone(),
+                    offset: publication.offset,
+                },
+            );
+        }
+    }
+
+    fn on_message(&self, msg: &redis::Msg) {
+        let name = msg.get_channel_name();
+        let payload = msg.get_payload_bytes();
+        if name == self.control_channel() {
+            match serde_json::from_slice::<Revocation>(payload) {
+                Ok(revocation) => {
+                    self.hub.revoke(&revocation);
+                }
+                Err(e) => tracing::warn!(error = %e, "malformed control message"),
+            }
+            return;
+        }
+        let Some(key) = self.shard_of(name).wanted.lock().get(name).cloned() else {
+            return;
+        };
+        let Ok(text) = std::str::from_utf8(payload) else {
+            return;
+        };
+        let publication = if let Some(frame) = text.strip_prefix("e\n") {
+            Publication::ephemeral(key, frame.to_owned())
+        } else if let Some(rest) = text.strip_prefix("p\n") {
+            let mut parts = rest.splitn(3, '\n');
+            let (Some(epoch), Some(offset), Some(data)) =
+                (parts.next(), parts.next(), parts.next())
+            else {
+                return;
+            };
+            let (Ok(offset), Ok(data)) = (
+                offset.parse::<u64>(),
+                RawValue::from_string(data.to_owned()),
+            ) else {
+                return;
+            };
+            Publication::encode(key, epoch.into(), offset, &data)
+        } else {
+            return;
+        };
+        let publication = Arc::new(publication);
+        self.note_received(&publication);
+        self.hub.deliver(&publication);
+    }
+
+    fn presence_member(&self, user: &UserId, count: u32) -> String {
+        format!("{}|{}|{}", self.node, user, count)
+    }
+
+    /// Re-announces this node's presence entries before they expire.
+    async fn refresh_presence(self: Arc<Self>, stop: CancellationToken) {
+        let mut tick = tokio::time::interval(PRESENCE_TTL / 3);
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = tick.tick() => {}
+            }
+            let expiry = crate::ids::now_millis() + PRESENCE_TTL.as_millis() as i64;
+            let entries: Vec<(String, Vec<String>)> = self
+                .presence
+                .iter()
+                .map(|e| {
+                    (
+                        self.presence_key(e.key()),
+                        e.value()
+                            .iter()
+                            .map(|(u, c)| self.presence_member(u, *c))
+                            .collect(),
+                    )
+                })
+                .collect();
+            let mut conn = self.conn.clone();
+            let mut pipe = redis::pipe();
+            for (key, members) in &entries {
+                for member in members {
+                    pipe.zadd(key, member, expiry).ignore();
+                }
+                pipe.pexpire(key, PRESENCE_TTL.as_millis() as i64).ignore();
+            }
+            if !entries.is_empty()
+                && let Err(e) = pipe.query_async::<()>(&mut conn).await
+            {
+                tracing::warn!(error = %e, "refreshing presence failed");
+            }
+        }
+    }
+
+    async fn write_presence(
+        &self,
+        channel: &ChannelKey,
+        user: &UserId,
+        old: u32,
+        new: u32,
+    ) -> Result<(), BusError> {
+        let key = self.presence_key(channel);
+        let expiry = crate::ids::now_millis() + PRESENCE_TTL.as_millis() as i64;
+        let mut pipe = redis::pipe();
+        pipe.atomic();
+        if old > 0 {
+            pipe.zrem(&key, self.presence_member(user, old)).ignore();
+        }
+        if new > 0 {
+            pipe.zadd(&key, self.presence_member(user, new), expiry)
+                .ignore();
+            pipe.pexpire(&key, PRESENCE_TTL.as_millis() as i64).ignore();
+        }
+        let mut conn = self.conn.clone();
+        pipe.query_async::<()>(&mut conn)
+            .await
+            .map_err(Self::unavailable)
+    }
+
+    /// Whether `user` has a live presence entry from another node.
+    async fn present_elsewhere(
+        &self,
+        channel: &ChannelKey,
+        user: &UserId,
+    ) -> Result<bool, BusError> {
+        Ok(self
+            .presence(channel)
+            .await?
+            .iter()
+            .any(|e| e.user == *user))
+    }
+}
+
+impl Broker for RedisBroker {
+    fn publish<'a>(
+        &'a self,
+        channel: &'a ChannelKey,
+        history: HistoryPolicy,
+        data: &'a RawValue,
+    ) -> BoxFuture<'a, Result<Position, BusError>> {
+        Box::pin(async move {
+            let base = self.key_base(channel);
+            let mut conn = self.conn.clone();
+            let (epoch, offset): (String, u64) = self
+                .publish_script
+                .key(format!("{base}:epoch"))
+                .key(format!("{base}:top"))
+                .key(format!("{base}:hist"))
+                .arg(crate::auth::tokens::random_token(6))
+                .arg(history.size)
+                .arg(Self::ttl_secs(history))
+                .arg(self.pubsub_name(channel))
+                .arg(data.get())
+                .arg(crate::ids::now_millis())
+                .invoke_async(&mut conn)
+                .await
+                .map_err(Self::unavailable)?;
+            Ok(Position {
+                epoch: epoch.into(),
+                offset,
+            })
+        })
+    }
+
+    fn publish_ephemeral(
+        &self,
+        channel: &ChannelKey,
+        frame: String,
+    ) -> BoxFuture<'_, Result<(), BusError>> {
+        let name = self.pubsub_name(channel);
+        Box::pin(async move {
+            let mut conn = self.conn.clone();
+            conn.publish::<_, _, ()>(name, format!("e\n{frame}"))
+                .await
+                .map_err(Self::unavailable)
+        })
+    }
+
+    fn recover<'a>(
+        &'a self,
+        channel: &'a ChannelKey,
+        history: HistoryPolicy,
+        since: Option<&'a Position>,
+        limit: usize,
+    ) -> BoxFuture<'a, Result<Recovery, BusError>> {
+        Box::pin(async move {
+            let Some(since) = since else {
+                let (top, _) = self.read(channel, history, 0, 0).await?;
+                self.received
+                    .entry(channel.clone())
+                    .or_insert_with(|| top.clone());
+                return Ok(Recovery {
+                    top,
+                    publications: Vec::new(),
+                    recovered: false,
+                });
+            };
+            let (top, publications) = self
+                .read(channel, history, since.offset + 1, limit.max(1))
+                .await?;
+            self.received
+                .entry(channel.clone())
+                .or_insert_with(|| top.clone());
+            let fail = |top| {
+                Ok(Recovery {
+                    top,
+                    publications: Vec::new(),
+                    recovered: false,
+                })
+            };
+            if since.epoch != top.epoch || since.offset > top.offset {
+                return fail(top);
+            }
+            let missed = top.offset - since.offset;
+            let complete = publications.len() as u64 == missed
+                && publications
+                    .first()
+                    .is_none_or(|p| p.offset == since.offset + 1)
+                && publications.last().is_none_or(|p| p.offset == top.offset);
+            if !complete {
+                return fail(top);
+            }
+            Ok(Recovery {
+                top,
+                publications,
+                recovered: true,
+            })
+        })
+    }
+
+    fn latest<'a>(
+        &'a self,
+        channel: &'a ChannelKey,
+        history: HistoryPolicy,
+        limit: usize,
+    ) -> BoxFuture<'a, Result<Recovery, BusError>> {
+        Box::pin(async move {
+            let (top, publications) = self.read(channel, history, 0, limit).await?;
+            let recovered = publications.first().is_none_or(|p| p.offset == 1)
+                && (publications.len() as u64) == top.offset;
+            Ok(Recovery {
+                top,
+                publications,
+                recovered,
+            })
+        })
+    }
+
+    fn presence_join<'a>(
+        &'a self,
+        channel: &'a ChannelKey,
+        user: &'a UserId,
+    ) -> BoxFuture<'a, Result<bool, BusError>> {
+        Box::pin(async move {
+            let (old, new) = {
+                let mut members = self.presence.entry(channel.clone()).or_default();
+                let count = members.entry(user.clone()).or_insert(0);
+                *count += 1;
+                (*count - 1, *count)
+            };
+            let elsewhere = if old == 0 {
+                self.present_elsewhere(channel, user).await?
+            } else {
+                true
+            };
+            self.write_presence(channel, user, old, new).await?;
+            Ok(!elsewhere)
+        })
+    }
+
+    fn presence_leave<'a>(
+        &'a self,
+        channel: &'a ChannelKey,
+        user: &'a UserId,
+    ) -> BoxFuture<'a, Result<bool, BusError>> {
+        Box::pin(async move {
+            let mut counts = None;
+            self.presence.remove_if_mut(channel, |_, members| {
+                if let Some(count) = members.get_mut(user) {
+                    counts = Some((*count, *count - 1));
+                    *count -= 1;
+                    if *count == 0 {
+                        members.remove(user);
+                    }
+                }
+                members.is_empty()
+            });
+            let Some((old, new)) = counts else {
+                return Ok(false);
+            };
+            self.write_presence(channel, user, old, new).await?;
+            if new > 0 {
+                return Ok(false);
+            }
+            Ok(!self.present_elsewhere(channel, user).await?)
+        })
+    }
+
+    fn presence<'a>(
+        &'a self,
+        channel: &'a ChannelKey,
+    ) -> BoxFuture<'a, Result<Vec<PresenceEntry>, BusError>> {
+        Box::pin(async move {
+            let key = self.presence_key(channel);
+            let now = crate::ids::now_millis();
+            let mut conn = self.conn.clone();
+            let members: Vec<String> = conn
+                .zrangebyscore(&key, now, "+inf")
+                .await
+                .map_err(Self::unavailable)?;
+            let mut by_user: HashMap<String, u32> = HashMap::new();
+            for member in members {
+                let mut parts = member.rsplitn(2, '|');
+                let (Some(count), Some(rest)) = (parts.next(), parts.next()) else {
+                    continue;
+                };
+                let Some((_, user)) = rest.split_once('|') else {
+                    continue;
+                };
+                *by_user.entry(user.to_owned()).or_default() += count.parse::<u32>().unwrap_or(0);
+            }
+            let mut entries: Vec<PresenceEntry> = by_user
+                .into_iter()
+                .map(|(user, clients)| PresenceEntry {
+                    user: user.into(),
+                    clients,
+                })
+                .collect();
+            entries.sort_by(|a, b| a.user.cmp(&b.user));
+            Ok(entries)
+        })
+    }
+
+    fn revoke(&self, revocation: Revocation) -> BoxFuture<'_, Result<(), BusError>> {
+        Box::pin(async move {
+            // Local sockets close at once, even if Redis is down.
+            self.hub.revoke(&revocation);
+            let payload = serde_json::to_string(&revocation).unwrap_or_default();
+            let mut conn = self.conn.clone();
+            conn.publish::<_, _, ()>(self.control_channel(), payload)
+                .await
+                .map_err(Self::unavailable)
+        })
+    }
+
+    fn local_interest(&self, channel: &ChannelKey, interested: bool) {
+        let name = self.pubsub_name(channel);
+        let shard = self.shard_of(&name);
+        {
+            let mut wanted = shard.wanted.lock();
+            if interested {
+                wanted.insert(name, channel.clone());
+            } else {
+                wanted.remove(&name);
+                self.received.remove(channel);
+            }
+        }
+        shard.changed.notify_one();
+    }
+
+    fn ready_for<'a>(&'a self, channel: &'a ChannelKey) -> BoxFuture<'a, Result<(), BusError>> {
+        Box::pin(async move {
+            let name = self.pubsub_name(channel);
+            let shard = self.shard_of(&name);
+            let mut generation = shard.generation.subscribe();
+            let deadline = tokio::time::Instant::now() + READY_TIMEOUT;
+            loop {
+                if shard.active.lock().contains(&name) {
+                    return Ok(());
+                }
+                match tokio::time::timeout_at(deadline, generation.changed()).await {
+                    Ok(Ok(())) => {}
+                    _ => {
+                        return Err(BusError::Unavailable(
+                            "Redis pub/sub subscription not confirmed".into(),
+                        ));
+                    }
+                }
+            }
+        })
+    }
+
+    fn healthy(&self) -> bool {
+        self.ready.load(Ordering::Acquire)
+    }
+}
