@@ -94,6 +94,7 @@ impl Application {
                 let redis = RedisBroker::connect(
                     url.expose_secret(),
                     &config.redis_prefix,
+                    config.presence_ttl,
                     hub.clone(),
                     bus_stop.clone(),
                 )

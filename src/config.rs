@@ -33,6 +33,9 @@ pub struct Config {
     /// Prefix of every Redis key and pub/sub channel, so several hubs (or
     /// test runs) can share one Redis.
     pub redis_prefix: String,
+    /// Cluster mode: how long a node's presence entries outlive its last
+    /// refresh (so a crashed node leaves no ghosts beyond it).
+    pub presence_ttl: Duration,
     /// HS256 signing secret; generated and persisted under `data_dir` when unset.
     pub jwt_secret: Option<SecretString>,
     pub access_token_ttl: Duration,
@@ -192,6 +195,7 @@ impl Config {
                 .get("RELAIS_REDIS_PREFIX")
                 .unwrap_or("relais")
                 .to_owned(),
+            presence_ttl: env.secs("RELAIS_PRESENCE_TTL_SECS", Duration::from_secs(30))?,
             jwt_secret: env.secret_any(&["RELAIS_JWT_SECRET"]),
             access_token_ttl: env
                 .secs("RELAIS_ACCESS_TOKEN_TTL_SECS", Duration::from_secs(30 * 60))?,

@@ -17,7 +17,7 @@
 //!   subscribers are told to resubscribe (and learn `recovered: false`).
 //! - **Presence** is a sorted set per channel whose members (`node|user|count`)
 //!   carry an expiry as score, refreshed by each node; a crashed node's
-//!   members vanish after [`PRESENCE_TTL`].
+//!   members vanish after the presence TTL (`RELAIS_PRESENCE_TTL_SECS`).
 //! - **Revocations** travel on a control channel every node listens to.
 
 use std::{
@@ -45,8 +45,8 @@ use crate::{channels::ChannelKey, gateway::hub::Hub, ids::UserId};
 
 /// Pub/sub connections per node.
 pub const SHARDS: usize = 4;
-/// How long a node's presence entries outlive its last refresh.
-pub const PRESENCE_TTL: Duration = Duration::from_secs(30);
+/// Longest wait for one Redis command.
+const COMMAND_TIMEOUT: Duration = Duration::from_secs(2);
 /// Longest wait for Redis to confirm a pub/sub subscription.
 const READY_TIMEOUT: Duration = Duration::from_secs(3);
 /// Shortest lifetime of a channel's epoch and counter in Redis.
@@ -149,6 +149,7 @@ pub struct RedisBroker {
     received: DashMap<ChannelKey, Position>,
     /// This node's presence: channel → user → local connection count.
     presence: DashMap<ChannelKey, HashMap<UserId, u32>>,
+    presence_ttl: Duration,
     publish_script: Script,
     read_script: Script,
     ready: AtomicBool,
@@ -160,13 +161,24 @@ impl RedisBroker {
     pub async fn connect(
         url: &str,
         prefix: &str,
+        presence_ttl: Duration,
         hub: Arc<Hub>,
         stop: CancellationToken,
     ) -> anyhow::Result<Arc<Self>> {
         let client = redis::Client::open(url)?;
-        let conn = tokio::time::timeout(Duration::from_secs(5), client.get_connection_manager())
-            .await
-            .map_err(|_| anyhow::anyhow!("Redis did not answer within 5 s"))??;
+        // Bounded waits: during an outage a publish fails within about
+        // COMMAND_TIMEOUT instead of hanging, and the manager reconnects by itself.
+        let config = redis::aio::ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(Duration::from_secs(1)))
+            .set_response_timeout(Some(COMMAND_TIMEOUT))
+            .set_number_of_retries(3)
+            .set_max_delay(Duration::from_millis(500));
+        let conn = tokio::time::timeout(
+            Duration::from_secs(5),
+            client.get_connection_manager_with_config(config),
+        )
+        .await
+        .map_err(|_| anyhow::anyhow!("Redis did not answer within 5 s"))??;
         let broker = Arc::new(RedisBroker {
             client,
             conn,
@@ -177,6 +189,7 @@ impl RedisBroker {
             connected: AtomicUsize::new(0),
             received: DashMap::new(),
             presence: DashMap::new(),
+            presence_ttl,
             publish_script: Script::new(PUBLISH),
             read_script: Script::new(READ),
             ready: AtomicBool::new(false),
@@ -476,13 +489,13 @@ impl RedisBroker {
 
     /// Re-announces this node's presence entries before they expire.
     async fn refresh_presence(self: Arc<Self>, stop: CancellationToken) {
-        let mut tick = tokio::time::interval(PRESENCE_TTL / 3);
+        let mut tick = tokio::time::interval(self.presence_ttl / 3);
         loop {
             tokio::select! {
                 _ = stop.cancelled() => return,
                 _ = tick.tick() => {}
             }
-            let expiry = crate::ids::now_millis() + PRESENCE_TTL.as_millis() as i64;
+            let expiry = crate::ids::now_millis() + self.presence_ttl.as_millis() as i64;
             let entries: Vec<(String, Vec<String>)> = self
                 .presence
                 .iter()
@@ -502,7 +515,8 @@ impl RedisBroker {
                 for member in members {
                     pipe.zadd(key, member, expiry).ignore();
                 }
-                pipe.pexpire(key, PRESENCE_TTL.as_millis() as i64).ignore();
+                pipe.pexpire(key, self.presence_ttl.as_millis() as i64)
+                    .ignore();
             }
             if !entries.is_empty()
                 && let Err(e) = pipe.query_async::<()>(&mut conn).await
@@ -520,7 +534,7 @@ impl RedisBroker {
         new: u32,
     ) -> Result<(), BusError> {
         let key = self.presence_key(channel);
-        let expiry = crate::ids::now_millis() + PRESENCE_TTL.as_millis() as i64;
+        let expiry = crate::ids::now_millis() + self.presence_ttl.as_millis() as i64;
         let mut pipe = redis::pipe();
         pipe.atomic();
         if old > 0 {
@@ -529,7 +543,8 @@ impl RedisBroker {
         if new > 0 {
             pipe.zadd(&key, self.presence_member(user, new), expiry)
                 .ignore();
-            pipe.pexpire(&key, PRESENCE_TTL.as_millis() as i64).ignore();
+            pipe.pexpire(&key, self.presence_ttl.as_millis() as i64)
+                .ignore();
         }
         let mut conn = self.conn.clone();
         pipe.query_async::<()>(&mut conn)

@@ -155,3 +155,317 @@ async fn presence_and_join_events_span_nodes() {
         .await;
     assert_eq!(presence["users"], 1);
 }
+
+/// A redis-server of the test's own, on its own port, so restarting it
+/// does not disturb the shared one.
+struct OwnRedis {
+    port: u16,
+    child: std::process::Child,
+}
+
+impl OwnRedis {
+    fn start(port: u16) -> OwnRedis {
+        let child = std::process::Command::new("redis-server")
+            .args([
+                "--port",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("redis-server must be installed for the cluster tests");
+        let deadline = std::time::Instant::now() + WAIT;
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "redis-server did not start"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        OwnRedis { port, child }
+    }
+
+    fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for OwnRedis {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+async fn wait_ready(node: &TestApp, ready: bool) {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let status = node.get("/readyz", None).await.status();
+        if (status == 200) == ready {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "readiness never became {ready}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn nodes_survive_a_redis_restart_and_clients_never_miss_silently() {
+    let port = free_port();
+    let mut redis = OwnRedis::start(port);
+    let url = format!("redis://127.0.0.1:{}", redis.port);
+    let a = spawn_app_with(&[
+        ("REDIS_URL", url.as_str()),
+        (
+            "RELAIS_JWT_SECRET",
+            "a-cluster-wide-secret-for-the-tests-0123456789",
+        ),
+    ])
+    .await;
+    let b = a.spawn_peer().await;
+    let token = a.admin_token().await;
+    let key = a.api_key(&["publish"]).await;
+    let mut ws = b.ws_connected(&token).await;
+    ws.subscribe("broadcast").await;
+    for n in 1..=3 {
+        a.publish(&key, "broadcast", json!(n)).await;
+    }
+    let seen = ws.publications(3).await;
+    let last = seen.last().unwrap().clone();
+
+    // Redis goes away (and with it, as it keeps nothing on disk, the history).
+    redis.kill();
+    let res = a
+        .post(
+            "/api/v1/publish",
+            Some(&key),
+            json!({"channel": "broadcast", "data": "lost?"}),
+        )
+        .await;
+    assert_eq!(
+        res.status(),
+        503,
+        "publishing fails instead of hanging or pretending"
+    );
+    assert_eq!(
+        res.json::<Value>().await.unwrap()["error"]["code"],
+        "unavailable"
+    );
+    wait_ready(&a, false).await;
+    // Local connections stay up.
+    assert_eq!(ws.request(json!({"type": "ping"})).await["type"], "pong");
+
+    let _redis = OwnRedis::start(port);
+    wait_ready(&a, true).await;
+    wait_ready(&b, true).await;
+    let after = a.publish(&key, "broadcast", json!("after")).await;
+    assert_ne!(
+        after["epoch"], last["epoch"],
+        "Redis lost the stream: a new epoch"
+    );
+
+    // The subscriber is told to resynchronise; it never receives the new
+    // epoch's publications as if nothing had happened.
+    let frame = loop {
+        let frame = ws.recv().await;
+        if frame["type"] == "unsubscribed" || frame["type"] == "pub" {
+            break frame;
+        }
+    };
+    assert_eq!(frame["type"], "unsubscribed", "{frame}");
+    assert_eq!(frame["reason"], "insufficient_state");
+    let reply = ws
+        .request(json!({"type": "subscribe", "channel": "broadcast", "recover": {"epoch": last["epoch"], "offset": last["offset"]}}))
+        .await;
+    assert_eq!(reply["recovered"], false);
+    assert_eq!(reply["epoch"], after["epoch"]);
+    a.publish(&key, "broadcast", json!("live again")).await;
+    assert_eq!(ws.publications(1).await[0]["data"], "live again");
+}
+
+/// A node run as its own `relais` process, so it can be killed without a
+/// goodbye (SIGKILL), as a crash would.
+struct NodeProcess {
+    addr: std::net::SocketAddr,
+    child: std::process::Child,
+}
+
+impl NodeProcess {
+    fn start(env: &std::collections::HashMap<String, String>) -> NodeProcess {
+        use std::io::BufRead;
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_relais"))
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .envs(env)
+            .env("RELAIS_BIND", "127.0.0.1:0")
+            .env("RELAIS_LOG", "warn")
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("start a relais node");
+        // Keep reading the node's output for its whole life: a closed pipe
+        // would make its next print fail.
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stdout)
+                .lines()
+                .map_while(Result::ok)
+            {
+                if let Some(addr) = line.strip_prefix("Relais listening on http://") {
+                    let _ = tx.send(addr.trim().parse::<std::net::SocketAddr>().unwrap());
+                }
+            }
+        });
+        let addr = rx.recv_timeout(WAIT).expect("the node prints its address");
+        NodeProcess { addr, child }
+    }
+
+    async fn ws_connected(&self, token: &str) -> Ws {
+        let mut ws = Ws::open(self.addr, None).await;
+        let reply = ws.request(json!({"type": "connect", "token": token})).await;
+        assert_eq!(reply["type"], "connected", "{reply}");
+        ws
+    }
+
+    fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for NodeProcess {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+#[tokio::test]
+async fn a_crashed_node_leaves_no_ghost_presence_beyond_the_ttl() {
+    let prefix = format!("relais-test-{}", uuid::Uuid::new_v4().simple());
+    let url = redis_url();
+    let a = spawn_app_with(&[
+        ("REDIS_URL", url.as_str()),
+        ("RELAIS_REDIS_PREFIX", prefix.as_str()),
+        (
+            "RELAIS_JWT_SECRET",
+            "a-cluster-wide-secret-for-the-tests-0123456789",
+        ),
+        ("RELAIS_PRESENCE_TTL_SECS", "1"),
+    ])
+    .await;
+    let (_, ana_token) = a.user("ana@example.com", &["admin"]).await;
+    let (bo, bo_token) = a.user("bo@example.com", &["admin"]).await;
+    let mut b = NodeProcess::start(a.env());
+    let mut on_a = a.ws_connected(&ana_token).await;
+    on_a.subscribe("broadcast").await;
+    let mut on_b = b.ws_connected(&bo_token).await;
+    on_b.subscribe("broadcast").await;
+    let presence = on_a
+        .request(json!({"type": "presence", "channel": "broadcast"}))
+        .await;
+    assert_eq!(presence["users"], 2, "{presence}");
+
+    b.kill();
+    // No goodbye from B: its entries must expire by themselves.
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let presence = on_a
+            .request(json!({"type": "presence", "channel": "broadcast"}))
+            .await;
+        let users: Vec<&str> = presence["members"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["user"].as_str().unwrap())
+            .collect();
+        if !users.contains(&bo.as_str()) {
+            assert_eq!(presence["users"], 1);
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "ghost presence of the crashed node"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_client_of_a_crashed_node_recovers_every_message_on_another() {
+    let a = first_node().await;
+    let token = a.admin_token().await;
+    let key = a.api_key(&["publish"]).await;
+    let mut b = NodeProcess::start(a.env());
+    let mut ws = b.ws_connected(&token).await;
+    ws.subscribe("broadcast").await;
+
+    // Publications keep flowing through A while B dies.
+    let publisher = {
+        let http = a.http.clone();
+        let url = a.url("/api/v1/publish");
+        let key = key.clone();
+        tokio::spawn(async move {
+            for n in 1..=60u64 {
+                let res = http
+                    .post(&url)
+                    .bearer_auth(&key)
+                    .json(&json!({"channel": "broadcast", "data": n}))
+                    .send()
+                    .await
+                    .unwrap();
+                assert_eq!(res.status(), 200);
+                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+            }
+        })
+    };
+    let before = ws.publications(10).await;
+    b.kill();
+    let mut received: Vec<u64> = before.iter().map(|p| p["data"].as_u64().unwrap()).collect();
+    let mut last = before.last().unwrap().clone();
+    // Whatever was already in flight before the crash still counts.
+    loop {
+        match ws.next_event().await {
+            Event::Json(p) if p["type"] == "pub" => {
+                received.push(p["data"].as_u64().unwrap());
+                last = p;
+            }
+            Event::Json(_) => {}
+            Event::Closed(_) => break,
+        }
+    }
+    let mut ws = a.ws_connected(&token).await;
+    let reply = ws
+        .request(json!({"type": "subscribe", "channel": "broadcast", "recover": {"epoch": last["epoch"], "offset": last["offset"]}}))
+        .await;
+    assert_eq!(reply["recovered"], true, "{reply}");
+    publisher.await.unwrap();
+    let remaining = 60 - received.len();
+    received.extend(
+        ws.publications(remaining)
+            .await
+            .iter()
+            .map(|p| p["data"].as_u64().unwrap()),
+    );
+    assert_eq!(
+        received,
+        (1..=60).collect::<Vec<_>>(),
+        "every message exactly once, in order"
+    );
+}
