@@ -13,9 +13,9 @@ use tower_http::trace::TraceLayer;
 
 use crate::{
     api::{self, console, idempotency::Idempotency},
-    auth::{self, AuthService, tokens::JwtKeys},
+    auth::{self, AuthService, key_cache::KeyCache, tokens::JwtKeys},
     bootstrap::{self, BootstrapReport},
-    bus::{Broker, memory::MemoryBroker, redis::RedisBroker},
+    bus::{Broker, Revocation, RevocationSink, memory::MemoryBroker, redis::RedisBroker},
     channels::ChannelRegistry,
     config::Config,
     error::ApiError,
@@ -88,6 +88,22 @@ impl Application {
         let metrics = Arc::new(Metrics::default());
         let hub = Arc::new(Hub::new(metrics.clone()));
         let bus_stop = CancellationToken::new();
+        let key_cache = Arc::new(KeyCache::default());
+        let revocations: RevocationSink = {
+            let hub = hub.clone();
+            let key_cache = key_cache.clone();
+            Arc::new(move |revocation: &Revocation| match revocation {
+                Revocation::Sessions {
+                    tenant,
+                    user,
+                    session,
+                } => {
+                    let closed = hub.close_sessions(tenant, user, session.as_ref());
+                    tracing::debug!(closed, %user, "sessions revoked");
+                }
+                Revocation::ApiKey { key, .. } => key_cache.forget(key),
+            })
+        };
         let (broker, memory): (Arc<dyn Broker>, Option<Arc<MemoryBroker>>) = match &config.redis_url
         {
             Some(url) => {
@@ -96,6 +112,7 @@ impl Application {
                     &config.redis_prefix,
                     config.presence_ttl,
                     hub.clone(),
+                    revocations.clone(),
                     bus_stop.clone(),
                 )
                 .await
@@ -110,6 +127,7 @@ impl Application {
             None => {
                 let memory = Arc::new(MemoryBroker::new(
                     hub.clone(),
+                    revocations.clone(),
                     config.limits.max_channels,
                     metrics.clone(),
                 ));
@@ -122,6 +140,7 @@ impl Application {
             config.access_token_ttl,
             config.refresh_token_ttl,
             broker.clone(),
+            key_cache,
         ));
         let gateway = Arc::new(Gateway::new(
             hub,

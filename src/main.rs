@@ -260,8 +260,10 @@ async fn existing_tenant(
 async fn admin_service(config: &Config) -> anyhow::Result<AuthService> {
     let store = app::open_store(config).await?;
     let metrics = Arc::new(Metrics::default());
+    // No live connections or caches to revoke from in a one-shot command.
     let broker = Arc::new(MemoryBroker::new(
         Arc::new(Hub::new(metrics.clone())),
+        Arc::new(|_: &relais::bus::Revocation| {}),
         1,
         metrics,
     ));
@@ -273,5 +275,6 @@ async fn admin_service(config: &Config) -> anyhow::Result<AuthService> {
         config.access_token_ttl,
         config.refresh_token_ttl,
         broker,
+        Arc::default(),
     ))
 }

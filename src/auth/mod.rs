@@ -2,6 +2,7 @@
 //! roles, and the extractors handlers use to learn who is calling.
 
 pub mod extract;
+pub mod key_cache;
 pub mod password;
 pub mod principal;
 pub mod rbac;

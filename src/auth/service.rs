@@ -6,16 +6,13 @@
 //! again means it was stolen or replayed, so the whole family is revoked.
 //! Revocations are also sent over the bus so live sockets of the session close.
 
-use std::{
-    sync::Arc,
-    time::{Duration, Instant},
-};
+use std::{sync::Arc, time::Duration};
 
-use dashmap::DashMap;
 use serde::Serialize;
 use sqlx::Row;
 
 use super::{
+    key_cache::KeyCache,
     password,
     principal::{KeyHolder, Principal, Scope},
     rbac::{Role, format_roles, parse_roles},
@@ -28,18 +25,13 @@ use crate::{
     store::{Store, is_unique_violation},
 };
 
-/// How long a verified API key is trusted from memory before the store is asked again.
-const KEY_CACHE_TTL: Duration = Duration::from_secs(30);
-/// Bound of the API key cache; it is cleared when full.
-const KEY_CACHE_MAX: usize = 10_000;
-
 pub struct AuthService {
     store: Store,
     keys: JwtKeys,
     access_ttl: Duration,
     refresh_ttl: Duration,
     broker: Arc<dyn Broker>,
-    key_cache: DashMap<String, (KeyHolder, Instant)>,
+    key_cache: Arc<KeyCache>,
 }
 
 /// What login and refresh return.
@@ -152,6 +144,7 @@ impl AuthService {
         access_ttl: Duration,
         refresh_ttl: Duration,
         broker: Arc<dyn Broker>,
+        key_cache: Arc<KeyCache>,
     ) -> Self {
         AuthService {
             store,
@@ -159,7 +152,7 @@ impl AuthService {
             access_ttl,
             refresh_ttl,
             broker,
-            key_cache: DashMap::new(),
+            key_cache,
         }
     }
 
@@ -571,7 +564,7 @@ impl AuthService {
             .execute(&self.store.pool)
             .await?;
         self.broker
-            .revoke(Revocation {
+            .revoke(Revocation::Sessions {
                 tenant: tenant.clone(),
                 user: user.clone(),
                 session: Some(session.clone()),
@@ -595,7 +588,7 @@ impl AuthService {
             .await?;
         tracing::info!(tenant = %tenant, user = %user, reason, "sessions revoked");
         self.broker
-            .revoke(Revocation {
+            .revoke(Revocation::Sessions {
                 tenant: tenant.clone(),
                 user: user.clone(),
                 session: None,
@@ -677,17 +670,22 @@ impl AuthService {
         if done.rows_affected() == 0 {
             return Err(ApiError::NotFound("api key"));
         }
-        self.key_cache.retain(|_, (holder, _)| holder.key != *key);
-        Ok(())
+        // Every node's cache forgets it (this one at once, even if the bus fails).
+        self.key_cache.forget(key);
+        self.broker
+            .revoke(Revocation::ApiKey {
+                tenant: tenant.clone(),
+                key: key.clone(),
+            })
+            .await
+            .map_err(|e| ApiError::Internal(e.into()))
     }
 
     /// Resolves an API key, from memory when it was verified recently.
     pub async fn authenticate_key(&self, key: &str) -> ApiResult<KeyHolder> {
         let hash = sha256_hex(key);
-        if let Some(entry) = self.key_cache.get(&hash)
-            && entry.1.elapsed() < KEY_CACHE_TTL
-        {
-            return Ok(entry.0.clone());
+        if let Some(holder) = self.key_cache.get(&hash) {
+            return Ok(holder);
         }
         let row = sqlx::query(
             "SELECT id, tenant_id, scopes FROM api_keys WHERE key_hash = $1 AND revoked_at IS NULL",
@@ -701,11 +699,7 @@ impl AuthService {
             key: row.try_get::<String, _>("id")?.into(),
             scopes: parse_scopes(&row.try_get::<String, _>("scopes")?),
         };
-        if self.key_cache.len() >= KEY_CACHE_MAX {
-            self.key_cache.clear();
-        }
-        self.key_cache
-            .insert(hash, (holder.clone(), Instant::now()));
+        self.key_cache.insert(hash, holder.clone());
         Ok(holder)
     }
 }

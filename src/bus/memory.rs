@@ -63,13 +63,20 @@ pub struct MemoryBroker {
     streams: DashMap<ChannelKey, Arc<Mutex<Stream>>>,
     presence: DashMap<ChannelKey, HashMap<UserId, u32>>,
     hub: Arc<Hub>,
+    revocations: super::RevocationSink,
     max_channels: usize,
     metrics: Arc<Metrics>,
 }
 
 impl MemoryBroker {
-    pub fn new(hub: Arc<Hub>, max_channels: usize, metrics: Arc<Metrics>) -> Self {
+    pub fn new(
+        hub: Arc<Hub>,
+        revocations: super::RevocationSink,
+        max_channels: usize,
+        metrics: Arc<Metrics>,
+    ) -> Self {
         MemoryBroker {
+            revocations,
             streams: DashMap::new(),
             presence: DashMap::new(),
             hub,
@@ -300,8 +307,7 @@ impl Broker for MemoryBroker {
     }
 
     fn revoke(&self, revocation: Revocation) -> BoxFuture<'_, Result<(), BusError>> {
-        let closed = self.hub.revoke(&revocation);
-        tracing::debug!(closed, user = %revocation.user, "revocation applied");
+        (self.revocations)(&revocation);
         Box::pin(async { Ok(()) })
     }
 
@@ -326,7 +332,7 @@ mod tests {
         let metrics = Arc::new(Metrics::default());
         let hub = Arc::new(Hub::new(metrics.clone()));
         (
-            MemoryBroker::new(hub, 10, metrics),
+            MemoryBroker::new(hub, Arc::new(|_: &Revocation| {}), 10, metrics),
             ChannelKey::new("t".into(), ChannelName::parse("broadcast").unwrap()),
         )
     }

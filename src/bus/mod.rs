@@ -19,7 +19,7 @@ use serde_json::value::RawValue;
 
 use crate::{
     channels::ChannelKey,
-    ids::{SessionId, TenantId, UserId},
+    ids::{ApiKeyId, SessionId, TenantId, UserId},
 };
 
 /// A place in a channel's stream. Offsets increase by one per publication
@@ -127,13 +127,25 @@ pub struct PresenceEntry {
     pub clients: u32,
 }
 
-/// Sessions to end: one session, or every session of the user.
+/// Something to stop trusting, on every node.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Revocation {
-    pub tenant: TenantId,
-    pub user: UserId,
-    pub session: Option<SessionId>,
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Revocation {
+    /// One session, or every session of the user: their sockets close.
+    Sessions {
+        tenant: TenantId,
+        user: UserId,
+        session: Option<SessionId>,
+    },
+    /// An API key: nodes forget it from their key caches.
+    ApiKey { tenant: TenantId, key: ApiKeyId },
 }
+
+/// Applies a revocation on this node (closing sockets, dropping cached
+/// keys). The broker calls it for revocations from any node, its own
+/// included; the application wires it, so the bus knows neither auth nor
+/// the gateway's internals.
+pub type RevocationSink = Arc<dyn Fn(&Revocation) + Send + Sync>;
 
 #[derive(Debug, thiserror::Error)]
 pub enum BusError {
@@ -200,7 +212,7 @@ pub trait Broker: Send + Sync + 'static {
         channel: &'a ChannelKey,
     ) -> BoxFuture<'a, Result<Vec<PresenceEntry>, BusError>>;
 
-    /// Ends sessions on every node (their live connections close).
+    /// Applies a revocation on every node.
     fn revoke(&self, revocation: Revocation) -> BoxFuture<'_, Result<(), BusError>>;
 
     /// This node gained its first (`true`) or lost its last (`false`) local

@@ -141,6 +141,7 @@ pub struct RedisBroker {
     prefix: Arc<str>,
     node: Arc<str>,
     hub: Arc<Hub>,
+    revocations: super::RevocationSink,
     shards: Vec<Arc<Shard>>,
     /// Shards currently connected.
     connected: AtomicUsize,
@@ -163,6 +164,7 @@ impl RedisBroker {
         prefix: &str,
         presence_ttl: Duration,
         hub: Arc<Hub>,
+        revocations: super::RevocationSink,
         stop: CancellationToken,
     ) -> anyhow::Result<Arc<Self>> {
         let client = redis::Client::open(url)?;
@@ -185,6 +187,7 @@ impl RedisBroker {
             prefix: prefix.into(),
             node: crate::auth::tokens::random_token(9).into(),
             hub,
+            revocations,
             shards: (0..SHARDS).map(|_| Arc::new(Shard::default())).collect(),
             connected: AtomicUsize::new(0),
             received: DashMap::new(),
@@ -446,9 +449,7 @@ impl RedisBroker {
         let payload = msg.get_payload_bytes();
         if name == self.control_channel() {
             match serde_json::from_slice::<Revocation>(payload) {
-                Ok(revocation) => {
-                    self.hub.revoke(&revocation);
-                }
+                Ok(revocation) => (self.revocations)(&revocation),
                 Err(e) => tracing::warn!(error = %e, "malformed control message"),
             }
             return;
@@ -768,8 +769,9 @@ impl Broker for RedisBroker {
 
     fn revoke(&self, revocation: Revocation) -> BoxFuture<'_, Result<(), BusError>> {
         Box::pin(async move {
-            // Local sockets close at once, even if Redis is down.
-            self.hub.revoke(&revocation);
+            // Applied here at once, even if Redis is down; other nodes apply
+            // it from the control channel (this node again too: harmless).
+            (self.revocations)(&revocation);
             let payload = serde_json::to_string(&revocation).unwrap_or_default();
             let mut conn = self.conn.clone();
             conn.publish::<_, _, ()>(self.control_channel(), payload)

@@ -13,7 +13,7 @@ use dashmap::DashMap;
 
 use super::{outbox::Outbox, protocol::CloseReason};
 use crate::{
-    bus::{Publication, Revocation},
+    bus::Publication,
     channels::ChannelKey,
     ids::{SessionId, TenantId, UserId},
     metrics::Metrics,
@@ -126,16 +126,19 @@ impl Hub {
         }
     }
 
-    /// Closes the connections a revocation covers; returns how many.
-    pub fn revoke(&self, revocation: &Revocation) -> usize {
+    /// Closes the connections of the revoked sessions: one session, or every
+    /// session of the user when `session` is `None`. Returns how many.
+    pub fn close_sessions(
+        &self,
+        tenant: &TenantId,
+        user: &UserId,
+        session: Option<&SessionId>,
+    ) -> usize {
         let mut closed = 0;
         for entry in self.connections.iter() {
-            let hit = entry.tenant == revocation.tenant
-                && entry.user == revocation.user
-                && revocation
-                    .session
-                    .as_ref()
-                    .is_none_or(|s| *s == entry.session);
+            let hit = entry.tenant == *tenant
+                && entry.user == *user
+                && session.is_none_or(|s| *s == entry.session);
             if hit {
                 entry.outbox.close(CloseReason::SessionRevoked);
                 closed += 1;

@@ -469,3 +469,52 @@ async fn a_client_of_a_crashed_node_recovers_every_message_on_another() {
         "every message exactly once, in order"
     );
 }
+
+#[tokio::test]
+async fn a_revoked_api_key_is_refused_at_once_by_every_node() {
+    let a = first_node().await;
+    let b = a.spawn_peer().await;
+    let admin = a.admin_token().await;
+    let created: Value = a
+        .post(
+            "/api/v1/admin/api-keys",
+            Some(&admin),
+            json!({"name": "backend", "scopes": ["publish"]}),
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    let key = created["key"].as_str().unwrap();
+    // B verifies the key once and keeps it in its cache.
+    b.publish(key, "broadcast", json!(1)).await;
+    let id = created["id"].as_str().unwrap();
+    let res = a
+        .http
+        .delete(a.url(&format!("/api/v1/admin/api-keys/{id}")))
+        .bearer_auth(&admin)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 204);
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(2);
+    loop {
+        let res = b
+            .post(
+                "/api/v1/publish",
+                Some(key),
+                json!({"channel": "broadcast", "data": 2}),
+            )
+            .await;
+        if res.status() == 401 {
+            break;
+        }
+        // The control message crosses Redis asynchronously; well under the
+        // cache's own 30 s lifetime.
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "node B still trusts a revoked key"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
