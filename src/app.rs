@@ -113,6 +113,7 @@ impl Application {
                     config.presence_ttl,
                     hub.clone(),
                     revocations.clone(),
+                    metrics.clone(),
                     bus_stop.clone(),
                 )
                 .await

@@ -23,6 +23,11 @@ pub struct Metrics {
     pub auth_failures: Counter,
     pub command_errors: Counter,
     pub rate_limited: Counter,
+    /// Cluster mode: pub/sub connections to Redis that are up (of 4).
+    pub bus_connections: Gauge,
+    pub bus_reconnects: Counter,
+    /// Bus operations that failed (Redis unreachable or too slow).
+    pub bus_errors: Counter,
 }
 
 impl Metrics {
@@ -88,6 +93,21 @@ impl Metrics {
             "rate_limited",
             "WebSocket commands refused by the rate limit",
             self.rate_limited.clone(),
+        );
+        registry.register(
+            "bus_connections",
+            "Cluster mode: Redis pub/sub connections up",
+            self.bus_connections.clone(),
+        );
+        registry.register(
+            "bus_reconnects",
+            "Cluster mode: Redis pub/sub reconnections",
+            self.bus_reconnects.clone(),
+        );
+        registry.register(
+            "bus_errors",
+            "Bus operations that failed (Redis unreachable or too slow)",
+            self.bus_errors.clone(),
         );
         let mut out = String::new();
         // Writing to a String cannot fail.

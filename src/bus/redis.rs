@@ -142,6 +142,7 @@ pub struct RedisBroker {
     node: Arc<str>,
     hub: Arc<Hub>,
     revocations: super::RevocationSink,
+    metrics: Arc<crate::metrics::Metrics>,
     shards: Vec<Arc<Shard>>,
     /// Shards currently connected.
     connected: AtomicUsize,
@@ -165,6 +166,7 @@ impl RedisBroker {
         presence_ttl: Duration,
         hub: Arc<Hub>,
         revocations: super::RevocationSink,
+        metrics: Arc<crate::metrics::Metrics>,
         stop: CancellationToken,
     ) -> anyhow::Result<Arc<Self>> {
         let client = redis::Client::open(url)?;
@@ -188,6 +190,7 @@ impl RedisBroker {
             node: crate::auth::tokens::random_token(9).into(),
             hub,
             revocations,
+            metrics,
             shards: (0..SHARDS).map(|_| Arc::new(Shard::default())).collect(),
             connected: AtomicUsize::new(0),
             received: DashMap::new(),
@@ -252,7 +255,8 @@ impl RedisBroker {
         history.ttl.max(MIN_STREAM_TTL).as_secs()
     }
 
-    fn unavailable(e: redis::RedisError) -> BusError {
+    fn unavailable(&self, e: redis::RedisError) -> BusError {
+        self.metrics.bus_errors.inc();
         BusError::Unavailable(e.to_string())
     }
 
@@ -278,7 +282,7 @@ impl RedisBroker {
             .arg(count)
             .invoke_async(&mut conn)
             .await
-            .map_err(Self::unavailable)?;
+            .map_err(|e| self.unavailable(e))?;
         let epoch: Arc<str> = epoch.into();
         let now = crate::ids::now_millis();
         let key = self
@@ -372,6 +376,10 @@ impl RedisBroker {
                 shard.set_active(subscribed.clone());
                 if !up {
                     up = true;
+                    self.metrics.bus_connections.inc();
+                    if reconnecting {
+                        self.metrics.bus_reconnects.inc();
+                    }
                     if self.connected.fetch_add(1, Ordering::AcqRel) + 1 == SHARDS {
                         self.ready.store(true, Ordering::Release);
                     }
@@ -397,6 +405,7 @@ impl RedisBroker {
             };
             shard.set_active(HashSet::new());
             if up {
+                self.metrics.bus_connections.dec();
                 self.connected.fetch_sub(1, Ordering::AcqRel);
                 self.ready.store(false, Ordering::Release);
             }
@@ -550,7 +559,7 @@ impl RedisBroker {
         let mut conn = self.conn.clone();
         pipe.query_async::<()>(&mut conn)
             .await
-            .map_err(Self::unavailable)
+            .map_err(|e| self.unavailable(e))
     }
 
     /// Whether `user` has a live presence entry from another node.
@@ -590,7 +599,7 @@ impl Broker for RedisBroker {
                 .arg(crate::ids::now_millis())
                 .invoke_async(&mut conn)
                 .await
-                .map_err(Self::unavailable)?;
+                .map_err(|e| self.unavailable(e))?;
             Ok(Position {
                 epoch: epoch.into(),
                 offset,
@@ -608,7 +617,7 @@ impl Broker for RedisBroker {
             let mut conn = self.conn.clone();
             conn.publish::<_, _, ()>(name, format!("e\n{frame}"))
                 .await
-                .map_err(Self::unavailable)
+                .map_err(|e| self.unavailable(e))
         })
     }
 
@@ -743,7 +752,7 @@ impl Broker for RedisBroker {
             let members: Vec<String> = conn
                 .zrangebyscore(&key, now, "+inf")
                 .await
-                .map_err(Self::unavailable)?;
+                .map_err(|e| self.unavailable(e))?;
             let mut by_user: HashMap<String, u32> = HashMap::new();
             for member in members {
                 let mut parts = member.rsplitn(2, '|');
@@ -776,7 +785,7 @@ impl Broker for RedisBroker {
             let mut conn = self.conn.clone();
             conn.publish::<_, _, ()>(self.control_channel(), payload)
                 .await
-                .map_err(Self::unavailable)
+                .map_err(|e| self.unavailable(e))
         })
     }
 

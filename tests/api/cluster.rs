@@ -274,6 +274,9 @@ async fn nodes_survive_a_redis_restart_and_clients_never_miss_silently() {
     let _redis = OwnRedis::start(port);
     wait_ready(&a, true).await;
     wait_ready(&b, true).await;
+    assert_eq!(a.metric("relais_bus_connections").await, 4.0);
+    assert!(a.metric("relais_bus_reconnects_total").await >= 1.0);
+    assert!(a.metric("relais_bus_errors_total").await >= 1.0, "the refused publish was counted");
     let after = a.publish(&key, "broadcast", json!("after")).await;
     assert_ne!(
         after["epoch"], last["epoch"],
