@@ -276,7 +276,10 @@ async fn nodes_survive_a_redis_restart_and_clients_never_miss_silently() {
     wait_ready(&b, true).await;
     assert_eq!(a.metric("relais_bus_connections").await, 4.0);
     assert!(a.metric("relais_bus_reconnects_total").await >= 1.0);
-    assert!(a.metric("relais_bus_errors_total").await >= 1.0, "the refused publish was counted");
+    assert!(
+        a.metric("relais_bus_errors_total").await >= 1.0,
+        "the refused publish was counted"
+    );
     let after = a.publish(&key, "broadcast", json!("after")).await;
     assert_ne!(
         after["epoch"], last["epoch"],
@@ -520,4 +523,83 @@ async fn a_revoked_api_key_is_refused_at_once_by_every_node() {
         );
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
+}
+
+/// The node environment of `compose.yaml` (the `x-relais-node` block), with
+/// `${VAR:-default}` resolved to its default and `${VAR:?…}` to `required`.
+fn compose_environment(required: &std::collections::HashMap<&str, &str>) -> Vec<(String, String)> {
+    let compose =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/compose.yaml")).unwrap();
+    let block = compose
+        .split("x-relais-node:")
+        .nth(1)
+        .expect("x-relais-node block");
+    let env = block
+        .split("  environment:\n")
+        .nth(1)
+        .expect("environment")
+        .split("\n  depends_on:")
+        .next()
+        .unwrap();
+    env.lines()
+        .filter_map(|line| line.trim().split_once(": "))
+        .map(|(name, value)| {
+            let value = value.trim_matches('"');
+            let value = match value.strip_prefix("${").and_then(|v| v.strip_suffix('}')) {
+                Some(expr) => match expr.split_once(":-") {
+                    Some((_, default)) => default.to_owned(),
+                    None => required
+                        .get(expr.split(":?").next().unwrap())
+                        .expect("a value for a required variable")
+                        .to_string(),
+                },
+                None => value.to_owned(),
+            };
+            (name.to_owned(), value)
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn the_binary_runs_with_the_environment_the_compose_file_sets() {
+    let required = std::collections::HashMap::from([
+        (
+            "RELAIS_JWT_SECRET",
+            "a-compose-secret-of-at-least-forty-eight-characters!!",
+        ),
+        ("RELAIS_BOOTSTRAP_ADMIN_PASSWORD", "compose-admin-password"),
+    ]);
+    let environment = compose_environment(&required);
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    for (name, _) in &environment {
+        assert!(
+            readme.contains(&format!("`{name}`")),
+            "{name} is set by compose.yaml but not documented"
+        );
+    }
+    // Same variables; only the addresses of the services become this machine's.
+    let a = first_node().await;
+    let mut env: std::collections::HashMap<String, String> = environment.into_iter().collect();
+    env.insert(
+        "DATABASE_URL".into(),
+        a.env()
+            .get("DATABASE_URL")
+            .cloned()
+            .unwrap_or_else(|| format!("sqlite://{}/relais.db?mode=rwc", a.data_dir.display())),
+    );
+    env.insert("REDIS_URL".into(), redis_url());
+    env.insert(
+        "RELAIS_REDIS_PREFIX".into(),
+        a.env()["RELAIS_REDIS_PREFIX"].clone(),
+    );
+    let node = NodeProcess::start(&env);
+    let ready: Value = reqwest::get(format!("http://{}/readyz", node.addr))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(ready["ready"], true, "{ready}");
+    assert_eq!(ready["bus"], true);
 }
