@@ -132,6 +132,19 @@ pub struct FanoutArgs {
     /// Maximum wait for in-flight deliveries after the last publication.
     #[arg(long, default_value_t = 5)]
     pub drain_secs: u64,
+    /// Base URLs the subscribers connect to, round-robin (comma-separated,
+    /// e.g. the nodes of a cluster); the result then also reports latency
+    /// per node. Login, API-key creation and publishing still use --url.
+    #[arg(long, value_delimiter = ',', value_name = "URL,...")]
+    pub subscribe_urls: Vec<String>,
+    /// Shell command (`sh -c`) run once every subscriber is connected, just
+    /// before the first publication; publishing waits for it to exit.
+    #[arg(long, value_name = "CMD")]
+    pub exec_before_publish: Option<String>,
+    /// Shell command (`sh -c`) run right after the last publication was
+    /// answered, before draining.
+    #[arg(long, value_name = "CMD")]
+    pub exec_after_publish: Option<String>,
 }
 
 #[derive(Debug, Clone, Args)]

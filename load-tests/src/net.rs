@@ -26,16 +26,18 @@ impl Target {
     pub async fn resolve(url: &str) -> Result<Self> {
         let uri: Uri = url
             .parse()
-            .with_context(|| format!("invalid --url {url:?}"))?;
+            .with_context(|| format!("invalid server URL {url:?}"))?;
         match uri.scheme_str() {
             Some("http") => {}
             other => {
-                bail!("--url must start with http:// (got scheme {other:?}); TLS is not supported")
+                bail!(
+                    "server URL {url:?} must start with http:// (got scheme {other:?}); TLS is not supported"
+                )
             }
         }
         let host = uri
             .host()
-            .ok_or_else(|| anyhow!("--url {url:?} has no host"))?;
+            .ok_or_else(|| anyhow!("server URL {url:?} has no host"))?;
         let port = uri.port_u16().unwrap_or(80);
         let host_for_lookup = host.trim_start_matches('[').trim_end_matches(']');
         let addrs: Vec<SocketAddr> = tokio::net::lookup_host((host_for_lookup, port))

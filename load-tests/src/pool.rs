@@ -13,7 +13,7 @@ use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::Message;
 
-use crate::stats::{Buckets, ShardedHistogram, unix_nanos};
+use crate::stats::{Buckets, ShardedHistogram, new_histogram, unix_nanos};
 use crate::ws::{Connector, PubFrame, Ws};
 
 /// How many connection errors a process prints before going quiet; the
@@ -24,7 +24,11 @@ const HISTOGRAM_SHARDS: usize = 16;
 
 /// What one process should open.
 pub struct PoolSpec {
-    pub connector: Connector,
+    /// One connector per server node (a single one unless the scenario
+    /// spreads subscribers over several nodes). The process's `n`-th
+    /// connection goes to node `n mod nodes`, so every process holds an even
+    /// share of every node whatever the worker count.
+    pub connectors: Vec<Connector>,
     /// Global connection indices owned by this process (they pick the
     /// source address, so all processes together spread evenly).
     pub indices: Vec<usize>,
@@ -58,6 +62,43 @@ pub struct PoolReport {
     /// Worker processes that failed (set by the parent only).
     #[serde(default)]
     pub worker_failures: u64,
+    /// The same figures per server node, in connector order.
+    #[serde(default)]
+    pub per_node: Vec<NodeReport>,
+}
+
+/// Connections to one server node and what they received.
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub struct NodeReport {
+    pub established: u64,
+    pub failed: u64,
+    pub delivered: u64,
+    pub latency: Buckets,
+}
+
+impl NodeReport {
+    fn merge(&mut self, other: NodeReport) {
+        self.established += other.established;
+        self.failed += other.failed;
+        self.delivered += other.delivered;
+        self.latency.0.extend(other.latency.0);
+    }
+}
+
+/// Established and failed connections to one node when opening ended.
+#[derive(Debug, Default, Clone, Copy, Serialize, Deserialize)]
+pub struct NodeTally {
+    pub established: u64,
+    pub failed: u64,
+}
+
+/// How many of `share` connections (a process's share, spread round-robin
+/// by position) go to each of `nodes` nodes.
+pub fn node_shares(share: u64, nodes: usize) -> Vec<u64> {
+    let nodes = nodes.max(1) as u64;
+    (0..nodes)
+        .map(|i| (share + nodes - 1 - i) / nodes)
+        .collect()
 }
 
 impl PoolReport {
@@ -71,6 +112,17 @@ impl PoolReport {
         self.drain_secs = self.drain_secs.max(other.drain_secs);
         self.worker_failures += other.worker_failures;
         self.latency.0.extend(other.latency.0);
+        merge_nodes(&mut self.per_node, other.per_node);
+    }
+}
+
+/// Adds per-node reports index by index.
+pub fn merge_nodes(into: &mut Vec<NodeReport>, other: Vec<NodeReport>) {
+    if into.len() < other.len() {
+        into.resize_with(other.len(), NodeReport::default);
+    }
+    for (mine, theirs) in into.iter_mut().zip(other) {
+        mine.merge(theirs);
     }
 }
 
@@ -81,16 +133,23 @@ struct OpenTally {
     closed: bool,
     established: u64,
     failed: u64,
+    /// Established connections per node.
+    per_node: Vec<u64>,
+}
+
+/// Deliveries to the connections of one node.
+struct NodeShared {
+    delivered: AtomicU64,
+    latency: ShardedHistogram,
 }
 
 struct Shared {
     tally: Mutex<OpenTally>,
     progress: Notify,
-    delivered: AtomicU64,
     disconnects: AtomicU64,
     bad_frames: AtomicU64,
     errors_logged: AtomicU64,
-    latency: ShardedHistogram,
+    nodes: Vec<NodeShared>,
 }
 
 impl Shared {
@@ -98,13 +157,21 @@ impl Shared {
         self.tally.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    fn on_text(&self, shard: usize, text: &str) {
+    fn delivered(&self) -> u64 {
+        self.nodes
+            .iter()
+            .map(|n| n.delivered.load(Ordering::Relaxed))
+            .sum()
+    }
+
+    fn on_text(&self, node: usize, shard: usize, text: &str) {
         match serde_json::from_str::<PubFrame<'_>>(text) {
             Ok(frame) if frame.kind == "pub" => match frame.data {
                 Some(data) => {
-                    self.delivered.fetch_add(1, Ordering::Relaxed);
+                    let node = &self.nodes[node];
+                    node.delivered.fetch_add(1, Ordering::Relaxed);
                     let micros = unix_nanos().saturating_sub(data.ts) / 1_000;
-                    self.latency.record_us(shard, micros);
+                    node.latency.record_us(shard, micros);
                 }
                 None => {
                     self.bad_frames.fetch_add(1, Ordering::Relaxed);
@@ -125,6 +192,7 @@ pub struct Pool {
     tasks: JoinSet<()>,
     established: u64,
     failed: u64,
+    per_node: Vec<NodeTally>,
 }
 
 impl Pool {
@@ -133,14 +201,22 @@ impl Pool {
     /// ones then count as failed).
     pub async fn open(spec: PoolSpec) -> Pool {
         let total = spec.indices.len() as u64;
+        let node_count = spec.connectors.len().max(1);
         let shared = Arc::new(Shared {
-            tally: Mutex::new(OpenTally::default()),
+            tally: Mutex::new(OpenTally {
+                per_node: vec![0; node_count],
+                ..OpenTally::default()
+            }),
             progress: Notify::new(),
-            delivered: AtomicU64::new(0),
             disconnects: AtomicU64::new(0),
             bad_frames: AtomicU64::new(0),
             errors_logged: AtomicU64::new(0),
-            latency: ShardedHistogram::new(HISTOGRAM_SHARDS),
+            nodes: (0..node_count)
+                .map(|_| NodeShared {
+                    delivered: AtomicU64::new(0),
+                    latency: ShardedHistogram::new(HISTOGRAM_SHARDS),
+                })
+                .collect(),
         });
         let (stop_tx, stop_rx) = watch::channel(false);
         let permits = Arc::new(Semaphore::new(spec.concurrency.max(1)));
@@ -148,8 +224,9 @@ impl Pool {
         let label: Arc<str> = spec.label.into();
 
         let mut tasks = JoinSet::new();
-        for index in spec.indices {
-            let connector = spec.connector.clone();
+        for (position, index) in spec.indices.into_iter().enumerate() {
+            let node = position % node_count;
+            let connector = spec.connectors[node].clone();
             let shared = Arc::clone(&shared);
             let permits = Arc::clone(&permits);
             let channel = channel.clone();
@@ -159,6 +236,7 @@ impl Pool {
                 let Some(ws) = open_one(
                     &connector,
                     index,
+                    node,
                     channel.as_deref(),
                     &permits,
                     &shared,
@@ -168,7 +246,8 @@ impl Pool {
                 else {
                     return;
                 };
-                hold(ws, index, channel.is_some(), &shared, stop).await;
+                let measure = channel.is_some().then_some(node);
+                hold(ws, index, measure, &shared, stop).await;
             });
         }
 
@@ -209,10 +288,18 @@ impl Pool {
             })
             .await;
         }
-        let (established, failed) = {
+        let (established, failed, per_node) = {
             let mut tally = shared.tally();
             tally.closed = true;
-            (tally.established, total - tally.established)
+            let per_node = node_shares(total, node_count)
+                .into_iter()
+                .zip(&tally.per_node)
+                .map(|(assigned, &established)| NodeTally {
+                    established,
+                    failed: assigned.saturating_sub(established),
+                })
+                .collect();
+            (tally.established, total - tally.established, per_node)
         };
         log!(
             "[{label}] opened {established}/{total} in {:.1}s ({failed} failed)",
@@ -224,11 +311,16 @@ impl Pool {
             tasks,
             established,
             failed,
+            per_node,
         }
     }
 
     pub fn established(&self) -> u64 {
         self.established
+    }
+
+    pub fn per_node(&self) -> &[NodeTally] {
+        &self.per_node
     }
 
     pub fn failed(&self) -> u64 {
@@ -240,9 +332,7 @@ impl Pool {
     pub async fn finish(mut self, published: u64, drain: Duration) -> PoolReport {
         let expected = published.saturating_mul(self.established);
         let drain_start = Instant::now();
-        while self.shared.delivered.load(Ordering::Relaxed) < expected
-            && drain_start.elapsed() < drain
-        {
+        while self.shared.delivered() < expected && drain_start.elapsed() < drain {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         let drain_secs = drain_start.elapsed().as_secs_f64();
@@ -258,15 +348,33 @@ impl Pool {
         }
 
         let shared = &self.shared;
+        let mut all = new_histogram();
+        let per_node: Vec<NodeReport> = shared
+            .nodes
+            .iter()
+            .zip(&self.per_node)
+            .map(|(node, tally)| {
+                let hist = node.latency.merged();
+                // Same bounds everywhere, so `add` cannot fail.
+                let _ = all.add(&hist);
+                NodeReport {
+                    established: tally.established,
+                    failed: tally.failed,
+                    delivered: node.delivered.load(Ordering::Relaxed),
+                    latency: Buckets::from_histogram(&hist),
+                }
+            })
+            .collect();
         PoolReport {
             established: self.established,
             failed: self.failed,
             disconnects: shared.disconnects.load(Ordering::Relaxed),
-            delivered: shared.delivered.load(Ordering::Relaxed),
+            delivered: per_node.iter().map(|n| n.delivered).sum(),
             bad_frames: shared.bad_frames.load(Ordering::Relaxed),
             drain_secs,
-            latency: Buckets::from_histogram(&shared.latency.merged()),
+            latency: Buckets::from_histogram(&all),
             worker_failures: 0,
+            per_node,
         }
     }
 }
@@ -276,6 +384,7 @@ impl Pool {
 async fn open_one(
     connector: &Connector,
     index: usize,
+    node: usize,
     channel: Option<&str>,
     permits: &Semaphore,
     shared: &Shared,
@@ -292,6 +401,7 @@ async fn open_one(
             (_, true) => false,
             (Ok(_), false) => {
                 tally.established += 1;
+                tally.per_node[node] += 1;
                 true
             }
             (Err(_), false) => {
@@ -314,12 +424,12 @@ async fn open_one(
 }
 
 /// Keeps reading one connection until `stop` flips. Reading is what lets
-/// tungstenite answer the server's Pings; for subscribers each `pub` frame
-/// is timed.
+/// tungstenite answer the server's Pings; for subscribers (`measure` names
+/// their node) each `pub` frame is timed.
 async fn hold(
     mut ws: Ws,
     shard: usize,
-    measure: bool,
+    measure: Option<usize>,
     shared: &Shared,
     mut stop: watch::Receiver<bool>,
 ) {
@@ -329,8 +439,8 @@ async fn hold(
             _ = stop.changed() => break,
             msg = ws.next() => match msg {
                 Some(Ok(Message::Text(text))) => {
-                    if measure {
-                        shared.on_text(shard, text.as_str());
+                    if let Some(node) = measure {
+                        shared.on_text(node, shard, text.as_str());
                     }
                 }
                 Some(Ok(Message::Close(_)) | Err(_)) | None => {

@@ -24,7 +24,7 @@ use tokio::time::Instant;
 
 use crate::cli::PoolArgs;
 use crate::net::{SourceAddrs, Target};
-use crate::pool::{Pool, PoolReport, PoolSpec};
+use crate::pool::{self, NodeReport, NodeTally, Pool, PoolReport, PoolSpec};
 use crate::ws::Connector;
 
 /// Environment variable carrying the access token to workers, so the
@@ -52,30 +52,40 @@ pub struct FleetPlan {
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(tag = "event", rename_all = "snake_case")]
 enum WorkerEvent {
-    Ready { established: u64, failed: u64 },
+    Ready {
+        established: u64,
+        failed: u64,
+        /// The same counts per server node.
+        #[serde(default)]
+        per_node: Vec<NodeTally>,
+    },
     Done(PoolReport),
 }
 
 /// Connections of process `index` out of `count`: every `count`-th global
-/// index, so each process uses all source addresses evenly.
+/// index, so each process uses all source addresses evenly. `targets` are
+/// the server nodes, which the pool spreads its share over round-robin.
 fn pool_spec(
     plan: &FleetPlan,
     args: &PoolArgs,
-    target: Arc<Target>,
+    targets: &[Arc<Target>],
     token: Arc<str>,
     index: usize,
     count: usize,
 ) -> PoolSpec {
     let count = count.max(1);
-    let sources = SourceAddrs::new(args.source_addrs, &target);
-    PoolSpec {
-        connector: Connector {
-            target,
-            token,
-            sources,
+    let connectors = targets
+        .iter()
+        .map(|target| Connector {
+            target: Arc::clone(target),
+            token: Arc::clone(&token),
+            sources: SourceAddrs::new(args.source_addrs, target),
             attempt_timeout: Duration::from_secs(args.connect_timeout_secs.max(1)),
             retries: args.connect_retries,
-        },
+        })
+        .collect();
+    PoolSpec {
+        connectors,
         indices: (index..plan.total).step_by(count).collect(),
         subscribe: plan.subscribe.clone(),
         concurrency: (args.concurrency / count).max(1),
@@ -95,24 +105,33 @@ pub enum Fleet {
         workers: Vec<Worker>,
         established: u64,
         failed: u64,
+        /// Per server node, from the ready events (and the shares of
+        /// workers that never got ready, as failed).
+        per_node: Vec<NodeTally>,
         /// Workers that never reported ready.
         worker_failures: u64,
     },
 }
 
 impl Fleet {
-    /// Opens all connections and returns once every process reported that
-    /// its share is established (or gave up on it).
+    /// Opens all connections, spread over the server nodes `targets`, and
+    /// returns once every process reported that its share is established
+    /// (or gave up on it).
     pub async fn start(
         plan: &FleetPlan,
         args: &PoolArgs,
-        target: Arc<Target>,
+        targets: &[Arc<Target>],
         token: &str,
     ) -> Result<Fleet> {
+        if targets.is_empty() {
+            bail!("no server to connect to");
+        }
         if args.workers <= 1 {
-            let spec = pool_spec(plan, args, target, token.into(), 0, 1);
+            let spec = pool_spec(plan, args, targets, token.into(), 0, 1);
             return Ok(Fleet::Local(Pool::open(spec).await));
         }
+        let nodes = targets.len();
+        let mut per_node = vec![NodeTally::default(); nodes];
         let count = args.workers;
         let mut spawned = Vec::with_capacity(count);
         for index in 0..count {
@@ -127,20 +146,32 @@ impl Fleet {
                 Ok(WorkerEvent::Ready {
                     established: e,
                     failed: f,
+                    per_node: tallies,
                 }) => {
                     established += e;
                     failed += f;
+                    for (total, tally) in per_node.iter_mut().zip(&tallies) {
+                        total.established += tally.established;
+                        total.failed += tally.failed;
+                    }
                     worker.established = e;
+                    worker.per_node = tallies;
                     workers.push(worker);
                 }
-                Ok(other) => {
-                    log!("worker {} sent {other:?} instead of ready", worker.index);
+                outcome => {
+                    match outcome {
+                        Ok(other) => {
+                            log!("worker {} sent {other:?} instead of ready", worker.index)
+                        }
+                        Err(e) => log!("worker {} did not get ready: {e:#}", worker.index),
+                    }
                     failed += worker.share;
-                    worker_failures += 1;
-                }
-                Err(e) => {
-                    log!("worker {} did not get ready: {e:#}", worker.index);
-                    failed += worker.share;
+                    for (total, share) in per_node
+                        .iter_mut()
+                        .zip(pool::node_shares(worker.share, nodes))
+                    {
+                        total.failed += share;
+                    }
                     worker_failures += 1;
                 }
             }
@@ -149,6 +180,7 @@ impl Fleet {
             workers,
             established,
             failed,
+            per_node,
             worker_failures,
         })
     }
@@ -170,14 +202,15 @@ impl Fleet {
     /// Tells every process that `published` messages were sent, lets them
     /// drain, closes all connections and merges the results.
     pub async fn finish(self, published: u64, plan: &FleetPlan) -> PoolReport {
-        let (mut workers, failed, worker_failures) = match self {
+        let (mut workers, failed, per_node, worker_failures) = match self {
             Fleet::Local(pool) => return pool.finish(published, plan.drain).await,
             Fleet::Remote {
                 workers,
                 failed,
+                per_node,
                 worker_failures,
                 ..
-            } => (workers, failed, worker_failures),
+            } => (workers, failed, per_node, worker_failures),
         };
         for worker in &mut workers {
             if let Err(e) = worker.send_stop(published).await {
@@ -188,6 +221,14 @@ impl Fleet {
         let mut total = PoolReport {
             failed,
             worker_failures,
+            // Failures per node were counted from the ready events.
+            per_node: per_node
+                .iter()
+                .map(|tally| NodeReport {
+                    failed: tally.failed,
+                    ..NodeReport::default()
+                })
+                .collect(),
             ..PoolReport::default()
         };
         for worker in &mut workers {
@@ -195,6 +236,9 @@ impl Fleet {
                 Ok(WorkerEvent::Done(mut report)) => {
                     // Failures were already counted from the ready events.
                     report.failed = 0;
+                    for node in &mut report.per_node {
+                        node.failed = 0;
+                    }
                     total.merge(report);
                 }
                 outcome => {
@@ -208,6 +252,15 @@ impl Fleet {
                     // Keep its connections in the totals so the missing
                     // deliveries show up as lost rather than vanish.
                     total.established += worker.established;
+                    let established = worker
+                        .per_node
+                        .iter()
+                        .map(|tally| NodeReport {
+                            established: tally.established,
+                            ..NodeReport::default()
+                        })
+                        .collect();
+                    pool::merge_nodes(&mut total.per_node, established);
                     total.worker_failures += 1;
                 }
             }
@@ -224,6 +277,7 @@ pub struct Worker {
     index: usize,
     share: u64,
     established: u64,
+    per_node: Vec<NodeTally>,
     child: Child,
     stdin: Option<ChildStdin>,
     stdout: Lines<BufReader<ChildStdout>>,
@@ -255,6 +309,7 @@ impl Worker {
             index,
             share,
             established: 0,
+            per_node: Vec::new(),
             child,
             stdin,
             stdout: BufReader::new(stdout).lines(),
@@ -305,22 +360,33 @@ impl Worker {
     }
 }
 
-/// Body of a worker process: open its share, report ready, wait for the
-/// parent's stop line, drain, report the partial result.
-pub async fn run_worker(plan: &FleetPlan, args: &PoolArgs, url: &str) -> Result<()> {
+/// Body of a worker process: open its share (spread over the server nodes
+/// `urls`), report ready, wait for the parent's stop line, drain, report the
+/// partial result.
+pub async fn run_worker(plan: &FleetPlan, args: &PoolArgs, urls: &[String]) -> Result<()> {
     let (Some(index), Some(count)) = (args.worker_index, args.worker_count) else {
         bail!("worker mode needs --worker-index and --worker-count");
     };
     let token = std::env::var(TOKEN_ENV).with_context(|| format!("{TOKEN_ENV} not set"))?;
-    let target = Arc::new(Target::resolve(url).await?);
-    let pool = Pool::open(pool_spec(plan, args, target, token.into(), index, count)).await;
+    let targets = resolve_all(urls).await?;
+    let pool = Pool::open(pool_spec(plan, args, &targets, token.into(), index, count)).await;
     emit(&WorkerEvent::Ready {
         established: pool.established(),
         failed: pool.failed(),
+        per_node: pool.per_node().to_vec(),
     })?;
     let published = wait_for_stop(plan.stop_wait).await;
     let report = pool.finish(published, plan.drain).await;
     emit(&WorkerEvent::Done(report))
+}
+
+/// Resolves every base URL, in order.
+pub async fn resolve_all(urls: &[String]) -> Result<Vec<Arc<Target>>> {
+    let mut targets = Vec::with_capacity(urls.len());
+    for url in urls {
+        targets.push(Arc::new(Target::resolve(url).await?));
+    }
+    Ok(targets)
 }
 
 fn emit(event: &WorkerEvent) -> Result<()> {

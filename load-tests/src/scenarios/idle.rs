@@ -50,7 +50,7 @@ fn plan(args: &IdleArgs) -> FleetPlan {
 pub async fn run(args: IdleArgs) -> Result<Option<String>> {
     let plan = plan(&args);
     if args.pool.worker_index.is_some() {
-        workers::run_worker(&plan, &args.pool, &args.server.url).await?;
+        workers::run_worker(&plan, &args.pool, std::slice::from_ref(&args.server.url)).await?;
         return Ok(None);
     }
     let pid = args
@@ -64,7 +64,7 @@ pub async fn run(args: IdleArgs) -> Result<Option<String>> {
 
     let rss_before_kib = server_rss_required(pid)?;
     let started = Instant::now();
-    let fleet = Fleet::start(&plan, &args.pool, target, &token).await?;
+    let fleet = Fleet::start(&plan, &args.pool, &[target], &token).await?;
     let connect_secs = started.elapsed().as_secs_f64();
     log!(
         "idle: {} established, {} failed in {connect_secs:.1}s; settling {}s",
