@@ -70,9 +70,7 @@ pub async fn open_store(config: &Config) -> anyhow::Result<Store> {
 impl Application {
     /// Binds `config.bind` and builds the application with the core channel namespaces.
     pub async fn build(config: Config) -> anyhow::Result<Self> {
-        let listener = TcpListener::bind(config.bind)
-            .await
-            .with_context(|| format!("binding {}", config.bind))?;
+        let listener = bind(config.bind).with_context(|| format!("binding {}", config.bind))?;
         Self::build_with(config, listener, ChannelRegistry::core()).await
     }
 
@@ -256,6 +254,23 @@ impl Application {
         tracing::info!("stopped");
         Ok(())
     }
+}
+
+/// Pending connections the kernel may queue before `accept`. The default of
+/// 128 overflows when thousands of clients reconnect at once (after a node
+/// restart), and each dropped SYN costs its client a one-second retry.
+const LISTEN_BACKLOG: u32 = 4096;
+
+/// Binds `addr` with [`LISTEN_BACKLOG`].
+fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(LISTEN_BACKLOG)
 }
 
 /// All routes of the hub.
