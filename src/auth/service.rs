@@ -550,6 +550,7 @@ impl AuthService {
         })
     }
 
+    /// Ends one session of a user.
     pub async fn revoke_session(
         &self,
         tenant: &TenantId,
@@ -557,41 +558,46 @@ impl AuthService {
         session: &SessionId,
         reason: &str,
     ) -> ApiResult<()> {
-        sqlx::query("UPDATE sessions SET revoked_at = $2, revoked_reason = $3 WHERE id = $1 AND revoked_at IS NULL")
-            .bind(session.as_str())
-            .bind(now_millis())
-            .bind(reason)
-            .execute(&self.store.pool)
-            .await?;
-        self.broker
-            .revoke(Revocation::Sessions {
-                tenant: tenant.clone(),
-                user: user.clone(),
-                session: Some(session.clone()),
-            })
+        self.revoke_sessions(tenant, user, Some(session), reason)
             .await
-            .map_err(|e| ApiError::Internal(e.into()))
     }
 
+    /// Ends every session of a user.
     pub async fn revoke_user_sessions(
         &self,
         tenant: &TenantId,
         user: &UserId,
         reason: &str,
     ) -> ApiResult<()> {
-        sqlx::query("UPDATE sessions SET revoked_at = $3, revoked_reason = $4 WHERE tenant_id = $1 AND user_id = $2 AND revoked_at IS NULL")
-            .bind(tenant.as_str())
-            .bind(user.as_str())
-            .bind(now_millis())
-            .bind(reason)
-            .execute(&self.store.pool)
-            .await?;
-        tracing::info!(tenant = %tenant, user = %user, reason, "sessions revoked");
+        self.revoke_sessions(tenant, user, None, reason).await
+    }
+
+    /// Marks the sessions revoked in the store (tokens of them stop working
+    /// on every node), then closes their live sockets on every node.
+    async fn revoke_sessions(
+        &self,
+        tenant: &TenantId,
+        user: &UserId,
+        session: Option<&SessionId>,
+        reason: &str,
+    ) -> ApiResult<()> {
+        sqlx::query(
+            "UPDATE sessions SET revoked_at = $4, revoked_reason = $5
+             WHERE tenant_id = $1 AND user_id = $2 AND ($3 = '' OR id = $3) AND revoked_at IS NULL",
+        )
+        .bind(tenant.as_str())
+        .bind(user.as_str())
+        .bind(session.map_or("", |s| s.as_str()))
+        .bind(now_millis())
+        .bind(reason)
+        .execute(&self.store.pool)
+        .await?;
+        tracing::info!(tenant = %tenant, user = %user, session = ?session, reason, "sessions revoked");
         self.broker
             .revoke(Revocation::Sessions {
                 tenant: tenant.clone(),
                 user: user.clone(),
-                session: None,
+                session: session.cloned(),
             })
             .await
             .map_err(|e| ApiError::Internal(e.into()))
