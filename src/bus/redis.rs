@@ -336,6 +336,13 @@ impl RedisBroker {
             let (mut sink, mut stream) = pubsub.split();
             let mut subscribed: HashSet<String> = HashSet::new();
             if index == 0 && sink.subscribe(self.control_channel()).await.is_err() {
+                tracing::warn!(
+                    shard = index,
+                    "subscribing to the control channel failed; retrying"
+                );
+                tokio::select! { _ = tokio::time::sleep(backoff) => {}, _ = stop.cancelled() => return }
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+                reconnecting = true;
                 continue;
             }
             let mut up = false;
