@@ -139,6 +139,8 @@ pub struct RedisBroker {
     client: redis::Client,
     conn: ConnectionManager,
     prefix: Arc<str>,
+    /// The pub/sub channel of revocations, heard by every node.
+    control: String,
     node: Arc<str>,
     hub: Arc<Hub>,
     revocations: super::RevocationSink,
@@ -187,6 +189,7 @@ impl RedisBroker {
             client,
             conn,
             prefix: prefix.into(),
+            control: format!("{prefix}:control"),
             node: crate::auth::tokens::random_token(9).into(),
             hub,
             revocations,
@@ -230,10 +233,6 @@ impl RedisBroker {
             channel.tenant(),
             channel.name()
         )
-    }
-
-    fn control_channel(&self) -> String {
-        format!("{}:control", self.prefix)
     }
 
     fn presence_key(&self, channel: &ChannelKey) -> String {
@@ -335,7 +334,7 @@ impl RedisBroker {
             backoff = Duration::from_millis(100);
             let (mut sink, mut stream) = pubsub.split();
             let mut subscribed: HashSet<String> = HashSet::new();
-            if index == 0 && sink.subscribe(self.control_channel()).await.is_err() {
+            if index == 0 && sink.subscribe(&self.control).await.is_err() {
                 tracing::warn!(
                     shard = index,
                     "subscribing to the control channel failed; retrying"
@@ -346,7 +345,22 @@ impl RedisBroker {
                 continue;
             }
             let mut up = false;
+            // Reconcile only when the wanted set changed (and once after
+            // connecting), never per message.
+            let mut dirty = true;
             let failed = loop {
+                if !dirty {
+                    tokio::select! {
+                        msg = stream.next() => match msg {
+                            Some(msg) => self.on_message(&msg),
+                            None => break true,
+                        },
+                        _ = shard.changed.notified() => dirty = true,
+                        _ = stop.cancelled() => break false,
+                    }
+                    continue;
+                }
+                dirty = false;
                 // Reconcile the wanted set with what this connection has.
                 let wanted: Vec<(String, ChannelKey)> = shard
                     .wanted
@@ -400,14 +414,6 @@ impl RedisBroker {
                             self.catch_up(key).await;
                         }
                     }
-                }
-                tokio::select! {
-                    msg = stream.next() => match msg {
-                        Some(msg) => self.on_message(&msg),
-                        None => break true,
-                    },
-                    _ = shard.changed.notified() => {}
-                    _ = stop.cancelled() => break false,
                 }
             };
             shard.set_active(HashSet::new());
@@ -463,7 +469,7 @@ impl RedisBroker {
     fn on_message(&self, msg: &redis::Msg) {
         let name = msg.get_channel_name();
         let payload = msg.get_payload_bytes();
-        if name == self.control_channel() {
+        if name == self.control {
             match serde_json::from_slice::<Revocation>(payload) {
                 Ok(revocation) => (self.revocations)(&revocation),
                 Err(e) => tracing::warn!(error = %e, "malformed control message"),
@@ -790,7 +796,7 @@ impl Broker for RedisBroker {
             (self.revocations)(&revocation);
             let payload = serde_json::to_string(&revocation).unwrap_or_default();
             let mut conn = self.conn.clone();
-            conn.publish::<_, _, ()>(self.control_channel(), payload)
+            conn.publish::<_, _, ()>(&self.control, payload)
                 .await
                 .map_err(|e| self.unavailable(e))
         })
