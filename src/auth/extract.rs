@@ -11,7 +11,7 @@ use axum::{
 };
 
 use super::{AuthService, Caller, Permission, Principal};
-use crate::error::ApiError;
+use crate::{error::ApiError, ids::TenantId};
 
 /// A signed-in user (access token in `Authorization: Bearer …`).
 pub struct AuthUser(pub Principal);
@@ -45,17 +45,21 @@ pub async fn caller_from_credential(
     } else {
         Caller::User(auth.authenticate(credential).await?)
     };
-    let span = tracing::Span::current();
-    span.record("tenant", tracing::field::display(caller.tenant()));
     match &caller {
-        Caller::User(p) => span.record("user", tracing::field::display(&p.user)),
-        Caller::Key(k) => span.record(
-            "user",
-            tracing::field::display(format_args!("key:{}", k.key)),
-        ),
-    };
+        Caller::User(p) => record_caller(&p.tenant, &p.user),
+        Caller::Key(k) => record_caller(&k.tenant, format_args!("key:{}", k.key)),
+    }
     Ok(caller)
 }
+
+/// Fills the `tenant` and `user` fields of the request's span (declared by
+/// the trace layer in `app.rs`).
+fn record_caller(tenant: &TenantId, who: impl std::fmt::Display) {
+    let span = tracing::Span::current();
+    span.record("tenant", tracing::field::display(tenant));
+    span.record("user", tracing::field::display(who));
+}
+
 impl<S> FromRequestParts<S> for AuthUser
 where
     Arc<AuthService>: FromRef<S>,
@@ -72,9 +76,7 @@ where
         }
         let auth = Arc::<AuthService>::from_ref(state);
         let principal = auth.authenticate(token).await?;
-        let span = tracing::Span::current();
-        span.record("tenant", tracing::field::display(&principal.tenant));
-        span.record("user", tracing::field::display(&principal.user));
+        record_caller(&principal.tenant, &principal.user);
         Ok(AuthUser(principal))
     }
 }
