@@ -18,11 +18,17 @@ use crate::{
     bus::{Broker, Revocation, RevocationSink, memory::MemoryBroker, redis::RedisBroker},
     channels::ChannelRegistry,
     config::Config,
+    email::{self, transport::Transport, worker::Mailer},
     error::ApiError,
     gateway::{Gateway, hub::Hub, sse, ws},
     metrics::Metrics,
+    notify::{self, Notify, fanout},
+    projects,
     store::Store,
 };
+
+/// Triggers fanned out at once by one node.
+const FANOUT_WORKERS: usize = 2;
 
 /// Largest REST request body.
 const MAX_BODY_BYTES: usize = 4 * 1024 * 1024;
@@ -35,6 +41,13 @@ pub struct AppState {
     pub store: Store,
     pub metrics: Arc<Metrics>,
     pub idempotency: Arc<Idempotency>,
+    pub notify: Arc<Notify>,
+}
+
+impl FromRef<AppState> for Arc<Notify> {
+    fn from_ref(state: &AppState) -> Self {
+        state.notify.clone()
+    }
 }
 
 impl FromRef<AppState> for Arc<Gateway> {
@@ -58,6 +71,7 @@ pub struct Application {
     bus_stop: CancellationToken,
     config: Config,
     bootstrap: Option<BootstrapReport>,
+    mailer: Arc<Mailer>,
 }
 
 /// The store, migrated. Used by `serve` and by the admin commands.
@@ -79,9 +93,10 @@ impl Application {
     pub async fn build_with(
         config: Config,
         listener: TcpListener,
-        channels: ChannelRegistry,
+        mut channels: ChannelRegistry,
     ) -> anyhow::Result<Self> {
         let store = open_store(&config).await?;
+        channels.register(projects::namespace(store.clone()));
         let secret = jwt_secret(&config)?;
         let metrics = Arc::new(Metrics::default());
         let hub = Arc::new(Hub::new(metrics.clone()));
@@ -152,12 +167,23 @@ impl Application {
         ));
         let bootstrap = bootstrap::ensure(&auth, &config.bootstrap).await?;
         let idempotency = Arc::new(Idempotency::new(store.clone()));
+        let notify = Arc::new(Notify::new(
+            store.clone(),
+            gateway.clone(),
+            config.notify.clone(),
+            config.email.clone(),
+            config.public_url.clone(),
+            metrics.clone(),
+        ));
+        let transport = Transport::new(&config.email, &config.data_dir)?;
+        let mailer = Arc::new(Mailer::new(notify.clone(), transport)?);
         let state = AppState {
             gateway,
             auth,
             store,
             metrics,
             idempotency,
+            notify,
         };
         Ok(Application {
             listener,
@@ -166,6 +192,7 @@ impl Application {
             bus_stop,
             config,
             bootstrap,
+            mailer,
         })
     }
 
@@ -201,6 +228,7 @@ impl Application {
             memory,
             bus_stop,
             config,
+            mailer,
             ..
         } = self;
         let gateway = state.gateway.clone();
@@ -215,6 +243,16 @@ impl Application {
             ))
         });
         let purge = tokio::spawn(purge_idempotency(state.idempotency.clone(), stop.clone()));
+        // Background work of the notification engine. It stops when the
+        // server begins draining; whatever it leaves is picked up after its
+        // lease by this node's next start or another node.
+        let workers = tokio_util::task::TaskTracker::new();
+        for _ in 0..FANOUT_WORKERS {
+            workers.spawn(fanout::run(state.notify.clone(), stop.clone()));
+        }
+        workers.spawn(email::worker::run(mailer, stop.clone()));
+        workers.spawn(email::digest::run(state.notify.clone(), stop.clone()));
+        workers.close();
 
         let app = router(state);
         let signal_gateway = gateway.clone();
@@ -251,6 +289,7 @@ impl Application {
             let _ = eviction.await;
         }
         let _ = purge.await;
+        workers.wait().await;
         tracing::info!("stopped");
         Ok(())
     }
@@ -279,6 +318,9 @@ pub fn router(state: AppState) -> Router {
         .merge(auth::routes::router())
         .merge(api::publish::router())
         .merge(api::ops::router())
+        .merge(notify::routes::router())
+        .merge(email::routes::router())
+        .merge(projects::routes::router())
         .merge(console::router())
         .route("/ws", get(ws::upgrade))
         .route("/api/v1/sse", get(sse::stream))

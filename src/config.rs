@@ -44,6 +44,10 @@ pub struct Config {
     pub allowed_origins: OriginPolicy,
     pub bootstrap: BootstrapConfig,
     pub limits: Limits,
+    pub notify: NotifyConfig,
+    pub email: EmailConfig,
+    /// Public address of the hub or the app, used to make links in emails absolute.
+    pub public_url: Option<String>,
     /// Tracing filter (e.g. `info`, `relais=debug`).
     pub log_filter: String,
     /// `text` or `json` log lines.
@@ -57,6 +61,76 @@ pub struct BootstrapConfig {
     pub admin_email: String,
     /// Generated and printed once when unset.
     pub admin_password: Option<SecretString>,
+}
+
+/// The notification engine.
+#[derive(Debug, Clone)]
+pub struct NotifyConfig {
+    /// Language of users who chose none (`en` or `fr`).
+    pub default_locale: String,
+    /// Recipients written per transaction during a fan-out.
+    pub fanout_batch: usize,
+    /// How often idle workers look for work they were not woken for
+    /// (another node's triggers, work left by a crash).
+    pub poll_interval: Duration,
+    /// How long a node owns a trigger or an email it started on; after a
+    /// crash, another node (or the restarted one) takes over after this.
+    pub lease: Duration,
+}
+
+/// Email delivery: SMTP when `RELAIS_SMTP_HOST` is set, else `.eml` files
+/// under `<data dir>/mail`.
+#[derive(Debug, Clone)]
+pub struct EmailConfig {
+    pub smtp: Option<SmtpConfig>,
+    /// `From` header, e.g. `Relais <notifications@example.com>`.
+    pub from: String,
+    /// Attempts before an email is dead-lettered.
+    pub max_attempts: u32,
+    /// First retry delay; doubles per attempt up to `retry_max`, with jitter.
+    pub retry_base: Duration,
+    pub retry_max: Duration,
+    /// An `immediate` email waits this long and is sent only if the in-app
+    /// notification is still unread.
+    pub fallback_delay: Duration,
+    /// Emails sent at once by one node.
+    pub concurrency: usize,
+    /// How often the digest scheduler looks for users whose local digest hour has come.
+    pub digest_tick: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct SmtpConfig {
+    pub host: String,
+    pub port: u16,
+    pub tls: SmtpTls,
+    pub username: Option<String>,
+    pub password: Option<SecretString>,
+    /// Per-command timeout (connect, each reply).
+    pub timeout: Duration,
+}
+
+/// How the SMTP connection is secured.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SmtpTls {
+    /// Plain connection upgraded with STARTTLS, which is required (port 587).
+    StartTls,
+    /// TLS from the first byte (port 465).
+    Tls,
+    /// No TLS at all: only for a relay on a trusted network or loopback.
+    None,
+}
+
+impl std::str::FromStr for SmtpTls {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "starttls" => Ok(SmtpTls::StartTls),
+            "tls" => Ok(SmtpTls::Tls),
+            "none" => Ok(SmtpTls::None),
+            _ => Err("expected starttls, tls or none".into()),
+        }
+    }
 }
 
 /// Which `Origin` headers may open a socket.
@@ -186,6 +260,62 @@ impl Config {
             ),
             None => OriginPolicy::List(Vec::new()),
         };
+        let smtp = match env.get("RELAIS_SMTP_HOST") {
+            None => None,
+            Some(host) => {
+                let tls: SmtpTls = env.parse("RELAIS_SMTP_TLS", SmtpTls::StartTls)?;
+                let default_port = match tls {
+                    SmtpTls::StartTls => 587,
+                    SmtpTls::Tls => 465,
+                    SmtpTls::None => 25,
+                };
+                Some(SmtpConfig {
+                    host: host.to_owned(),
+                    port: env.parse("RELAIS_SMTP_PORT", default_port)?,
+                    tls,
+                    username: env.get("RELAIS_SMTP_USERNAME").map(str::to_owned),
+                    password: env.secret_any(&["RELAIS_SMTP_PASSWORD"]),
+                    timeout: env.secs("RELAIS_SMTP_TIMEOUT_SECS", Duration::from_secs(30))?,
+                })
+            }
+        };
+        let default_locale = env.get("RELAIS_DEFAULT_LOCALE").unwrap_or("en").to_owned();
+        if !matches!(default_locale.as_str(), "en" | "fr") {
+            return Err(ConfigError {
+                name: "RELAIS_DEFAULT_LOCALE".into(),
+                value: default_locale,
+                reason: "expected en or fr".into(),
+            });
+        }
+        let notify = NotifyConfig {
+            default_locale,
+            fanout_batch: env.parse("RELAIS_NOTIFY_BATCH", 1000usize)?.clamp(1, 2000),
+            poll_interval: env.secs("RELAIS_NOTIFY_POLL_SECS", Duration::from_secs(1))?,
+            lease: env.secs("RELAIS_NOTIFY_LEASE_SECS", Duration::from_secs(60))?,
+        };
+        let email = EmailConfig {
+            smtp,
+            from: env
+                .get("RELAIS_EMAIL_FROM")
+                .unwrap_or("Relais <relais@localhost>")
+                .to_owned(),
+            max_attempts: env.parse("RELAIS_EMAIL_MAX_ATTEMPTS", 8u32)?.max(1),
+            retry_base: env.secs("RELAIS_EMAIL_RETRY_BASE_SECS", Duration::from_secs(30))?,
+            retry_max: env.secs("RELAIS_EMAIL_RETRY_MAX_SECS", Duration::from_secs(3600))?,
+            fallback_delay: env
+                .secs("RELAIS_EMAIL_FALLBACK_DELAY_SECS", Duration::from_secs(300))?,
+            concurrency: env.parse("RELAIS_EMAIL_CONCURRENCY", 8usize)?.clamp(1, 256),
+            digest_tick: env.secs("RELAIS_DIGEST_TICK_SECS", Duration::from_secs(60))?,
+        };
+        if let Some(smtp) = &email.smtp
+            && notify.lease <= smtp.timeout * 4
+        {
+            return Err(ConfigError {
+                name: "RELAIS_NOTIFY_LEASE_SECS".into(),
+                value: notify.lease.as_secs_f64().to_string(),
+                reason: "must exceed four times RELAIS_SMTP_TIMEOUT_SECS, or a slow send could be taken over and sent twice".into(),
+            });
+        }
         let config = Config {
             bind: env.parse("RELAIS_BIND", SocketAddr::from(([127, 0, 0, 1], 8080)))?,
             data_dir: PathBuf::from(env.get("RELAIS_DATA_DIR").unwrap_or("./data")),
@@ -216,6 +346,11 @@ impl Config {
                 admin_password: env.secret_any(&["RELAIS_BOOTSTRAP_ADMIN_PASSWORD"]),
             },
             limits,
+            notify,
+            email,
+            public_url: env
+                .get("RELAIS_PUBLIC_URL")
+                .map(|u| u.trim_end_matches('/').to_owned()),
             log_filter: env.get("RELAIS_LOG").unwrap_or("info").to_owned(),
             log_json: env.get("RELAIS_LOG_FORMAT") == Some("json"),
         };

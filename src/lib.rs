@@ -15,6 +15,11 @@
 //! - [`gateway`]: WebSocket and SSE connections, fan-out, outbound bounds.
 //! - [`api`]: the publish API (with idempotency) and operations endpoints.
 //! - [`metrics`]: Prometheus counters and gauges.
+//! - [`notify`]: notification types, triggers and their durable fan-out,
+//!   inboxes with live counters, preferences.
+//! - [`email`]: the durable outbox, its worker (SMTP or files), digests.
+//! - [`projects`]: projects and members, which drive recipients and the
+//!   `project:` channels; project events.
 //!
 //! Flow of a publication: REST `publish` → [`gateway::Gateway::publish`] →
 //! [`bus::Broker::publish`] assigns the offset and stores it in history →
@@ -29,9 +34,12 @@ pub mod bootstrap;
 pub mod bus;
 pub mod channels;
 pub mod config;
+pub mod email;
 pub mod error;
 pub mod gateway;
 pub mod ids;
 pub mod metrics;
+pub mod notify;
+pub mod projects;
 pub mod store;
 pub mod telemetry;

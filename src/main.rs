@@ -89,7 +89,7 @@ enum ApiKeyAction {
         tenant: String,
         #[arg(long)]
         name: String,
-        /// Comma-separated: publish, notify, admin.
+        /// Comma-separated: publish, notify, projects, admin.
         #[arg(long, default_value = "publish")]
         scopes: String,
     },
@@ -193,7 +193,7 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
                 .split(',')
                 .map(|s| {
                     Scope::parse(s.trim()).ok_or_else(|| {
-                        anyhow::anyhow!("unknown scope `{s}` (publish, notify, admin)")
+                        anyhow::anyhow!("unknown scope `{s}` (publish, notify, projects, admin)")
                     })
                 })
                 .collect::<Result<Vec<_>, _>>()?;

@@ -28,12 +28,62 @@ pub struct Metrics {
     pub bus_reconnects: Counter,
     /// Bus operations that failed (Redis unreachable or too slow).
     pub bus_errors: Counter,
+    /// Inbox notifications created by triggers.
+    pub notifications_created: Counter,
+    pub notification_triggers: Counter,
+    pub emails_sent: Counter,
+    /// Attempts that failed and will be retried.
+    pub email_retries: Counter,
+    pub emails_dead: Counter,
+    /// Fallback emails not sent because the notification was read in time.
+    pub emails_cancelled: Counter,
+    /// Emails pushed back to the end of the recipient's quiet hours.
+    pub emails_deferred: Counter,
 }
 
 impl Metrics {
     /// Renders the Prometheus text exposition format.
     pub fn render(&self) -> String {
         let mut registry = Registry::with_prefix("relais");
+        for (name, help, counter) in [
+            (
+                "notifications_created",
+                "Inbox notifications created",
+                &self.notifications_created,
+            ),
+            (
+                "notification_triggers",
+                "Notification triggers accepted",
+                &self.notification_triggers,
+            ),
+            (
+                "emails_sent",
+                "Emails accepted by the SMTP server (or written to files)",
+                &self.emails_sent,
+            ),
+            (
+                "email_retries",
+                "Email attempts that failed and will be retried",
+                &self.email_retries,
+            ),
+            (
+                "emails_dead",
+                "Emails dead-lettered after their last attempt or a permanent refusal",
+                &self.emails_dead,
+            ),
+            (
+                "emails_cancelled",
+                "Fallback emails cancelled because the notification was read",
+                &self.emails_cancelled,
+            ),
+            (
+                "emails_deferred",
+                "Emails deferred to the end of quiet hours",
+                &self.emails_deferred,
+            ),
+        ] {
+            registry.register(name, help, counter.clone());
+        }
         registry.register(
             "connections",
             "Open WebSocket and SSE connections",

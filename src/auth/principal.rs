@@ -38,6 +38,8 @@ pub enum Scope {
     Notify,
     /// Tenant administration (users, keys).
     Admin,
+    /// Manage projects and their members, report project events.
+    Projects,
 }
 
 impl Scope {
@@ -46,6 +48,7 @@ impl Scope {
             Scope::Publish => "publish",
             Scope::Notify => "notify",
             Scope::Admin => "admin",
+            Scope::Projects => "projects",
         }
     }
 
@@ -54,6 +57,7 @@ impl Scope {
             "publish" => Some(Scope::Publish),
             "notify" => Some(Scope::Notify),
             "admin" => Some(Scope::Admin),
+            "projects" => Some(Scope::Projects),
             _ => None,
         }
     }

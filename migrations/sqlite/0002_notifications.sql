@@ -1,0 +1,156 @@
+-- Notifications: types, projects, triggers, inboxes, counters, preferences,
+-- and the email outbox with its attempt log.
+-- Times are milliseconds since the Unix epoch.
+
+-- Recipient resolution walks a tenant's users in id order.
+CREATE INDEX users_tenant_id ON users (tenant_id, id);
+
+-- A tenant's own types; a row with a built-in's key overrides the built-in.
+CREATE TABLE notification_types (
+    tenant_id   TEXT NOT NULL REFERENCES tenants(id) ON DELETE CASCADE,
+    key         TEXT NOT NULL,
+    definition  TEXT NOT NULL,
+    created_at  INTEGER NOT NULL,
+    updated_at  INTEGER NOT NULL,
+    PRIMARY KEY (tenant_id, key)
+);
+
+CREATE TABLE projects (
+    id            TEXT PRIMARY KEY,
+    tenant_id     TEXT NOT NULL REFERENCES tenants(id) ON DELETE CASCADE,
+    name          TEXT NOT NULL,
+    external_ref  TEXT,
+    created_at    INTEGER NOT NULL,
+    updated_at    INTEGER NOT NULL,
+    UNIQUE (tenant_id, external_ref)
+);
+CREATE INDEX projects_tenant ON projects (tenant_id, id);
+
+CREATE TABLE project_members (
+    project_id  TEXT NOT NULL REFERENCES projects(id) ON DELETE CASCADE,
+    user_id     TEXT NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+    tenant_id   TEXT NOT NULL,
+    role        TEXT NOT NULL,
+    added_at    INTEGER NOT NULL,
+    PRIMARY KEY (project_id, user_id)
+);
+CREATE INDEX project_members_user ON project_members (tenant_id, user_id);
+
+-- One row per accepted trigger: the durable record the fan-out resumes from.
+CREATE TABLE notification_triggers (
+    id               TEXT PRIMARY KEY,
+    tenant_id        TEXT NOT NULL REFERENCES tenants(id) ON DELETE CASCADE,
+    type_key         TEXT NOT NULL,
+    type_def         TEXT NOT NULL,
+    payload          TEXT NOT NULL,
+    recipients       TEXT NOT NULL,
+    actor_id         TEXT,
+    idempotency_key  TEXT,
+    fingerprint      TEXT,
+    status           TEXT NOT NULL,
+    total            INTEGER NOT NULL,
+    processed        INTEGER NOT NULL DEFAULT 0,
+    created_count    INTEGER NOT NULL DEFAULT 0,
+    resume_after     TEXT NOT NULL DEFAULT '',
+    lease_until      INTEGER NOT NULL DEFAULT 0,
+    error            TEXT,
+    created_at       INTEGER NOT NULL,
+    updated_at       INTEGER NOT NULL,
+    completed_at     INTEGER,
+    UNIQUE (tenant_id, idempotency_key)
+);
+CREATE INDEX notification_triggers_open ON notification_triggers (status, lease_until);
+
+-- status: 0 unread, 1 read, 2 archived.
+CREATE TABLE notifications (
+    id           INTEGER PRIMARY KEY AUTOINCREMENT,
+    tenant_id    TEXT NOT NULL,
+    user_id      TEXT NOT NULL,
+    trigger_id   TEXT NOT NULL,
+    type_key     TEXT NOT NULL,
+    category     TEXT NOT NULL,
+    priority     INTEGER NOT NULL,
+    title        TEXT NOT NULL,
+    body         TEXT NOT NULL,
+    url          TEXT,
+    payload      TEXT NOT NULL,
+    status       INTEGER NOT NULL DEFAULT 0,
+    seen_at      INTEGER,
+    read_at      INTEGER,
+    archived_at  INTEGER,
+    created_at   INTEGER NOT NULL,
+    UNIQUE (trigger_id, user_id)
+);
+-- Filtered by status, newest first.
+CREATE INDEX notifications_status ON notifications (tenant_id, user_id, status, id);
+-- The default list (unread and read), newest first.
+CREATE INDEX notifications_active ON notifications (tenant_id, user_id, id) WHERE status < 2;
+-- Filtered by category (and status).
+CREATE INDEX notifications_category ON notifications (tenant_id, user_id, category, status, id);
+
+-- Per user and category ('' is the user's total row, which also carries the
+-- version that orders live count updates).
+CREATE TABLE notification_counts (
+    tenant_id  TEXT NOT NULL,
+    user_id    TEXT NOT NULL,
+    category   TEXT NOT NULL,
+    unread     INTEGER NOT NULL DEFAULT 0,
+    read       INTEGER NOT NULL DEFAULT 0,
+    archived   INTEGER NOT NULL DEFAULT 0,
+    unseen     INTEGER NOT NULL DEFAULT 0,
+    version    INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (tenant_id, user_id, category)
+);
+
+CREATE TABLE notification_preferences (
+    tenant_id       TEXT NOT NULL,
+    user_id         TEXT NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+    settings        TEXT NOT NULL,
+    has_digest      INTEGER NOT NULL DEFAULT 0,
+    daily_period    TEXT,
+    daily_cutoff    INTEGER,
+    weekly_period   TEXT,
+    weekly_cutoff   INTEGER,
+    updated_at      INTEGER NOT NULL,
+    PRIMARY KEY (tenant_id, user_id)
+);
+CREATE INDEX notification_preferences_digest ON notification_preferences (has_digest);
+
+-- The outbox. status: pending, sent, cancelled, dead.
+CREATE TABLE emails (
+    id               TEXT PRIMARY KEY,
+    tenant_id        TEXT NOT NULL,
+    user_id          TEXT NOT NULL,
+    notification_id  INTEGER,
+    kind             TEXT NOT NULL,
+    dedupe_key       TEXT NOT NULL UNIQUE,
+    to_address       TEXT NOT NULL,
+    subject          TEXT NOT NULL,
+    text_body        TEXT NOT NULL,
+    html_body        TEXT NOT NULL,
+    critical         INTEGER NOT NULL DEFAULT 0,
+    status           TEXT NOT NULL,
+    attempts         INTEGER NOT NULL DEFAULT 0,
+    send_after       INTEGER NOT NULL,
+    lease_until      INTEGER NOT NULL DEFAULT 0,
+    last_error       TEXT,
+    created_at       INTEGER NOT NULL,
+    updated_at       INTEGER NOT NULL,
+    sent_at          INTEGER
+);
+CREATE INDEX emails_due ON emails (status, send_after);
+CREATE INDEX emails_tenant ON emails (tenant_id, status, created_at);
+CREATE INDEX emails_notification ON emails (notification_id);
+
+CREATE TABLE email_attempts (
+    id           INTEGER PRIMARY KEY AUTOINCREMENT,
+    email_id     TEXT NOT NULL REFERENCES emails(id) ON DELETE CASCADE,
+    tenant_id    TEXT NOT NULL,
+    attempt      INTEGER NOT NULL,
+    started_at   INTEGER NOT NULL,
+    finished_at  INTEGER NOT NULL,
+    outcome      TEXT NOT NULL,
+    smtp_code    INTEGER,
+    detail       TEXT NOT NULL
+);
+CREATE INDEX email_attempts_email ON email_attempts (email_id, id);

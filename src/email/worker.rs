@@ -1,0 +1,306 @@
+//! The outbox worker: claims due emails with a lease, decides (cancel a
+//! fallback that was read, defer during quiet hours), sends, and records.
+
+use std::{sync::Arc, time::Duration};
+
+use futures_util::StreamExt;
+use lettre::message::Mailbox;
+use sqlx::{Row, any::AnyRow};
+use tokio_util::sync::CancellationToken;
+
+use super::{
+    kind,
+    transport::{Outcome, Outgoing, Transport, backoff},
+};
+use crate::{ids::now_millis, notify::Notify};
+
+pub struct Mailer {
+    pub notify: Arc<Notify>,
+    pub transport: Transport,
+    pub from: Mailbox,
+}
+
+struct Claimed {
+    id: String,
+    tenant: String,
+    user: String,
+    notification_id: Option<i64>,
+    kind: String,
+    to: String,
+    subject: String,
+    text: String,
+    html: String,
+    critical: bool,
+    attempts: i64,
+}
+
+fn claimed(row: &AnyRow) -> Result<Claimed, sqlx::Error> {
+    Ok(Claimed {
+        id: row.try_get("id")?,
+        tenant: row.try_get("tenant_id")?,
+        user: row.try_get("user_id")?,
+        notification_id: row.try_get("notification_id")?,
+        kind: row.try_get("kind")?,
+        to: row.try_get("to_address")?,
+        subject: row.try_get("subject")?,
+        text: row.try_get("text_body")?,
+        html: row.try_get("html_body")?,
+        critical: row.try_get::<i64, _>("critical")? != 0,
+        attempts: row.try_get("attempts")?,
+    })
+}
+
+impl Mailer {
+    pub fn new(notify: Arc<Notify>, transport: Transport) -> anyhow::Result<Mailer> {
+        let from: Mailbox = notify
+            .email
+            .from
+            .parse()
+            .map_err(|e| anyhow::anyhow!("RELAIS_EMAIL_FROM is not an address: {e}"))?;
+        Ok(Mailer {
+            notify,
+            transport,
+            from,
+        })
+    }
+
+    /// Claims up to `limit` due emails. The lease is taken in the same
+    /// statement, and re-checked on each row, so two nodes never both send.
+    async fn claim(&self, limit: usize) -> anyhow::Result<Vec<Claimed>> {
+        let real_now = now_millis();
+        let lease_until = real_now + self.notify.config.lease.as_millis() as i64;
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "UPDATE emails SET lease_until = $1, attempts = attempts + 1, updated_at = $3 \
+             WHERE id IN (SELECT id FROM emails WHERE status = 'pending' AND send_after <= $3 AND lease_until < $2 ORDER BY critical DESC, send_after LIMIT {limit}) \
+             AND status = 'pending' AND lease_until < $2 \
+             RETURNING id, tenant_id, user_id, notification_id, kind, to_address, subject, text_body, html_body, critical, attempts"
+        )))
+        .bind(lease_until)
+        .bind(real_now)
+        .bind(self.notify.clock.now_millis())
+        .fetch_all(&self.notify.store.pool)
+        .await?;
+        Ok(rows.iter().map(claimed).collect::<Result<_, _>>()?)
+    }
+
+    /// Handles one claimed email to the end; errors leave it to the lease.
+    async fn handle(&self, email: Claimed) -> anyhow::Result<()> {
+        let notify = &self.notify;
+        let now = notify.clock.now_millis();
+        if email.kind == kind::FALLBACK && !self.still_unread(&email).await? {
+            self.settle(
+                &email,
+                "cancelled",
+                "cancelled",
+                None,
+                "the notification was read before the fallback delay",
+                None,
+            )
+            .await?;
+            notify.metrics.emails_cancelled.inc();
+            return Ok(());
+        }
+        if !email.critical {
+            let prefs = notify.preferences(&email.tenant, &email.user).await?;
+            if let Some(until) = prefs.quiet_until(now) {
+                self.reschedule(&email, until, "deferred", None, "quiet hours", false)
+                    .await?;
+                notify.metrics.emails_deferred.inc();
+                return Ok(());
+            }
+        }
+        let outgoing = Outgoing {
+            id: &email.id,
+            to: &email.to,
+            subject: &email.subject,
+            text: &email.text,
+            html: &email.html,
+            date: std::time::UNIX_EPOCH + Duration::from_millis(now.max(0) as u64),
+        };
+        // lettre's timeout is per command; bound the whole attempt too, well
+        // inside the lease, so no other node takes over a send in progress.
+        let limit = notify.config.lease / 2;
+        let outcome =
+            match tokio::time::timeout(limit, self.transport.send(&self.from, &outgoing)).await {
+                Ok(outcome) => outcome,
+                Err(_) => Outcome::Transient {
+                    code: None,
+                    reply: format!("no answer within {limit:?}"),
+                },
+            };
+        let max = i64::from(notify.email.max_attempts);
+        match outcome {
+            Outcome::Sent { code, reply } => {
+                self.settle(&email, "sent", "sent", code, &reply, Some(now))
+                    .await?;
+                notify.metrics.emails_sent.inc();
+            }
+            Outcome::Permanent { code, reply } => {
+                self.settle(&email, "dead", "failed", code, &reply, None)
+                    .await?;
+                notify.metrics.emails_dead.inc();
+                tracing::warn!(email = %email.id, reply, "email refused permanently; dead-lettered");
+            }
+            Outcome::Transient { code, reply } if email.attempts >= max => {
+                self.settle(&email, "dead", "failed", code, &reply, None)
+                    .await?;
+                notify.metrics.emails_dead.inc();
+                tracing::warn!(email = %email.id, attempts = email.attempts, reply, "email dead-lettered after its last attempt");
+            }
+            Outcome::Transient { code, reply } => {
+                let delay = backoff(
+                    notify.email.retry_base,
+                    notify.email.retry_max,
+                    email.attempts as u32,
+                );
+                self.reschedule(
+                    &email,
+                    now + delay.as_millis() as i64,
+                    "retry",
+                    code,
+                    &reply,
+                    true,
+                )
+                .await?;
+                notify.metrics.email_retries.inc();
+                tracing::info!(email = %email.id, attempt = email.attempts, reply, retry_in = ?delay, "email attempt failed; will retry");
+            }
+        }
+        Ok(())
+    }
+
+    async fn still_unread(&self, email: &Claimed) -> anyhow::Result<bool> {
+        let Some(id) = email.notification_id else {
+            return Ok(true);
+        };
+        let status: Option<i64> = sqlx::query("SELECT status FROM notifications WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&self.notify.store.pool)
+            .await?
+            .map(|r| r.try_get("status"))
+            .transpose()?;
+        Ok(status == Some(crate::notify::inbox::UNREAD))
+    }
+
+    /// Ends an email (sent, dead or cancelled) and logs why, in one transaction.
+    async fn settle(
+        &self,
+        email: &Claimed,
+        status: &str,
+        outcome: &str,
+        code: Option<u16>,
+        detail: &str,
+        sent_at: Option<i64>,
+    ) -> anyhow::Result<()> {
+        let now = self.notify.clock.now_millis();
+        let counted = outcome != "cancelled";
+        let mut tx = self.notify.store.pool.begin().await?;
+        sqlx::query(
+            "UPDATE emails SET status = $2, sent_at = $3, last_error = $4, lease_until = 0, updated_at = $5, attempts = attempts - $6 WHERE id = $1",
+        )
+        .bind(&email.id)
+        .bind(status)
+        .bind(sent_at)
+        .bind((status != "sent").then_some(detail))
+        .bind(now)
+        .bind(i64::from(!counted))
+        .execute(&mut *tx)
+        .await?;
+        log_attempt(&mut tx, email, outcome, code, detail, now, counted).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Puts an email back in the queue for `at`.
+    async fn reschedule(
+        &self,
+        email: &Claimed,
+        at: i64,
+        outcome: &str,
+        code: Option<u16>,
+        detail: &str,
+        counted: bool,
+    ) -> anyhow::Result<()> {
+        let now = self.notify.clock.now_millis();
+        let mut tx = self.notify.store.pool.begin().await?;
+        sqlx::query(
+            "UPDATE emails SET send_after = $2, last_error = $3, lease_until = 0, updated_at = $4, attempts = attempts - $5 WHERE id = $1",
+        )
+        .bind(&email.id)
+        .bind(at)
+        .bind(counted.then_some(detail))
+        .bind(now)
+        .bind(i64::from(!counted))
+        .execute(&mut *tx)
+        .await?;
+        let detail = if counted {
+            detail.to_owned()
+        } else {
+            format!("{detail}; next try at {at}")
+        };
+        log_attempt(&mut tx, email, outcome, code, &detail, now, counted).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+}
+
+async fn log_attempt(
+    conn: &mut sqlx::AnyConnection,
+    email: &Claimed,
+    outcome: &str,
+    code: Option<u16>,
+    detail: &str,
+    now: i64,
+    counted: bool,
+) -> Result<(), sqlx::Error> {
+    let attempt = if counted {
+        email.attempts
+    } else {
+        email.attempts - 1
+    };
+    sqlx::query(
+        "INSERT INTO email_attempts (email_id, tenant_id, attempt, started_at, finished_at, outcome, smtp_code, detail) VALUES ($1, $2, $3, $4, $4, $5, $6, $7)",
+    )
+    .bind(&email.id)
+    .bind(&email.tenant)
+    .bind(attempt)
+    .bind(now)
+    .bind(outcome)
+    .bind(code.map(i64::from))
+    .bind(detail.chars().take(2000).collect::<String>())
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// Sends due emails until `stop`; woken early when an email is due now.
+pub async fn run(mailer: Arc<Mailer>, stop: CancellationToken) {
+    let concurrency = mailer.notify.email.concurrency;
+    let poll = mailer.notify.config.poll_interval;
+    tracing::info!(transport = %mailer.transport.describe(), "email outbox worker started");
+    loop {
+        match mailer.claim(concurrency * 4).await {
+            Ok(batch) if !batch.is_empty() => {
+                futures_util::stream::iter(batch)
+                    .for_each_concurrent(concurrency, |email| {
+                        let mailer = &mailer;
+                        async move {
+                            let id = email.id.clone();
+                            if let Err(e) = mailer.handle(email).await {
+                                tracing::warn!(email = %id, error = %e, "email not settled; it is retried after its lease");
+                            }
+                        }
+                    })
+                    .await;
+                continue;
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "claiming emails failed"),
+        }
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = mailer.notify.outbox_wake.notified() => {}
+            _ = tokio::time::sleep(poll) => {}
+        }
+    }
+}
