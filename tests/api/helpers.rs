@@ -396,3 +396,60 @@ pub enum Event {
     Json(Value),
     Closed(Option<u16>),
 }
+
+/// A node run as its own `relais` process, so it can be killed without a
+/// goodbye (SIGKILL), as a crash would.
+pub struct NodeProcess {
+    pub addr: std::net::SocketAddr,
+    child: std::process::Child,
+}
+
+impl NodeProcess {
+    pub fn start(env: &std::collections::HashMap<String, String>) -> NodeProcess {
+        use std::io::BufRead;
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_relais"))
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .envs(env)
+            .env("RELAIS_BIND", "127.0.0.1:0")
+            .env("RELAIS_LOG", "warn")
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("start a relais node");
+        // Keep reading the node's output for its whole life: a closed pipe
+        // would make its next print fail.
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stdout)
+                .lines()
+                .map_while(Result::ok)
+            {
+                if let Some(addr) = line.strip_prefix("Relais listening on http://") {
+                    let _ = tx.send(addr.trim().parse::<std::net::SocketAddr>().unwrap());
+                }
+            }
+        });
+        let addr = rx.recv_timeout(WAIT).expect("the node prints its address");
+        NodeProcess { addr, child }
+    }
+
+    pub async fn ws_connected(&self, token: &str) -> Ws {
+        let mut ws = Ws::open(self.addr, None).await;
+        let reply = ws.request(json!({"type": "connect", "token": token})).await;
+        assert_eq!(reply["type"], "connected", "{reply}");
+        ws
+    }
+
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for NodeProcess {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
