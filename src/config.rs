@@ -291,7 +291,7 @@ impl Config {
             default_locale,
             fanout_batch: env.parse("RELAIS_NOTIFY_BATCH", 1000usize)?.clamp(1, 2000),
             poll_interval: env.secs("RELAIS_NOTIFY_POLL_SECS", Duration::from_secs(1))?,
-            lease: env.secs("RELAIS_NOTIFY_LEASE_SECS", Duration::from_secs(60))?,
+            lease: env.secs("RELAIS_NOTIFY_LEASE_SECS", Duration::from_secs(120))?,
         };
         let email = EmailConfig {
             smtp,
@@ -308,12 +308,12 @@ impl Config {
             digest_tick: env.secs("RELAIS_DIGEST_TICK_SECS", Duration::from_secs(60))?,
         };
         if let Some(smtp) = &email.smtp
-            && notify.lease <= smtp.timeout * 4
+            && notify.lease <= smtp.timeout * 2
         {
             return Err(ConfigError {
                 name: "RELAIS_NOTIFY_LEASE_SECS".into(),
                 value: notify.lease.as_secs_f64().to_string(),
-                reason: "must exceed four times RELAIS_SMTP_TIMEOUT_SECS, or a slow send could be taken over and sent twice".into(),
+                reason: "must exceed twice RELAIS_SMTP_TIMEOUT_SECS: an attempt may last half the lease, so one slow SMTP reply must fit in it".into(),
             });
         }
         let config = Config {

@@ -32,6 +32,8 @@ struct Claimed {
     html: String,
     critical: bool,
     attempts: i64,
+    /// The lease this node took; every update checks it is still ours.
+    lease: i64,
 }
 
 fn claimed(row: &AnyRow) -> Result<Claimed, sqlx::Error> {
@@ -47,6 +49,7 @@ fn claimed(row: &AnyRow) -> Result<Claimed, sqlx::Error> {
         html: row.try_get("html_body")?,
         critical: row.try_get::<i64, _>("critical")? != 0,
         attempts: row.try_get("attempts")?,
+        lease: row.try_get("lease_until")?,
     })
 }
 
@@ -73,7 +76,7 @@ impl Mailer {
             "UPDATE emails SET lease_until = $1, attempts = attempts + 1, updated_at = $3 \
              WHERE id IN (SELECT id FROM emails WHERE status = 'pending' AND send_after <= $3 AND lease_until < $2 ORDER BY critical DESC, send_after LIMIT {limit}) \
              AND status = 'pending' AND lease_until < $2 \
-             RETURNING id, tenant_id, user_id, notification_id, kind, to_address, subject, text_body, html_body, critical, attempts"
+             RETURNING id, tenant_id, user_id, notification_id, kind, to_address, subject, text_body, html_body, critical, attempts, lease_until"
         )))
         .bind(lease_until)
         .bind(real_now)
@@ -195,8 +198,8 @@ impl Mailer {
         let now = self.notify.clock.now_millis();
         let counted = outcome != "cancelled";
         let mut tx = self.notify.store.pool.begin().await?;
-        sqlx::query(
-            "UPDATE emails SET status = $2, sent_at = $3, last_error = $4, lease_until = 0, updated_at = $5, attempts = attempts - $6 WHERE id = $1",
+        let done = sqlx::query(
+            "UPDATE emails SET status = $2, sent_at = $3, last_error = $4, lease_until = 0, updated_at = $5, attempts = attempts - $6 WHERE id = $1 AND lease_until = $7",
         )
         .bind(&email.id)
         .bind(status)
@@ -204,8 +207,12 @@ impl Mailer {
         .bind((status != "sent").then_some(detail))
         .bind(now)
         .bind(i64::from(!counted))
+        .bind(email.lease)
         .execute(&mut *tx)
         .await?;
+        if done.rows_affected() == 0 {
+            return lost_lease(email);
+        }
         log_attempt(&mut tx, email, outcome, code, detail, now, counted).await?;
         tx.commit().await?;
         Ok(())
@@ -223,16 +230,20 @@ impl Mailer {
     ) -> anyhow::Result<()> {
         let now = self.notify.clock.now_millis();
         let mut tx = self.notify.store.pool.begin().await?;
-        sqlx::query(
-            "UPDATE emails SET send_after = $2, last_error = $3, lease_until = 0, updated_at = $4, attempts = attempts - $5 WHERE id = $1",
+        let done = sqlx::query(
+            "UPDATE emails SET send_after = $2, last_error = $3, lease_until = 0, updated_at = $4, attempts = attempts - $5 WHERE id = $1 AND lease_until = $6",
         )
         .bind(&email.id)
         .bind(at)
         .bind(counted.then_some(detail))
         .bind(now)
         .bind(i64::from(!counted))
+        .bind(email.lease)
         .execute(&mut *tx)
         .await?;
+        if done.rows_affected() == 0 {
+            return lost_lease(email);
+        }
         let detail = if counted {
             detail.to_owned()
         } else {
@@ -242,6 +253,12 @@ impl Mailer {
         tx.commit().await?;
         Ok(())
     }
+}
+
+/// Another node took the email over (this one was too slow): leave it the record.
+fn lost_lease(email: &Claimed) -> anyhow::Result<()> {
+    tracing::warn!(email = %email.id, "lease lost before the outcome was recorded");
+    Ok(())
 }
 
 async fn log_attempt(
@@ -279,7 +296,9 @@ pub async fn run(mailer: Arc<Mailer>, stop: CancellationToken) {
     let poll = mailer.notify.config.poll_interval;
     tracing::info!(transport = %mailer.transport.describe(), "email outbox worker started");
     loop {
-        match mailer.claim(concurrency * 4).await {
+        // One wave at a time: every claimed email starts at once, so each
+        // finishes within its lease (an attempt is bounded by half of it).
+        match mailer.claim(concurrency).await {
             Ok(batch) if !batch.is_empty() => {
                 futures_util::stream::iter(batch)
                     .for_each_concurrent(concurrency, |email| {

@@ -247,6 +247,8 @@ pub enum Target<'a> {
 pub struct Changed {
     pub ids: Vec<i64>,
     pub counts: Option<Counts>,
+    /// Fallback emails cancelled because their notification was read.
+    pub cancelled_emails: u64,
 }
 
 /// One `UPDATE … RETURNING id, category` step of an action, with the
@@ -372,12 +374,14 @@ pub async fn transition(
         return Ok(Changed {
             ids: changed,
             counts: None,
+            cancelled_emails: 0,
         });
     }
     counts::apply(conn, tenant, &deltas).await?;
+    let mut cancelled_emails = 0;
     if matches!(action, Action::Read | Action::Archive) {
         // A fallback email is only for what stays unread.
-        sqlx::query(
+        cancelled_emails = sqlx::query(
             "UPDATE emails SET status = 'cancelled', updated_at = $3 WHERE tenant_id = $1 AND user_id = $2 AND status = 'pending' AND kind = 'fallback' \
              AND notification_id IN (SELECT id FROM notifications WHERE tenant_id = $1 AND user_id = $2 AND status <> 0)",
         )
@@ -385,11 +389,13 @@ pub async fn transition(
         .bind(user)
         .bind(now)
         .execute(&mut *conn)
-        .await?;
+        .await?
+        .rows_affected();
     }
     let counts = counts::snapshot(conn, tenant, user).await?;
     Ok(Changed {
         ids: changed,
         counts: Some(counts),
+        cancelled_emails,
     })
 }

@@ -324,6 +324,10 @@ pub fn plan(def: &TypeDef, prefs: &Preferences) -> Plan {
         EmailPlan::None
     } else if def.priority == Priority::Critical || !in_app {
         EmailPlan::Now
+    } else if !cat.email {
+        // Mandatory despite an email opt-out: digests only gather categories
+        // with email on, so this one is sent on its own.
+        EmailPlan::Fallback
     } else {
         match cat.frequency {
             Frequency::Immediate => EmailPlan::Fallback,

@@ -237,6 +237,10 @@ async fn apply(
     )
     .await?;
     tx.commit().await?;
+    notify
+        .metrics
+        .emails_cancelled
+        .inc_by(changed.cancelled_emails);
     let counts = match changed.counts {
         Some(counts) => {
             let (ids, category) = match &target {

@@ -125,6 +125,7 @@ pub struct LocaleTexts {
 
 /// A notification type as the API shows it and the store keeps it.
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct TypeDef {
     pub key: String,
     pub category: String,
