@@ -1,5 +1,7 @@
 //! Command-line interface.
 
+use std::path::PathBuf;
+
 use clap::{Args, Parser, Subcommand};
 
 /// Load generator for the Relais WebSocket hub. Every scenario prints exactly
@@ -19,6 +21,15 @@ pub enum Command {
     Fanout(FanoutArgs),
     /// Throughput and latency of the REST publish endpoints.
     Publish(PublishArgs),
+    /// Notification triggers to every seeded user, each on its own WebSocket
+    /// subscribed to `user:<id>`: time to the last recipient, exactly-once.
+    NotifyFanout(NotifyFanoutArgs),
+    /// Latency and throughput of the inbox REST API for seeded users.
+    Inbox(InboxArgs),
+    /// Emails per second from one critical trigger to an SMTP sink.
+    Email(EmailArgs),
+    /// Prints an access token for one seeded user (for curl and debugging).
+    Mint(MintArgs),
 }
 
 impl Command {
@@ -27,6 +38,10 @@ impl Command {
             Command::Idle(_) => "idle",
             Command::Fanout(_) => "fanout",
             Command::Publish(_) => "publish",
+            Command::NotifyFanout(_) => "notify-fanout",
+            Command::Inbox(_) => "inbox",
+            Command::Email(_) => "email",
+            Command::Mint(_) => "mint",
         }
     }
 
@@ -35,7 +50,8 @@ impl Command {
         match self {
             Command::Idle(a) => a.pool.worker_index.is_some(),
             Command::Fanout(a) => a.pool.worker_index.is_some(),
-            Command::Publish(_) => false,
+            Command::NotifyFanout(a) => a.pool.worker_index.is_some(),
+            Command::Publish(_) | Command::Inbox(_) | Command::Email(_) | Command::Mint(_) => false,
         }
     }
 }
@@ -163,4 +179,132 @@ pub struct PublishArgs {
     /// Channel to publish to.
     #[arg(long, default_value = "broadcast")]
     pub channel: String,
+}
+
+/// Users seeded with SQL and how to mint their access tokens.
+#[derive(Debug, Clone, Args)]
+pub struct SeedArgs {
+    /// File listing the seeded users, one `USER_ID SESSION_ID` per line.
+    #[arg(long)]
+    pub users_file: PathBuf,
+    /// Environment variable holding the hub's RELAIS_JWT_SECRET.
+    #[arg(long, default_value = "RELAIS_JWT_SECRET")]
+    pub jwt_secret_env: String,
+    /// Lifetime of the minted access tokens.
+    #[arg(long, default_value_t = 7200)]
+    pub token_ttl_secs: u64,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct NotifyFanoutArgs {
+    #[command(flatten)]
+    pub server: ServerArgs,
+    #[command(flatten)]
+    pub pool: PoolArgs,
+    #[command(flatten)]
+    pub seed: SeedArgs,
+    /// Triggers to send, one after another, each to every user.
+    #[arg(long, default_value_t = 10)]
+    pub triggers: usize,
+    /// Notification type of the triggers (in-app, so no email is queued).
+    #[arg(long = "type", default_value = "system.announcement")]
+    pub type_key: String,
+    /// Trigger payload (a JSON object filling the type's variables); the
+    /// default fits `system.announcement`. A `bench` member is added.
+    #[arg(long)]
+    pub payload: Option<String>,
+    /// Longest wait for every recipient's event of one trigger.
+    #[arg(long, default_value_t = 60)]
+    pub trigger_timeout_secs: u64,
+    /// Pause between the last delivery of a trigger and the next trigger.
+    #[arg(long, default_value_t = 1000)]
+    pub pause_ms: u64,
+    /// Interval of the server memory samples taken while triggers run.
+    #[arg(long, default_value_t = 50)]
+    pub rss_sample_ms: u64,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct InboxArgs {
+    #[command(flatten)]
+    pub server: ServerArgs,
+    #[command(flatten)]
+    pub seed: SeedArgs,
+    /// Users measured separately (e.g. one with a very large inbox), same
+    /// format as --users-file.
+    #[arg(long)]
+    pub heavy_users_file: Option<PathBuf>,
+    /// Concurrent keep-alive HTTP/1.1 connections, each sending back-to-back.
+    #[arg(long, default_value_t = 16)]
+    pub connections: usize,
+    /// How long each endpoint is measured.
+    #[arg(long, default_value_t = 20)]
+    pub duration_secs: u64,
+    /// How long each endpoint is measured for the heavy users (default:
+    /// --duration-secs).
+    #[arg(long)]
+    pub heavy_duration_secs: Option<u64>,
+    /// Endpoints to measure, in order: list, unread, category, priority,
+    /// page2, counts.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "list,unread,category,priority,page2,counts"
+    )]
+    pub endpoints: Vec<String>,
+    /// Categories the `category` endpoint picks from at random.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "campaigns,diffusion,moderation,projects,tasks,documents,chat,system"
+    )]
+    pub categories: Vec<String>,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct EmailArgs {
+    #[command(flatten)]
+    pub server: ServerArgs,
+    /// Folder where the SMTP sink stores each message as `<n>.eml` (and
+    /// `<n>.json` with its envelope), as `tests/smtp/sink.py --maildir` does.
+    #[arg(long)]
+    pub maildir: PathBuf,
+    /// Notification type of the trigger: critical types are emailed at once.
+    #[arg(long = "type", default_value = "system.maintenance")]
+    pub type_key: String,
+    /// Trigger payload; the default fits `system.maintenance`.
+    #[arg(long)]
+    pub payload: Option<String>,
+    /// Emails to wait for (default: the trigger's recipient count).
+    #[arg(long)]
+    pub expect: Option<u64>,
+    /// Longest wait for all emails.
+    #[arg(long, default_value_t = 600)]
+    pub timeout_secs: u64,
+    /// After the last expected email, how long to keep watching for extra
+    /// (duplicate) ones.
+    #[arg(long, default_value_t = 3)]
+    pub settle_secs: u64,
+    /// PID of the SMTP sink, to report its CPU time.
+    #[arg(long)]
+    pub sink_pid: Option<u32>,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct MintArgs {
+    /// Tenant id (UUID) the user belongs to.
+    #[arg(long)]
+    pub tenant: String,
+    /// User id.
+    #[arg(long)]
+    pub user: String,
+    /// Session id (an unrevoked `sessions` row of that user).
+    #[arg(long)]
+    pub session: String,
+    /// Environment variable holding the hub's RELAIS_JWT_SECRET.
+    #[arg(long, default_value = "RELAIS_JWT_SECRET")]
+    pub jwt_secret_env: String,
+    /// Lifetime of the token.
+    #[arg(long, default_value_t = 3600)]
+    pub ttl_secs: u64,
 }

@@ -59,32 +59,50 @@ impl HttpConn {
         bearer: Option<&str>,
         body: Bytes,
     ) -> Result<(StatusCode, Bytes)> {
-        tokio::time::timeout(REQUEST_TIMEOUT, self.post_inner(path, bearer, body))
-            .await
-            .map_err(|_| anyhow!("POST {path} timed out"))?
+        self.send(Method::POST, path, bearer, Some(body)).await
     }
 
-    async fn post_inner(
+    /// GETs `path` and returns status and full response body.
+    pub async fn get(&mut self, path: &str, bearer: Option<&str>) -> Result<(StatusCode, Bytes)> {
+        self.send(Method::GET, path, bearer, None).await
+    }
+
+    async fn send(
         &mut self,
+        method: Method,
         path: &str,
         bearer: Option<&str>,
-        body: Bytes,
+        body: Option<Bytes>,
+    ) -> Result<(StatusCode, Bytes)> {
+        let what = format!("{method} {path}");
+        tokio::time::timeout(REQUEST_TIMEOUT, self.send_inner(method, path, bearer, body))
+            .await
+            .map_err(|_| anyhow!("{what} timed out"))?
+            .with_context(|| what)
+    }
+
+    async fn send_inner(
+        &mut self,
+        method: Method,
+        path: &str,
+        bearer: Option<&str>,
+        body: Option<Bytes>,
     ) -> Result<(StatusCode, Bytes)> {
         let mut builder = Request::builder()
-            .method(Method::POST)
+            .method(method)
             .uri(path)
-            .header(header::HOST, &self.authority)
-            .header(header::CONTENT_TYPE, "application/json");
+            .header(header::HOST, &self.authority);
+        if body.is_some() {
+            builder = builder.header(header::CONTENT_TYPE, "application/json");
+        }
         if let Some(token) = bearer {
             builder = builder.header(header::AUTHORIZATION, format!("Bearer {token}"));
         }
-        let request = builder.body(Full::new(body)).context("build request")?;
+        let request = builder
+            .body(Full::new(body.unwrap_or_default()))
+            .context("build request")?;
         self.sender.ready().await.context("connection not ready")?;
-        let response = self
-            .sender
-            .send_request(request)
-            .await
-            .with_context(|| format!("POST {path}"))?;
+        let response = self.sender.send_request(request).await?;
         let status = response.status();
         let body = response
             .into_body()
@@ -125,8 +143,18 @@ pub async fn login(target: &Target, email: &str, password: &str) -> Result<Strin
 /// Publishing uses an API key (not the user token) because that is the path
 /// backend services take in production.
 pub async fn create_publish_key(target: &Target, admin_token: &str) -> Result<String> {
+    create_api_key(target, admin_token, "load", "publish").await
+}
+
+/// Creates an API key named `name` with one scope through the admin endpoint.
+pub async fn create_api_key(
+    target: &Target,
+    admin_token: &str,
+    name: &str,
+    scope: &str,
+) -> Result<String> {
     let mut conn = HttpConn::connect(target).await?;
-    let body = json!({"name": "load", "scopes": ["publish"]});
+    let body = json!({"name": name, "scopes": [scope]});
     let (status, bytes) = conn
         .post_json(
             "/api/v1/admin/api-keys",

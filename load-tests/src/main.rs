@@ -15,6 +15,7 @@ macro_rules! log {
 
 mod cli;
 mod http;
+mod mint;
 mod net;
 mod pool;
 mod scenarios;
@@ -39,6 +40,10 @@ async fn main() -> ExitCode {
         Command::Idle(args) => scenarios::idle::run(args).await,
         Command::Fanout(args) => scenarios::fanout::run(args).await,
         Command::Publish(args) => scenarios::publish::run(args).await,
+        Command::NotifyFanout(args) => scenarios::notify_fanout::run(args).await,
+        Command::Inbox(args) => scenarios::inbox::run(args).await,
+        Command::Email(args) => scenarios::email::run(args).await,
+        Command::Mint(args) => mint_command(&args),
     };
     match outcome {
         Ok(Some(result)) => {
@@ -63,6 +68,17 @@ async fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// `relais-load mint`: `{"token":..,"exp":..}` for one seeded user.
+fn mint_command(args: &cli::MintArgs) -> anyhow::Result<Option<String>> {
+    let secret = mint::secret_from_env(&args.jwt_secret_env)?;
+    let token =
+        mint::Minter::new(&secret, &args.tenant, args.ttl_secs).token(&args.user, &args.session)?;
+    let exp = mint::verify(&secret, &token)?.exp;
+    Ok(Some(
+        serde_json::json!({"token": token, "exp": exp}).to_string(),
+    ))
 }
 
 fn log_line(mut line: String) {

@@ -121,14 +121,58 @@ pub fn unix_nanos() -> u64 {
 
 /// Resident set size (`VmRSS`) of a process in KiB, from /proc.
 pub fn rss_kib(pid: u32) -> Result<u64> {
+    proc_status_kib(pid, "VmRSS:")
+}
+
+/// Peak resident set size (`VmHWM`) of a process in KiB, from /proc.
+pub fn hwm_kib(pid: u32) -> Result<u64> {
+    proc_status_kib(pid, "VmHWM:")
+}
+
+/// A `kB` line of /proc/PID/status.
+fn proc_status_kib(pid: u32, field: &str) -> Result<u64> {
     let path = format!("/proc/{pid}/status");
     let status = std::fs::read_to_string(&path).with_context(|| format!("read {path}"))?;
     status
         .lines()
-        .find_map(|line| line.strip_prefix("VmRSS:"))
+        .find_map(|line| line.strip_prefix(field))
         .and_then(|rest| rest.split_whitespace().next())
         .and_then(|n| n.parse().ok())
-        .ok_or_else(|| anyhow!("no VmRSS line in {path}"))
+        .ok_or_else(|| anyhow!("no {field} line in {path}"))
+}
+
+/// CPU time (user + system, all threads) a process has used so far, in
+/// seconds, from /proc/PID/stat. Assumes the kernel's USER_HZ of 100, which
+/// is what Linux reports to user space on every common configuration.
+pub fn cpu_secs(pid: u32) -> Result<f64> {
+    let path = format!("/proc/{pid}/stat");
+    let stat = std::fs::read_to_string(&path).with_context(|| format!("read {path}"))?;
+    // The command name (field 2) may contain spaces; fields after it are
+    // counted from the closing parenthesis. utime and stime are fields 14
+    // and 15, i.e. the 12th and 13th after the name.
+    let rest = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| rest)
+        .ok_or_else(|| anyhow!("unexpected {path}"))?;
+    let mut fields = rest.split_whitespace().skip(11);
+    let mut tick = || -> Result<u64> {
+        fields
+            .next()
+            .and_then(|f| f.parse().ok())
+            .ok_or_else(|| anyhow!("unexpected {path}"))
+    };
+    let ticks = tick()? + tick()?;
+    Ok(ticks as f64 / 100.0)
+}
+
+/// The value at quantile `q` (nearest rank) of a few samples, e.g. one per
+/// trigger; 0 for none.
+pub fn quantile(sorted: &[f64], q: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let rank = (q * sorted.len() as f64).ceil().max(1.0) as usize;
+    sorted[rank.min(sorted.len()) - 1]
 }
 
 /// Rounds to 3 decimals so the JSON line stays readable.

@@ -17,6 +17,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result, anyhow, bail};
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines};
 use tokio::process::{Child, ChildStdin, ChildStdout, Command};
@@ -161,9 +162,12 @@ impl Fleet {
                 outcome => {
                     match outcome {
                         Ok(other) => {
-                            log!("worker {} sent {other:?} instead of ready", worker.index)
+                            log!(
+                                "worker {} sent {other:?} instead of ready",
+                                worker.process.index
+                            )
                         }
-                        Err(e) => log!("worker {} did not get ready: {e:#}", worker.index),
+                        Err(e) => log!("worker {} did not get ready: {e:#}", worker.process.index),
                     }
                     failed += worker.share;
                     for (total, share) in per_node
@@ -214,7 +218,7 @@ impl Fleet {
         };
         for worker in &mut workers {
             if let Err(e) = worker.send_stop(published).await {
-                log!("worker {}: {e:#}", worker.index);
+                log!("worker {}: {e:#}", worker.process.index);
             }
         }
         let deadline = Instant::now() + plan.drain + SLACK;
@@ -245,9 +249,9 @@ impl Fleet {
                     match outcome {
                         Ok(event) => log!(
                             "worker {} sent {event:?} instead of its result",
-                            worker.index
+                            worker.process.index
                         ),
-                        Err(e) => log!("worker {} sent no result: {e:#}", worker.index),
+                        Err(e) => log!("worker {} sent no result: {e:#}", worker.process.index),
                     }
                     // Keep its connections in the totals so the missing
                     // deliveries show up as lost rather than vanish.
@@ -272,51 +276,84 @@ impl Fleet {
     }
 }
 
-/// A worker process seen from the parent.
+/// A worker process of the idle and fan-out scenarios, seen from the parent.
 pub struct Worker {
-    index: usize,
+    process: WorkerProcess,
     share: u64,
     established: u64,
     per_node: Vec<NodeTally>,
+}
+
+impl Worker {
+    fn spawn(index: usize, count: usize, share: u64, token: &str) -> Result<Worker> {
+        Ok(Worker {
+            process: WorkerProcess::spawn(index, count, &[(TOKEN_ENV, token)])?,
+            share,
+            established: 0,
+            per_node: Vec::new(),
+        })
+    }
+
+    async fn next_event(&mut self, deadline: Instant) -> Result<WorkerEvent> {
+        self.process.next_event(deadline).await
+    }
+
+    async fn send_stop(&mut self, published: u64) -> Result<()> {
+        self.process.send_line(&format!("stop {published}")).await
+    }
+
+    async fn reap(self) {
+        self.process.reap().await
+    }
+}
+
+/// A child process running this binary with the parent's arguments plus
+/// `--worker-index i --worker-count K`: JSON events one per line on its
+/// stdout, commands one per line on its stdin, stderr shared with the
+/// parent. Killed if dropped, so a parent that bails out leaves none behind.
+pub struct WorkerProcess {
+    pub index: usize,
     child: Child,
     stdin: Option<ChildStdin>,
     stdout: Lines<BufReader<ChildStdout>>,
 }
 
-impl Worker {
-    fn spawn(index: usize, count: usize, share: u64, token: &str) -> Result<Worker> {
+impl WorkerProcess {
+    /// Starts worker `index` of `count` with extra environment variables
+    /// (secrets travel there rather than on the command line).
+    pub fn spawn(index: usize, count: usize, env: &[(&str, &str)]) -> Result<WorkerProcess> {
         let exe = std::env::current_exe().context("locate own executable")?;
-        let mut child = Command::new(exe)
+        let mut command = Command::new(exe);
+        command
             .args(std::env::args_os().skip(1))
             .arg("--worker-index")
             .arg(index.to_string())
             .arg("--worker-count")
             .arg(count.to_string())
-            .env(TOKEN_ENV, token)
             .stdin(std::process::Stdio::piped())
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::inherit())
             // A parent that bails out must not leave workers behind.
-            .kill_on_drop(true)
-            .spawn()
-            .context("spawn worker process")?;
+            .kill_on_drop(true);
+        for (name, value) in env {
+            command.env(name, value);
+        }
+        let mut child = command.spawn().context("spawn worker process")?;
         let stdin = child.stdin.take();
         let stdout = child
             .stdout
             .take()
             .ok_or_else(|| anyhow!("worker stdout not captured"))?;
-        Ok(Worker {
+        Ok(WorkerProcess {
             index,
-            share,
-            established: 0,
-            per_node: Vec::new(),
             child,
             stdin,
             stdout: BufReader::new(stdout).lines(),
         })
     }
 
-    async fn next_event(&mut self, deadline: Instant) -> Result<WorkerEvent> {
+    /// The next JSON event line; other lines are logged and skipped.
+    pub async fn next_event<E: DeserializeOwned>(&mut self, deadline: Instant) -> Result<E> {
         loop {
             let line = tokio::time::timeout_at(deadline, self.stdout.next_line())
                 .await
@@ -330,23 +367,24 @@ impl Worker {
         }
     }
 
-    async fn send_stop(&mut self, published: u64) -> Result<()> {
+    /// Writes one command line to the worker's stdin.
+    pub async fn send_line(&mut self, line: &str) -> Result<()> {
         let stdin = self
             .stdin
             .as_mut()
             .ok_or_else(|| anyhow!("stdin already closed"))?;
-        let line = format!("stop {published}\n");
+        let line = format!("{line}\n");
         tokio::time::timeout(Duration::from_secs(5), async {
             stdin.write_all(line.as_bytes()).await?;
             stdin.flush().await
         })
         .await
-        .map_err(|_| anyhow!("writing stop line timed out"))?
-        .context("write stop line")
+        .map_err(|_| anyhow!("writing to the worker timed out"))?
+        .context("write to worker")
     }
 
-    /// Waits briefly for the process to exit, then kills it.
-    async fn reap(mut self) {
+    /// Closes stdin, waits briefly for the process to exit, then kills it.
+    pub async fn reap(mut self) {
         drop(self.stdin.take());
         match tokio::time::timeout(Duration::from_secs(10), self.child.wait()).await {
             Ok(Ok(status)) if status.success() => {}
@@ -389,7 +427,8 @@ pub async fn resolve_all(urls: &[String]) -> Result<Vec<Arc<Target>>> {
     Ok(targets)
 }
 
-fn emit(event: &WorkerEvent) -> Result<()> {
+/// Writes one event line to the parent.
+pub fn emit(event: &impl Serialize) -> Result<()> {
     use std::io::Write;
     let line = serde_json::to_string(event).context("serialise worker event")?;
     let mut out = std::io::stdout().lock();
@@ -399,7 +438,7 @@ fn emit(event: &WorkerEvent) -> Result<()> {
 
 /// Waits for `stop <published>` on stdin. End of input (parent gone) or the
 /// timeout also stop the worker, with 0 published.
-async fn wait_for_stop(max_wait: Duration) -> u64 {
+pub async fn wait_for_stop(max_wait: Duration) -> u64 {
     let (tx, rx) = tokio::sync::oneshot::channel();
     // A plain thread rather than tokio's stdin: tokio reads stdin on a
     // blocking-pool thread that would delay runtime shutdown after a

@@ -58,10 +58,16 @@ impl Connector {
     /// its source address), authenticates and optionally subscribes,
     /// retrying failed attempts with a short linear backoff.
     pub async fn open(&self, index: usize, subscribe: Option<&str>) -> Result<Ws> {
+        self.open_as(index, &self.token, subscribe).await
+    }
+
+    /// Like [`Connector::open`], but authenticates with `token` instead of
+    /// the connector's own (one user per connection).
+    pub async fn open_as(&self, index: usize, token: &str, subscribe: Option<&str>) -> Result<Ws> {
         let mut attempt = 0;
         loop {
             let result =
-                tokio::time::timeout(self.attempt_timeout, self.try_open(index, subscribe))
+                tokio::time::timeout(self.attempt_timeout, self.try_open(index, token, subscribe))
                     .await
                     .unwrap_or_else(|_| Err(anyhow!("connection attempt timed out")));
             match result {
@@ -75,7 +81,7 @@ impl Connector {
         }
     }
 
-    async fn try_open(&self, index: usize, subscribe: Option<&str>) -> Result<Ws> {
+    async fn try_open(&self, index: usize, token: &str, subscribe: Option<&str>) -> Result<Ws> {
         let stream = net::connect(
             &self.target,
             self.sources.for_index(index),
@@ -90,7 +96,7 @@ impl Connector {
         .await
         .context("WebSocket handshake")?;
 
-        let connect = serde_json::json!({"id": 1, "type": "connect", "token": &*self.token});
+        let connect = serde_json::json!({"id": 1, "type": "connect", "token": token});
         request(&mut ws, 1, connect, "connected").await?;
         if let Some(channel) = subscribe {
             let sub = serde_json::json!({"id": 2, "type": "subscribe", "channel": channel});

@@ -1,9 +1,12 @@
-//! The three load scenarios. Each `run` returns the JSON line that `main`
-//! prints as the single result line, or `None` in a worker process (which
-//! reports to its parent instead).
+//! The load scenarios. Each `run` returns the JSON line that `main` prints
+//! as the single result line, or `None` in a worker process (which reports
+//! to its parent instead).
 
+pub mod email;
 pub mod fanout;
 pub mod idle;
+pub mod inbox;
+pub mod notify_fanout;
 mod paced;
 pub mod publish;
 
