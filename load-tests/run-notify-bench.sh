@@ -20,6 +20,7 @@
 #   INBOX_PER_USER    notifications per user (default 1000)
 #   INBOX_HEAVY       notifications of the one heavy user (default 100000; 0: none)
 #   INBOX_EXPLAIN=1   print EXPLAIN ANALYZE of the inbox queries (stderr)
+#   INBOX_EXTRA_SQL   SQL run after seeding, before measuring (e.g. a candidate index)
 #   EMAIL_USERS       recipients of `email` (default 5000)
 #   RELAIS_EMAIL_CONCURRENCY, RELAIS_NOTIFY_BATCH   passed to the hub if set
 #   BENCH_PG_URL      server URL without database (default postgres://postgres@127.0.0.1:5432)
@@ -339,7 +340,14 @@ GROUP BY GROUPING SETS ((tenant_id, user_id, category), (tenant_id, user_id));
 VACUUM (ANALYZE) notifications;
 VACUUM (ANALYZE) notification_counts;
 ANALYZE;
+-- Flush the seeding's dirty pages now rather than in a checkpoint that
+-- would land in the middle of the measurement.
+CHECKPOINT;
 SQL
+    if [[ -n "${INBOX_EXTRA_SQL:-}" ]]; then
+        echo "running INBOX_EXTRA_SQL: $INBOX_EXTRA_SQL" >&2
+        db_sql <<<"$INBOX_EXTRA_SQL; ANALYZE notifications; CHECKPOINT;"
+    fi
     echo "seeded in $((SECONDS - started))s:" >&2
     db_sql -c "SELECT count(*) AS notifications, count(DISTINCT user_id) AS users,
                       pg_size_pretty(pg_total_relation_size('notifications')) AS size
