@@ -78,8 +78,18 @@ stop_pid() {
 }
 
 stop_hub() {
+    [[ -n "$server_pid" ]] || return 0
     stop_pid "$server_pid"
     server_pid=""
+    # What the hub complained about, if anything.
+    if [[ -n "$server_log" && -f "$server_log" ]]; then
+        local problems
+        problems=$(sed 's/\x1b\[[0-9;]*m//g' "$server_log" | grep -c -E ' (WARN|ERROR) ' || true)
+        if [[ "${problems:-0}" != 0 ]]; then
+            echo "server log: $problems WARN/ERROR lines, first ones:" >&2
+            sed 's/\x1b\[[0-9;]*m//g' "$server_log" | grep -E ' (WARN|ERROR) ' | cut -c1-400 | head -n 5 >&2
+        fi
+    fi
 }
 
 stop_sink() {
@@ -426,16 +436,26 @@ run_email() {
         return 1
     fi
     echo "SMTP sink on 127.0.0.1:$port (pid $sink_pid, folder $sink_dir)" >&2
-    # RELAIS_SMTP_TIMEOUT_SECS: the hub refuses a lease (60 s) that is not
-    # more than four times the SMTP timeout (default 30 s).
-    start_hub RELAIS_SMTP_HOST=127.0.0.1 RELAIS_SMTP_PORT="$port" RELAIS_SMTP_TLS=none \
-        RELAIS_SMTP_TIMEOUT_SECS=10
+    start_hub RELAIS_SMTP_HOST=127.0.0.1 RELAIS_SMTP_PORT="$port" RELAIS_SMTP_TLS=none
     echo "seeding $users users..." >&2
     seed_users "$users" 00000000-0000-4000-8000- 00000000-0000-4000-9000- bench-
     local status=0
     load email --maildir "$sink_dir" --sink-pid "$sink_pid" "$@" || status=$?
-    echo "outbox after the run:" >&2
-    db_sql <<<"SELECT status, count(*), sum(attempts) AS attempts FROM emails GROUP BY status;" >&2 || true
+    # Every message reached the sink; any email still pending was sent but
+    # not recorded, and will be sent again once its lease lapses.
+    local pending
+    pending=$(db_sql <<<"SELECT count(*) FROM emails WHERE status = 'pending';" | tr -dc '0-9')
+    if [[ "${pending:-0}" != 0 ]]; then
+        echo "$pending emails still pending after the run; waiting up to 150s for them" >&2
+        for _ in $(seq 1 150); do
+            pending=$(db_sql <<<"SELECT count(*) FROM emails WHERE status = 'pending';" | tr -dc '0-9')
+            [[ "${pending:-0}" == 0 ]] && break
+            sleep 1
+        done
+        echo "messages in the sink now: $(find "$sink_dir" -name '*.eml' | wc -l)" >&2
+    fi
+    echo "outbox (status, emails, attempts):" >&2
+    db_sql <<<"SELECT status, count(*), sum(attempts) FROM emails GROUP BY status;" >&2 || true
     stop_hub
     stop_sink
     return "$status"
