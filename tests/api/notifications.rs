@@ -46,6 +46,19 @@ pub async fn inbox(app: &TestApp, token: &str, query: &str) -> Value {
     res.json().await.unwrap()
 }
 
+/// Applies an inbox action to one item; returns the response body.
+async fn act(app: &TestApp, token: &str, id: i64, action: &str) -> Value {
+    app.post(
+        &format!("/api/v1/inbox/{id}/{action}"),
+        Some(token),
+        json!({}),
+    )
+    .await
+    .json()
+    .await
+    .unwrap()
+}
+
 pub async fn counts(app: &TestApp, token: &str) -> Value {
     app.get("/api/v1/inbox/counts", Some(token))
         .await
@@ -388,16 +401,7 @@ async fn inbox_pages_filters_counts_and_actions() {
 
     // Read one, unread it, archive another; then mark all tasks read.
     let first = seen[0];
-    let res: Value = app
-        .post(
-            &format!("/api/v1/inbox/{first}/read"),
-            Some(&token),
-            json!({}),
-        )
-        .await
-        .json()
-        .await
-        .unwrap();
+    let res = act(&app, &token, first, "read").await;
     assert_eq!(res["counts"]["unread"], 24);
     assert_eq!(res["counts"]["read"], 1);
     assert_eq!(res["counts"]["unseen"], 24);
@@ -409,28 +413,10 @@ async fn inbox_pages_filters_counts_and_actions() {
         .unwrap();
     assert_eq!(item["status"], "read");
     assert!(item["read_at"].is_i64());
-    let res: Value = app
-        .post(
-            &format!("/api/v1/inbox/{first}/unread"),
-            Some(&token),
-            json!({}),
-        )
-        .await
-        .json()
-        .await
-        .unwrap();
+    let res = act(&app, &token, first, "unread").await;
     assert_eq!(res["counts"]["unread"], 25);
     let second = seen[1];
-    let res: Value = app
-        .post(
-            &format!("/api/v1/inbox/{second}/archive"),
-            Some(&token),
-            json!({}),
-        )
-        .await
-        .json()
-        .await
-        .unwrap();
+    let res = act(&app, &token, second, "archive").await;
     assert_eq!(res["counts"]["archived"], 1);
     assert_eq!(res["counts"]["unread"], 24);
     let archived = inbox(&app, &token, "?status=archived").await;
