@@ -22,6 +22,8 @@ pub mod worker;
 
 use sqlx::{AnyConnection, AssertSqlSafe};
 
+use crate::store::json_rows::{self, Column, backend_of};
+
 /// What kind of email a row is.
 pub mod kind {
     /// Sent at once (critical, or the recipient has no in-app copy).
@@ -54,43 +56,71 @@ pub async fn insert_many(
     emails: &[NewEmail],
     now: i64,
 ) -> Result<u64, sqlx::Error> {
-    let mut inserted = 0;
-    const COLS: usize = 13;
-    for chunk in emails.chunks(1000) {
-        let values: Vec<String> = (0..chunk.len())
-            .map(|i| {
-                let b = i * COLS;
-                let p: Vec<String> = (1..=COLS).map(|k| format!("${}", b + k)).collect();
-                format!(
-                    "({0}, 'pending', 0, 0, {1}, {1})",
-                    p[..12].join(", "),
-                    p[12]
-                )
-            })
-            .collect();
-        let sql = format!(
-            "INSERT INTO emails (id, tenant_id, user_id, notification_id, kind, dedupe_key, to_address, subject, text_body, html_body, critical, send_after, status, attempts, lease_until, created_at, updated_at) \
-             VALUES {} ON CONFLICT (dedupe_key) DO NOTHING",
-            values.join(", ")
-        );
-        let mut q = sqlx::query(AssertSqlSafe(sql));
-        for e in chunk {
-            q = q
-                .bind(uuid::Uuid::now_v7().to_string())
-                .bind(&e.tenant)
-                .bind(&e.user)
-                .bind(e.notification_id)
-                .bind(e.kind)
-                .bind(&e.dedupe_key)
-                .bind(&e.to)
-                .bind(&e.subject)
-                .bind(&e.text)
-                .bind(&e.html)
-                .bind(i64::from(e.critical))
-                .bind(e.send_after)
-                .bind(now);
-        }
-        inserted += q.execute(&mut *conn).await?.rows_affected();
+    if emails.is_empty() {
+        return Ok(0);
     }
+    type Row<'a> = (
+        String,
+        &'a str,
+        &'a str,
+        Option<i64>,
+        &'a str,
+        &'a str,
+        &'a str,
+        &'a str,
+        &'a str,
+        &'a str,
+        i64,
+        i64,
+    );
+    let rows: Vec<Row> = emails
+        .iter()
+        .map(|e| {
+            (
+                uuid::Uuid::now_v7().to_string(),
+                e.tenant.as_str(),
+                e.user.as_str(),
+                e.notification_id,
+                e.kind,
+                e.dedupe_key.as_str(),
+                e.to.as_str(),
+                e.subject.as_str(),
+                e.text.as_str(),
+                e.html.as_str(),
+                i64::from(e.critical),
+                e.send_after,
+            )
+        })
+        .collect();
+    let rows_sql = json_rows::select(
+        backend_of(conn),
+        2,
+        &[
+            Column::Text("id"),
+            Column::Text("tenant_id"),
+            Column::Text("user_id"),
+            Column::Int("notification_id"),
+            Column::Text("kind"),
+            Column::Text("dedupe_key"),
+            Column::Text("to_address"),
+            Column::Text("subject"),
+            Column::Text("text_body"),
+            Column::Text("html_body"),
+            Column::Int("critical"),
+            Column::Int("send_after"),
+        ],
+    );
+    // `WHERE TRUE`: SQLite's grammar needs it before ON CONFLICT here.
+    let sql = format!(
+        "INSERT INTO emails (id, tenant_id, user_id, notification_id, kind, dedupe_key, to_address, subject, text_body, html_body, critical, send_after, status, attempts, lease_until, created_at, updated_at) \
+         SELECT r.id, r.tenant_id, r.user_id, r.notification_id, r.kind, r.dedupe_key, r.to_address, r.subject, r.text_body, r.html_body, r.critical, r.send_after, 'pending', 0, 0, $1, $1 \
+         FROM ({rows_sql}) r WHERE TRUE ON CONFLICT (dedupe_key) DO NOTHING"
+    );
+    let inserted = sqlx::query(AssertSqlSafe(sql))
+        .bind(now)
+        .bind(json_rows::encode(&rows)?)
+        .execute(&mut *conn)
+        .await?
+        .rows_affected();
     Ok(inserted)
 }

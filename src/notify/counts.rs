@@ -12,6 +12,8 @@ use std::collections::{BTreeMap, HashMap};
 use serde::Serialize;
 use sqlx::{AnyConnection, AssertSqlSafe, Row, any::AnyRow};
 
+use crate::store::json_rows::{self, Column, backend_of};
+
 pub const TOTAL: &str = "";
 
 #[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
@@ -111,15 +113,13 @@ pub async fn snapshots(
     if users.is_empty() {
         return Ok(out);
     }
-    let list: Vec<String> = (0..users.len()).map(|i| format!("${}", i + 2)).collect();
     let sql = format!(
         "SELECT {COLUMNS} FROM notification_counts WHERE tenant_id = $1 AND user_id IN ({})",
-        list.join(", ")
+        json_rows::strings(backend_of(conn), 2)
     );
-    let mut q = sqlx::query(AssertSqlSafe(sql)).bind(tenant);
-    for u in users {
-        q = q.bind(*u);
-    }
+    let q = sqlx::query(AssertSqlSafe(sql))
+        .bind(tenant)
+        .bind(json_rows::encode(users)?);
     for row in q.fetch_all(conn).await? {
         let user: String = row.try_get("user_id")?;
         fill(out.entry(user).or_default(), &row)?;
@@ -148,45 +148,38 @@ pub async fn apply(
     if all.is_empty() {
         return Ok(());
     }
-    // 7 binds per row; stay well under SQLite's and PostgreSQL's limits.
-    let rows: Vec<_> = all.into_iter().collect();
-    for chunk in rows.chunks(2000) {
-        let mut values = Vec::with_capacity(chunk.len());
-        for i in 0..chunk.len() {
-            let b = i * 7;
-            values.push(format!(
-                "(${}, ${}, ${}, ${}, ${}, ${}, ${}, 1)",
-                b + 1,
-                b + 2,
-                b + 3,
-                b + 4,
-                b + 5,
-                b + 6,
-                b + 7
-            ));
-        }
-        let sql = format!(
-            "INSERT INTO notification_counts (tenant_id, user_id, category, unread, read, archived, unseen, version) VALUES {} \
-             ON CONFLICT (tenant_id, user_id, category) DO UPDATE SET \
-             unread = notification_counts.unread + excluded.unread, \
-             read = notification_counts.read + excluded.read, \
-             archived = notification_counts.archived + excluded.archived, \
-             unseen = notification_counts.unseen + excluded.unseen, \
-             version = notification_counts.version + 1",
-            values.join(", ")
-        );
-        let mut q = sqlx::query(AssertSqlSafe(sql));
-        for ((user, category), d) in chunk {
-            q = q
-                .bind(tenant)
-                .bind(*user)
-                .bind(*category)
-                .bind(d.unread)
-                .bind(d.read)
-                .bind(d.archived)
-                .bind(d.unseen);
-        }
-        q.execute(&mut *conn).await?;
-    }
+    let rows: Vec<(&str, &str, i64, i64, i64, i64)> = all
+        .into_iter()
+        .map(|((user, category), d)| (user, category, d.unread, d.read, d.archived, d.unseen))
+        .collect();
+    let rows_sql = json_rows::select(
+        backend_of(conn),
+        2,
+        &[
+            Column::Text("user_id"),
+            Column::Text("category"),
+            Column::Int("unread"),
+            Column::Int("read"),
+            Column::Int("archived"),
+            Column::Int("unseen"),
+        ],
+    );
+    // `WHERE TRUE`: SQLite's grammar needs a WHERE before an upsert's ON
+    // CONFLICT when the rows come from a SELECT.
+    let sql = format!(
+        "INSERT INTO notification_counts (tenant_id, user_id, category, unread, read, archived, unseen, version) \
+         SELECT $1, r.user_id, r.category, r.unread, r.read, r.archived, r.unseen, 1 FROM ({rows_sql}) r WHERE TRUE \
+         ON CONFLICT (tenant_id, user_id, category) DO UPDATE SET \
+         unread = notification_counts.unread + excluded.unread, \
+         read = notification_counts.read + excluded.read, \
+         archived = notification_counts.archived + excluded.archived, \
+         unseen = notification_counts.unseen + excluded.unseen, \
+         version = notification_counts.version + 1"
+    );
+    sqlx::query(AssertSqlSafe(sql))
+        .bind(tenant)
+        .bind(json_rows::encode(&rows)?)
+        .execute(&mut *conn)
+        .await?;
     Ok(())
 }

@@ -28,7 +28,10 @@ use crate::{
     email::{self, NewEmail, kind, render},
     error::{ApiError, ApiResult},
     ids::{TenantId, now_millis},
-    store::is_unique_violation,
+    store::{
+        is_unique_violation,
+        json_rows::{self, Column, backend_of},
+    },
 };
 
 /// Largest trigger payload, in bytes of JSON.
@@ -412,15 +415,13 @@ pub async fn load_preferences(
     if users.is_empty() {
         return Ok(out);
     }
-    let list: Vec<String> = (0..users.len()).map(|i| format!("${}", i + 2)).collect();
     let sql = format!(
         "SELECT user_id, settings FROM notification_preferences WHERE tenant_id = $1 AND user_id IN ({})",
-        list.join(", ")
+        json_rows::strings(backend_of(conn), 2)
     );
-    let mut q = sqlx::query(AssertSqlSafe(sql)).bind(tenant);
-    for u in users {
-        q = q.bind(*u);
-    }
+    let q = sqlx::query(AssertSqlSafe(sql))
+        .bind(tenant)
+        .bind(json_rows::encode(users)?);
     for row in q.fetch_all(conn).await? {
         out.insert(
             row.try_get("user_id")?,
@@ -498,35 +499,46 @@ async fn write_page(
 
     let in_app: Vec<&Planned> = planned.iter().filter(|p| p.in_app).collect();
     let mut created: HashMap<String, i64> = HashMap::with_capacity(in_app.len());
-    const COLS: usize = 11;
-    for chunk in in_app.chunks(1000) {
-        let values: Vec<String> = (0..chunk.len())
-            .map(|i| {
-                let p: Vec<String> = (1..=COLS).map(|k| format!("${}", i * COLS + k)).collect();
-                format!("({})", p.join(", "))
+    if !in_app.is_empty() {
+        let rows: Vec<(&str, &str, &str, Option<&str>)> = in_app
+            .iter()
+            .map(|p| {
+                (
+                    p.recipient.id.as_str(),
+                    p.title.as_str(),
+                    p.body.as_str(),
+                    p.url.as_deref(),
+                )
             })
             .collect();
-        let sql = format!(
-            "INSERT INTO notifications (tenant_id, user_id, trigger_id, type_key, category, priority, title, body, url, payload, created_at) VALUES {} \
-             ON CONFLICT (trigger_id, user_id) DO NOTHING RETURNING id, user_id",
-            values.join(", ")
+        let rows_sql = json_rows::select(
+            notify.store.backend,
+            8,
+            &[
+                Column::Text("user_id"),
+                Column::Text("title"),
+                Column::Text("body"),
+                Column::Text("url"),
+            ],
         );
-        let mut q = sqlx::query(AssertSqlSafe(sql));
-        for p in chunk {
-            q = q
-                .bind(tenant)
-                .bind(&p.recipient.id)
-                .bind(&trigger.id)
-                .bind(&def.key)
-                .bind(&def.category)
-                .bind(def.priority.rank())
-                .bind(&p.title)
-                .bind(&p.body)
-                .bind(p.url.as_deref())
-                .bind(&trigger.payload)
-                .bind(now);
-        }
-        for row in q.fetch_all(&mut *tx).await? {
+        // `WHERE TRUE`: see `counts::apply`.
+        let sql = format!(
+            "INSERT INTO notifications (tenant_id, user_id, trigger_id, type_key, category, priority, title, body, url, payload, created_at) \
+             SELECT $1, r.user_id, $2, $3, $4, $5, r.title, r.body, r.url, $6, $7 FROM ({rows_sql}) r WHERE TRUE \
+             ON CONFLICT (trigger_id, user_id) DO NOTHING RETURNING id, user_id"
+        );
+        let inserted = sqlx::query(AssertSqlSafe(sql))
+            .bind(tenant)
+            .bind(&trigger.id)
+            .bind(&def.key)
+            .bind(&def.category)
+            .bind(def.priority.rank())
+            .bind(&trigger.payload)
+            .bind(now)
+            .bind(json_rows::encode(&rows)?)
+            .fetch_all(&mut *tx)
+            .await?;
+        for row in inserted {
             created.insert(row.try_get("user_id")?, row.try_get("id")?);
         }
     }

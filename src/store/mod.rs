@@ -5,6 +5,8 @@
 //! schema differs only in column types, hence one migration folder per
 //! backend. Queries use `$n` placeholders, which both backends accept.
 
+pub mod json_rows;
+
 use std::{path::Path, str::FromStr, time::Duration};
 
 use anyhow::Context;
