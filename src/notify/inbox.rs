@@ -127,9 +127,7 @@ pub async fn list(
         n += 1;
         binds.push(category.clone());
         sql.push_str(&format!(" AND category = ${n}"));
-        let _ = &binds;
     }
-    let mut order = Vec::new();
     if let Some(priorities) = &q.priority {
         let mut list = Vec::new();
         for p in priorities
@@ -156,12 +154,7 @@ pub async fn list(
         ints.push((n, before));
         sql.push_str(&format!(" AND id < ${n}"));
     }
-    order.push("id DESC");
-    sql.push_str(&format!(
-        " ORDER BY {} LIMIT {}",
-        order.join(", "),
-        limit + 1
-    ));
+    sql.push_str(&format!(" ORDER BY id DESC LIMIT {}", limit + 1));
 
     // Bind in placeholder order: $3.. are a mix of strings and integers.
     let mut query = sqlx::query(AssertSqlSafe(sql)).bind(tenant).bind(user);

@@ -60,6 +60,8 @@ impl Store {
             Backend::Sqlite => {
                 AnyPoolOptions::new()
                     .max_connections(8)
+                    // A file connection cannot go stale: no ping per checkout.
+                    .test_before_acquire(false)
                     .after_connect(|conn, _| {
                         Box::pin(async move {
                             use sqlx::Executor;
@@ -71,9 +73,14 @@ impl Store {
                     .connect_with(options)
                     .await
             }
+            // No ping before each checkout: sqlx already pings a connection
+            // when it returns to the pool (and closes it if broken), and a
+            // second ping on checkout doubled the round trips of every short
+            // request.
             Backend::Postgres => {
                 AnyPoolOptions::new()
                     .max_connections(16)
+                    .test_before_acquire(false)
                     .acquire_timeout(Duration::from_secs(10))
                     .connect_with(options)
                     .await
