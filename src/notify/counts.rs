@@ -2,19 +2,21 @@
 //!
 //! Counting rows on every badge refresh would cost a scan of the user's
 //! inbox; these counters are updated in the same transaction as the rows
-//! they count, so they are exact and read in one indexed lookup. The row
-//! with category `''` is the user's total and carries `version`, which
-//! increases with every change: live updates carry it so a client keeps
-//! the newest counts even if two updates cross on the wire.
+//! they count, so they are exact and read in one indexed lookup.
+//!
+//! There is one row per user and category; the user's totals are their sum
+//! when read. (A separate total row doubled the rows every fan-out page
+//! upserts.) Each row's `version` goes up by one whenever the row changes,
+//! so their sum, the user's `version`, goes up with every change: live
+//! updates carry it so a client keeps the newest counts even if two updates
+//! cross on the wire.
 
 use std::collections::{BTreeMap, HashMap};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use sqlx::{AnyConnection, AssertSqlSafe, Row, any::AnyRow};
 
 use crate::store::json_rows::{self, Column, backend_of};
-
-pub const TOTAL: &str = "";
 
 #[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
 pub struct CategoryCounts {
@@ -43,7 +45,7 @@ pub struct Delta {
 }
 
 impl Delta {
-    fn add(&mut self, other: Delta) {
+    pub fn add(&mut self, other: Delta) {
         self.unread += other.unread;
         self.read += other.read;
         self.archived += other.archived;
@@ -55,30 +57,49 @@ impl Delta {
     }
 }
 
-fn fill(counts: &mut Counts, row: &AnyRow) -> Result<(), sqlx::Error> {
-    let category: String = row.try_get("category")?;
-    let (unread, read, archived) = (
-        row.try_get::<i64, _>("unread")?,
-        row.try_get::<i64, _>("read")?,
-        row.try_get::<i64, _>("archived")?,
-    );
-    if category == TOTAL {
-        counts.unread = unread;
-        counts.read = read;
-        counts.archived = archived;
-        counts.unseen = row.try_get("unseen")?;
-        counts.version = row.try_get("version")?;
-    } else if unread != 0 || read != 0 || archived != 0 {
-        counts.categories.insert(
-            category,
-            CategoryCounts {
-                unread,
-                read,
-                archived,
-            },
-        );
+/// One stored counter row; deserializes from a JSON array in column order.
+#[derive(Debug, Deserialize)]
+struct Stored {
+    user_id: String,
+    category: String,
+    unread: i64,
+    read: i64,
+    archived: i64,
+    unseen: i64,
+    version: i64,
+}
+
+impl Stored {
+    fn from_row(row: &AnyRow) -> Result<Stored, sqlx::Error> {
+        Ok(Stored {
+            user_id: row.try_get("user_id")?,
+            category: row.try_get("category")?,
+            unread: row.try_get("unread")?,
+            read: row.try_get("read")?,
+            archived: row.try_get("archived")?,
+            unseen: row.try_get("unseen")?,
+            version: row.try_get("version")?,
+        })
     }
-    Ok(())
+
+    /// Adds this category to the user's totals, and lists it if not empty.
+    fn fill(self, counts: &mut Counts) {
+        counts.unread += self.unread;
+        counts.read += self.read;
+        counts.archived += self.archived;
+        counts.unseen += self.unseen;
+        counts.version += self.version;
+        if self.unread != 0 || self.read != 0 || self.archived != 0 {
+            counts.categories.insert(
+                self.category,
+                CategoryCounts {
+                    unread: self.unread,
+                    read: self.read,
+                    archived: self.archived,
+                },
+            );
+        }
+    }
 }
 
 const COLUMNS: &str = "user_id, category, unread, read, archived, unseen, version";
@@ -98,7 +119,7 @@ pub async fn snapshot(
     .await?;
     let mut counts = Counts::default();
     for row in &rows {
-        fill(&mut counts, row)?;
+        Stored::from_row(row)?.fill(&mut counts);
     }
     Ok(counts)
 }
@@ -113,45 +134,48 @@ pub async fn snapshots(
     if users.is_empty() {
         return Ok(out);
     }
+    let backend = backend_of(conn);
     let sql = format!(
-        "SELECT {COLUMNS} FROM notification_counts WHERE tenant_id = $1 AND user_id IN ({})",
-        json_rows::strings(backend_of(conn), 2)
+        "SELECT {} FROM notification_counts WHERE tenant_id = $1 AND user_id IN ({})",
+        json_rows::aggregate(backend, &COLUMNS.split(", ").collect::<Vec<_>>()),
+        json_rows::strings(backend, 2)
     );
-    let q = sqlx::query(AssertSqlSafe(sql))
+    let row = sqlx::query(AssertSqlSafe(sql))
         .bind(tenant)
-        .bind(json_rows::encode(users)?);
-    for row in q.fetch_all(conn).await? {
-        let user: String = row.try_get("user_id")?;
-        fill(out.entry(user).or_default(), &row)?;
+        .bind(json_rows::encode(users)?)
+        .fetch_one(conn)
+        .await?;
+    for stored in json_rows::decode::<Stored>(&row)? {
+        let counts = out.entry(stored.user_id.clone()).or_default();
+        stored.fill(counts);
     }
     Ok(out)
 }
 
-/// Applies per-(user, category) deltas, and their sums to each user's total
-/// row, in one statement. Rows are written in key order so concurrent
-/// transactions lock them in the same order.
+/// Applies per-(user, category) deltas in one statement. Rows are written
+/// in key order so concurrent transactions lock them in the same order.
 pub async fn apply(
     conn: &mut AnyConnection,
     tenant: &str,
     deltas: &BTreeMap<(String, String), Delta>,
 ) -> Result<(), sqlx::Error> {
-    let mut all: BTreeMap<(&str, &str), Delta> = BTreeMap::new();
-    for ((user, category), d) in deltas {
-        if d.is_zero() {
-            continue;
-        }
-        all.entry((user.as_str(), category.as_str()))
-            .or_default()
-            .add(*d);
-        all.entry((user.as_str(), TOTAL)).or_default().add(*d);
-    }
-    if all.is_empty() {
+    let rows: Vec<(&str, &str, i64, i64, i64, i64)> = deltas
+        .iter()
+        .filter(|(_, d)| !d.is_zero())
+        .map(|((user, category), d)| {
+            (
+                user.as_str(),
+                category.as_str(),
+                d.unread,
+                d.read,
+                d.archived,
+                d.unseen,
+            )
+        })
+        .collect();
+    if rows.is_empty() {
         return Ok(());
     }
-    let rows: Vec<(&str, &str, i64, i64, i64, i64)> = all
-        .into_iter()
-        .map(|((user, category), d)| (user, category, d.unread, d.read, d.archived, d.unseen))
-        .collect();
     let rows_sql = json_rows::select(
         backend_of(conn),
         2,

@@ -2,7 +2,7 @@
 //! in the background.
 
 use std::{
-    collections::{BTreeMap, HashMap},
+    collections::{BTreeMap, HashMap, VecDeque},
     sync::Arc,
 };
 
@@ -29,7 +29,7 @@ use crate::{
     error::{ApiError, ApiResult},
     ids::{TenantId, now_millis},
     store::{
-        is_unique_violation,
+        Backend, is_unique_violation,
         json_rows::{self, Column, backend_of},
     },
 };
@@ -339,70 +339,169 @@ struct Event {
     item: Item,
 }
 
+/// Pages of one trigger written at once. PostgreSQL writes a page on one
+/// backend, one core: two pages in flight use a second one. SQLite has a
+/// single writer, so a second page would only wait for the first.
+fn write_window(notify: &Notify) -> usize {
+    match notify.store.backend {
+        Backend::Postgres => 2,
+        Backend::Sqlite => 1,
+    }
+}
+
+/// A page being written by its own task.
+struct InFlight {
+    write: tokio::task::JoinHandle<anyhow::Result<(Vec<Event>, u64)>>,
+    last: String,
+    recipients: usize,
+    started: std::time::Instant,
+}
+
+/// Fans a claimed trigger out: reads pages ahead, writes up to
+/// [`write_window`] of them concurrently, and publishes each page's live
+/// events in page order once it committed.
+///
+/// Crash safety: a page records as its resume point only the end of the
+/// newest page already known committed, so a node that takes over after the
+/// lease resumes at or before the first uncommitted page; the pages it
+/// redoes are idempotent.
 async fn process(
     notify: &Arc<Notify>,
-    mut trigger: Claimed,
+    trigger: Claimed,
     stop: &CancellationToken,
 ) -> anyhow::Result<()> {
+    let trigger = Arc::new(trigger);
+    let window = write_window(notify);
+    let mut committed = trigger.resume_after.clone();
+    let mut after = trigger.resume_after.clone();
+    let mut exhausted = false;
+    let mut in_flight: VecDeque<InFlight> = VecDeque::with_capacity(window);
     let mut publishing: Option<tokio::task::JoinHandle<()>> = None;
+    let mut failure: Option<anyhow::Error> = None;
     loop {
-        if stop.is_cancelled() {
-            // Leave the rest to whichever node claims it after the lease.
-            break;
+        // Start writes until the window is full; reading the next page
+        // overlaps the writes already running.
+        while failure.is_none() && !exhausted && in_flight.len() < window && !stop.is_cancelled() {
+            match read_page(notify, &trigger, &after).await {
+                Ok(Some(page)) => {
+                    after = page.last.clone();
+                    let (notify, trigger, resume_to) =
+                        (notify.clone(), trigger.clone(), committed.clone());
+                    in_flight.push_back(InFlight {
+                        last: page.last.clone(),
+                        recipients: page.recipients,
+                        started: std::time::Instant::now(),
+                        write: tokio::spawn(async move {
+                            write_page(&notify, &trigger, &page, &resume_to).await
+                        }),
+                    });
+                }
+                Ok(None) => exhausted = true,
+                Err(e) => failure = Some(e),
+            }
         }
-        let page = trigger
-            .spec
-            .page(
-                &notify.store,
-                trigger.tenant.as_str(),
-                trigger.actor.as_deref(),
-                &trigger.resume_after,
-                notify.config.fanout_batch,
-            )
-            .await?;
-        let Some(last) = page.last().map(|r| r.id.clone()) else {
-            sqlx::query("UPDATE notification_triggers SET status = 'done', completed_at = $2, updated_at = $2, lease_until = 0 WHERE id = $1")
-                .bind(&trigger.id)
-                .bind(notify.clock.now_millis())
-                .execute(&notify.store.pool)
-                .await?;
+        let Some(oldest) = in_flight.pop_front() else {
             break;
         };
-        let (events, counts, emails) = write_page(notify, &trigger, &page, &last).await?;
-        trigger.resume_after = last;
+        let (events, emails) = match oldest.write.await {
+            Ok(Ok(written)) => written,
+            Ok(Err(e)) => {
+                // Let the other writes finish; the node that resumes redoes
+                // whatever is after `committed`.
+                failure.get_or_insert(e);
+                continue;
+            }
+            Err(e) => {
+                failure.get_or_insert(e.into());
+                continue;
+            }
+        };
+        if failure.is_some() {
+            continue;
+        }
+        committed = oldest.last;
+        tracing::debug!(trigger = %trigger.id, recipients = oldest.recipients, ms = oldest.started.elapsed().as_millis() as u64, "fan-out page written");
         if emails > 0 {
             notify.outbox_wake.notify_one();
         }
-        // Publish this page while the next one is written, but never more
+        // Publish this page while the next ones are written, but never more
         // than one page behind.
         if let Some(previous) = publishing.take() {
             let _ = previous.await;
         }
-        let notify = notify.clone();
-        let tenant = trigger.tenant.clone();
-        publishing = Some(tokio::spawn(async move {
-            futures_util::stream::iter(events)
-                .for_each_concurrent(PUBLISH_CONCURRENCY, |event| {
-                    let notify = &notify;
-                    let tenant = &tenant;
-                    let counts = counts.get(&event.user);
-                    async move {
-                        let empty = Counts::default();
-                        let created = live::Created {
-                            kind: "notification.created",
-                            notification: &event.item,
-                            counts: counts.unwrap_or(&empty),
-                        };
-                        live::publish(&notify.gateway, tenant, &event.user, &created).await;
-                    }
-                })
-                .await;
-        }));
+        publishing = Some(tokio::spawn(publish_page(
+            notify.clone(),
+            trigger.tenant.clone(),
+            events,
+        )));
     }
     if let Some(previous) = publishing.take() {
         let _ = previous.await;
     }
+    if let Some(e) = failure {
+        return Err(e);
+    }
+    if exhausted {
+        sqlx::query("UPDATE notification_triggers SET status = 'done', completed_at = $2, updated_at = $2, lease_until = 0 WHERE id = $1")
+            .bind(&trigger.id)
+            .bind(notify.clock.now_millis())
+            .execute(&notify.store.pool)
+            .await?;
+    }
+    // Otherwise stopping early: the rest is left to whichever node claims
+    // the trigger after its lease.
     Ok(())
+}
+
+/// Publishes one committed page's `notification.created` events, each with
+/// its recipient's counters.
+async fn publish_page(notify: Arc<Notify>, tenant: TenantId, events: Vec<Event>) {
+    let started = std::time::Instant::now();
+    let n = events.len();
+    let counts = match page_counts(&notify, &tenant, &events).await {
+        Ok(counts) => counts,
+        Err(e) => {
+            // The rows are committed and the inbox serves them; live events
+            // are best effort, and an event with wrong counters would be
+            // worse than none.
+            tracing::warn!(error = %e, "reading counters for live events failed; events not published");
+            return;
+        }
+    };
+    let empty = Counts::default();
+    futures_util::stream::iter(events)
+        .for_each_concurrent(PUBLISH_CONCURRENCY, |event| {
+            let (notify, tenant) = (&notify, &tenant);
+            let counts = counts.get(&event.user).unwrap_or(&empty);
+            async move {
+                let created = live::Created {
+                    kind: "notification.created",
+                    notification: &event.item,
+                    counts,
+                };
+                live::publish(&notify.gateway, tenant, &event.user, &created).await;
+            }
+        })
+        .await;
+    tracing::debug!(
+        events = n,
+        ms = started.elapsed().as_millis() as u64,
+        "fan-out page published"
+    );
+}
+
+/// The counters of a page's recipients, read after its commit. Reading
+/// them later than the commit is harmless: each snapshot carries its
+/// `version`, and clients keep the newest. Reading them outside the write
+/// transaction keeps it short, and overlaps the read with the next page.
+async fn page_counts(
+    notify: &Notify,
+    tenant: &TenantId,
+    events: &[Event],
+) -> anyhow::Result<HashMap<String, Counts>> {
+    let users: Vec<&str> = events.iter().map(|e| e.user.as_str()).collect();
+    let mut conn = notify.store.pool.acquire().await?;
+    Ok(counts::snapshots(&mut conn, tenant.as_str(), &users).await?)
 }
 
 /// Preferences of many users in one query (defaults for those without).
@@ -415,55 +514,76 @@ pub async fn load_preferences(
     if users.is_empty() {
         return Ok(out);
     }
+    let backend = backend_of(conn);
     let sql = format!(
-        "SELECT user_id, settings FROM notification_preferences WHERE tenant_id = $1 AND user_id IN ({})",
-        json_rows::strings(backend_of(conn), 2)
+        "SELECT {} FROM notification_preferences WHERE tenant_id = $1 AND user_id IN ({})",
+        json_rows::aggregate(backend, &["user_id", "settings"]),
+        json_rows::strings(backend, 2)
     );
-    let q = sqlx::query(AssertSqlSafe(sql))
+    let row = sqlx::query(AssertSqlSafe(sql))
         .bind(tenant)
-        .bind(json_rows::encode(users)?);
-    for row in q.fetch_all(conn).await? {
-        out.insert(
-            row.try_get("user_id")?,
-            parse_stored(&row.try_get::<String, _>("settings")?),
-        );
+        .bind(json_rows::encode(users)?)
+        .fetch_one(conn)
+        .await?;
+    for (user, settings) in json_rows::decode::<(String, String)>(&row)? {
+        out.insert(user, parse_stored(&settings));
     }
     Ok(out)
 }
 
-/// One page in one transaction: inbox rows, counters, outbox emails and the
-/// trigger's progress. Rows that already exist (a page redone after a crash)
-/// are skipped by the unique `(trigger_id, user_id)`, with their emails.
-async fn write_page(
+/// One recipient of a page, with what the preferences decided and the
+/// texts rendered in their locale.
+struct Planned {
+    recipient: Recipient,
+    locale: Locale,
+    email: EmailPlan,
+    in_app: bool,
+    title: String,
+    body: String,
+    url: Option<String>,
+}
+
+/// The next page of recipients after `after`, planned and rendered, or
+/// `None` when the trigger has reached its last recipient. Reads only.
+struct Page {
+    planned: Vec<Planned>,
+    /// Recipients on the page, delivered to or not.
+    recipients: usize,
+    /// The greatest user id of the page: where the next one starts.
+    last: String,
+}
+
+async fn read_page(
     notify: &Notify,
     trigger: &Claimed,
-    page: &[Recipient],
-    last: &str,
-) -> anyhow::Result<(Vec<Event>, HashMap<String, Counts>, u64)> {
+    after: &str,
+) -> anyhow::Result<Option<Page>> {
     let tenant = trigger.tenant.as_str();
-    let now = notify.clock.now_millis();
+    let Some((recipients, last)) = trigger
+        .spec
+        .page(
+            &notify.store,
+            tenant,
+            trigger.actor.as_deref(),
+            after,
+            notify.config.fanout_batch,
+        )
+        .await?
+    else {
+        return Ok(None);
+    };
     let ty = &trigger.ty;
-    let def = &ty.def;
     let mut conn = notify.store.pool.acquire().await?;
-    let ids: Vec<&str> = page.iter().map(|r| r.id.as_str()).collect();
+    let ids: Vec<&str> = recipients.iter().map(|r| r.id.as_str()).collect();
     let prefs = load_preferences(&mut conn, tenant, &ids).await?;
     drop(conn);
     let default_prefs = Preferences::default();
     let default_locale = notify.default_locale();
-
-    struct Planned<'a> {
-        recipient: &'a Recipient,
-        locale: Locale,
-        email: EmailPlan,
-        in_app: bool,
-        title: String,
-        body: String,
-        url: Option<String>,
-    }
-    let mut planned = Vec::with_capacity(page.len());
-    for r in page {
+    let count = recipients.len();
+    let mut planned = Vec::with_capacity(count);
+    for r in recipients {
         let p = prefs.get(&r.id).unwrap_or(&default_prefs);
-        let decision = plan(def, p);
+        let decision = plan(&ty.def, p);
         if !decision.delivers() {
             continue;
         }
@@ -474,28 +594,57 @@ async fn write_page(
             recipient_email: &r.email,
         };
         let texts = ty.texts(locale);
+        let (title, body) = (
+            texts.title.render(&ctx, false),
+            texts.body.render(&ctx, false),
+        );
+        let url = ty.url.as_ref().map(|u| u.render(&ctx, false));
         planned.push(Planned {
             recipient: r,
             locale,
             email: decision.email,
             in_app: decision.in_app,
-            title: texts.title.render(&ctx, false),
-            body: texts.body.render(&ctx, false),
-            url: ty.url.as_ref().map(|u| u.render(&ctx, false)),
+            title,
+            body,
+            url,
         });
     }
+    Ok(Some(Page {
+        planned,
+        recipients: count,
+        last,
+    }))
+}
 
+/// One page in one transaction: inbox rows, counters, outbox emails and the
+/// trigger's progress, which advances to `resume_to`. Rows that already
+/// exist (a page redone after a crash or a lost lease) are skipped by the
+/// unique `(trigger_id, user_id)`, with their emails and counters.
+async fn write_page(
+    notify: &Notify,
+    trigger: &Claimed,
+    page: &Page,
+    resume_to: &str,
+) -> anyhow::Result<(Vec<Event>, u64)> {
+    let tenant = trigger.tenant.as_str();
+    let now = notify.clock.now_millis();
+    let ty = &trigger.ty;
+    let def = &ty.def;
+    let planned = &page.planned;
+    let lease_until = now_millis() + notify.config.lease.as_millis() as i64;
     let mut tx = notify.store.pool.begin().await?;
-    // Progress first: a write as the first statement takes SQLite's write
-    // lock up front, so this transaction never has to upgrade a read lock.
-    sqlx::query("UPDATE notification_triggers SET resume_after = $2, processed = processed + $3, updated_at = $4, lease_until = $5 WHERE id = $1")
-        .bind(&trigger.id)
-        .bind(last)
-        .bind(page.len() as i64)
-        .bind(now)
-        .bind(now_millis() + notify.config.lease.as_millis() as i64)
-        .execute(&mut *tx)
-        .await?;
+    if notify.store.backend == Backend::Sqlite {
+        // A write as the first statement takes SQLite's write lock up front,
+        // so this transaction never has to upgrade a read lock (which fails
+        // at once if another connection wrote meanwhile). PostgreSQL leaves
+        // the trigger row alone until the end: concurrent pages of the same
+        // trigger then wait on its row lock only for the other's commit.
+        sqlx::query("UPDATE notification_triggers SET lease_until = $2 WHERE id = $1")
+            .bind(&trigger.id)
+            .bind(lease_until)
+            .execute(&mut *tx)
+            .await?;
+    }
 
     let in_app: Vec<&Planned> = planned.iter().filter(|p| p.in_app).collect();
     let mut created: HashMap<String, i64> = HashMap::with_capacity(in_app.len());
@@ -522,25 +671,55 @@ async fn write_page(
             ],
         );
         // `WHERE TRUE`: see `counts::apply`.
-        let sql = format!(
+        let insert = format!(
             "INSERT INTO notifications (tenant_id, user_id, trigger_id, type_key, category, priority, title, body, url, payload, created_at) \
              SELECT $1, r.user_id, $2, $3, $4, $5, r.title, r.body, r.url, $6, $7 FROM ({rows_sql}) r WHERE TRUE \
-             ON CONFLICT (trigger_id, user_id) DO NOTHING RETURNING id, user_id"
+             ON CONFLICT (trigger_id, user_id) DO NOTHING"
         );
-        let inserted = sqlx::query(AssertSqlSafe(sql))
-            .bind(tenant)
-            .bind(&trigger.id)
-            .bind(&def.key)
-            .bind(&def.category)
-            .bind(def.priority.rank())
-            .bind(&trigger.payload)
-            .bind(now)
-            .bind(json_rows::encode(&rows)?)
-            .fetch_all(&mut *tx)
-            .await?;
-        for row in inserted {
-            created.insert(row.try_get("user_id")?, row.try_get("id")?);
-        }
+        let bind = |sql: String| {
+            sqlx::query(AssertSqlSafe(sql))
+                .bind(tenant)
+                .bind(&trigger.id)
+                .bind(&def.key)
+                .bind(&def.category)
+                .bind(def.priority.rank())
+                .bind(&trigger.payload)
+                .bind(now)
+        };
+        // The ids of the rows this statement created (not those a redone
+        // page finds already there), as one aggregated row.
+        let ids = json_rows::aggregate(notify.store.backend, &["user_id", "id"]);
+        let inserted = match notify.store.backend {
+            Backend::Postgres => {
+                let sql =
+                    format!("WITH ins AS ({insert} RETURNING id, user_id) SELECT {ids} FROM ins");
+                bind(sql)
+                    .bind(json_rows::encode(&rows)?)
+                    .fetch_one(&mut *tx)
+                    .await?
+            }
+            // SQLite has no INSERT in a WITH. This transaction holds the
+            // write lock (its first statement wrote), so the rows above the
+            // current greatest id are exactly the ones it inserts.
+            Backend::Sqlite => {
+                let floor: i64 =
+                    sqlx::query_scalar("SELECT COALESCE(MAX(id), 0) FROM notifications")
+                        .fetch_one(&mut *tx)
+                        .await?;
+                bind(insert)
+                    .bind(json_rows::encode(&rows)?)
+                    .execute(&mut *tx)
+                    .await?;
+                sqlx::query(AssertSqlSafe(format!(
+                    "SELECT {ids} FROM notifications WHERE id > $1 AND trigger_id = $2"
+                )))
+                .bind(floor)
+                .bind(&trigger.id)
+                .fetch_one(&mut *tx)
+                .await?
+            }
+        };
+        created.extend(json_rows::decode::<(String, i64)>(&inserted)?);
     }
 
     let deltas: BTreeMap<(String, String), Delta> = created
@@ -557,11 +736,9 @@ async fn write_page(
         })
         .collect();
     counts::apply(&mut tx, tenant, &deltas).await?;
-    let users: Vec<&str> = created.keys().map(String::as_str).collect();
-    let counts = counts::snapshots(&mut tx, tenant, &users).await?;
 
     let mut emails = Vec::new();
-    for p in &planned {
+    for p in planned {
         let notification_id = created.get(&p.recipient.id).copied();
         // In-app copy already there: this page was committed before.
         if p.in_app && notification_id.is_none() {
@@ -598,11 +775,21 @@ async fn write_page(
     }
     let emailed = email::insert_many(&mut tx, &emails, now).await?;
 
+    // `resume_after` only moves forward, and only to the end of a page known
+    // to be committed (`resume_to`); `processed` counts a page redone after
+    // a lost lease twice, hence the cap.
     sqlx::query(
-        "UPDATE notification_triggers SET created_count = created_count + $2 WHERE id = $1",
+        "UPDATE notification_triggers SET \
+         resume_after = CASE WHEN resume_after < $2 THEN $2 ELSE resume_after END, \
+         processed = CASE WHEN processed + $3 > total THEN total ELSE processed + $3 END, \
+         created_count = created_count + $4, updated_at = $5, lease_until = $6 WHERE id = $1",
     )
     .bind(&trigger.id)
+    .bind(resume_to)
+    .bind(page.recipients as i64)
     .bind(created.len() as i64)
+    .bind(now)
+    .bind(lease_until)
     .execute(&mut *tx)
     .await?;
     tx.commit().await?;
@@ -635,5 +822,5 @@ async fn write_page(
             })
         })
         .collect();
-    Ok((events, counts, emailed))
+    Ok((events, emailed))
 }

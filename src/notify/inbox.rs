@@ -354,10 +354,7 @@ pub async fn transition(
         for row in q.fetch_all(&mut *conn).await? {
             let category: String = row.try_get("category")?;
             let d = deltas.entry((user.to_owned(), category)).or_default();
-            d.unread += step.delta.unread;
-            d.read += step.delta.read;
-            d.archived += step.delta.archived;
-            d.unseen += step.delta.unseen;
+            d.add(step.delta);
             changed.push(row.try_get("id")?);
         }
     }

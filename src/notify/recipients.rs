@@ -13,7 +13,7 @@ use crate::{
     auth::Role,
     error::{ApiError, ApiResult},
     ids::TenantId,
-    store::Store,
+    store::{Store, json_rows},
 };
 
 /// Explicit user ids one trigger may list (roles, projects and `all` reach more).
@@ -150,7 +150,8 @@ impl RecipientSpec {
         Ok(q.fetch_one(&store.pool).await?.try_get::<i64, _>("n")?)
     }
 
-    /// The next `limit` recipients after user id `after`, in id order.
+    /// The next `limit` recipients after user id `after`, and the greatest
+    /// id among them (where the next page starts), or `None` when none is left.
     pub async fn page(
         &self,
         store: &Store,
@@ -158,10 +159,12 @@ impl RecipientSpec {
         actor: Option<&str>,
         after: &str,
         limit: usize,
-    ) -> ApiResult<Vec<Recipient>> {
+    ) -> ApiResult<Option<(Vec<Recipient>, String)>> {
         let (cond, binds) = self.condition();
+        // One aggregated row rather than `limit` rows: see `json_rows`.
         let sql = format!(
-            "SELECT u.id, u.email, u.display_name FROM users u WHERE u.tenant_id = $1 AND u.disabled_at IS NULL AND u.id > $2 AND u.id <> $3 AND {cond} ORDER BY u.id LIMIT {limit}"
+            "SELECT MAX(r.id) AS last, {} FROM (SELECT u.id, u.email, u.display_name FROM users u WHERE u.tenant_id = $1 AND u.disabled_at IS NULL AND u.id > $2 AND u.id <> $3 AND {cond} ORDER BY u.id LIMIT {limit}) r",
+            json_rows::aggregate(store.backend, &["r.id", "r.email", "r.display_name"])
         );
         let mut q = sqlx::query(AssertSqlSafe(sql))
             .bind(tenant)
@@ -170,17 +173,18 @@ impl RecipientSpec {
         for b in binds {
             q = q.bind(b);
         }
-        let rows = q.fetch_all(&store.pool).await?;
-        rows.iter()
-            .map(|r| {
-                Ok(Recipient {
-                    id: r.try_get("id")?,
-                    email: r.try_get("email")?,
-                    name: r.try_get("display_name")?,
-                })
-            })
-            .collect::<Result<_, sqlx::Error>>()
-            .map_err(Into::into)
+        let row = q.fetch_one(&store.pool).await?;
+        // The database's MAX, not the last element: an aggregate need not
+        // keep the subquery's order, and only the database's collation
+        // agrees with its own `u.id > $2`.
+        let Some(last) = row.try_get::<Option<String>, _>("last")? else {
+            return Ok(None);
+        };
+        let page = json_rows::decode::<(String, String, String)>(&row)?
+            .into_iter()
+            .map(|(id, email, name)| Recipient { id, email, name })
+            .collect();
+        Ok(Some((page, last)))
     }
 }
 

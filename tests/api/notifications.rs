@@ -689,6 +689,45 @@ async fn a_trigger_reaches_roles_projects_and_the_whole_tenant_in_pages() {
         .await
         .unwrap();
     assert_eq!(rows, 33);
+
+    // A fan-out redone from the start, as after a lost lease, with three
+    // users added meanwhile between existing ones: pages then mix rows that
+    // exist (skipped, not counted again) with new ones (created and counted).
+    for i in [5, 12, 20] {
+        sqlx::query("INSERT INTO users (id, tenant_id, email, display_name, password_hash, roles, created_at, updated_at) SELECT $1, tenant_id, $2, $2, 'x', 'member', 0, 0 FROM users WHERE id = $3")
+            .bind(format!("bulk-{i:03}x"))
+            .bind(format!("late{i}@example.com"))
+            .bind(&m1)
+            .execute(&app.state.store.pool)
+            .await
+            .unwrap();
+    }
+    sqlx::query("UPDATE notification_triggers SET status = 'pending', resume_after = '', processed = 0, lease_until = 0, completed_at = NULL WHERE id = $1")
+        .bind(t["id"].as_str().unwrap())
+        .execute(&app.state.store.pool)
+        .await
+        .unwrap();
+    app.state.notify.fanout_wake.notify_one();
+    let view = done(&app, &key, &t).await;
+    assert_eq!(view["created"], 36, "33 before, 3 for the late users");
+    let per_user: Vec<(String, i64)> = sqlx::query_as(
+        "SELECT user_id, COUNT(*) FROM notifications WHERE trigger_id = $1 GROUP BY user_id",
+    )
+    .bind(t["id"].as_str().unwrap())
+    .fetch_all(&app.state.store.pool)
+    .await
+    .unwrap();
+    assert_eq!(per_user.len(), 36);
+    assert!(per_user.iter().all(|(_, n)| *n == 1), "{per_user:?}");
+    assert_eq!(counts(&app, &m2_token).await["unread"], 2);
+    assert_eq!(counts(&app, &c_token).await["unread"], 1);
+    let late_unread: Vec<i64> = sqlx::query_scalar(
+        "SELECT CAST(SUM(unread) AS BIGINT) FROM notification_counts WHERE user_id LIKE 'bulk-%x' GROUP BY user_id ORDER BY user_id",
+    )
+    .fetch_all(&app.state.store.pool)
+    .await
+    .unwrap();
+    assert_eq!(late_unread, vec![1, 1, 1]);
 }
 
 #[tokio::test]
