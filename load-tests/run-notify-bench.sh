@@ -147,6 +147,15 @@ db_sql() {
     fi
 }
 
+# db_scalar SQL: the single value SQL selects, unadorned.
+db_scalar() {
+    if [[ $backend == postgres ]]; then
+        psql "$db_url" -X -q -v ON_ERROR_STOP=1 -At -c "$1"
+    else
+        sqlite3 -bail -batch -cmd '.timeout 10000' "$run_dir/data/relais.db" "$1"
+    fi
+}
+
 # Prints `user_id<TAB>session_id` of the users whose id starts with $1.
 export_users() {
     local sql="SELECT u.id, s.id FROM users u JOIN sessions s ON s.user_id = u.id
@@ -447,11 +456,11 @@ run_email() {
     # Every message reached the sink; any email still pending was sent but
     # not recorded, and will be sent again once its lease lapses.
     local pending
-    pending=$(db_sql <<<"SELECT count(*) FROM emails WHERE status = 'pending';" | tr -dc '0-9')
+    pending=$(db_scalar "SELECT count(*) FROM emails WHERE status = 'pending';")
     if [[ "${pending:-0}" != 0 ]]; then
         echo "$pending emails still pending after the run; waiting up to 150s for them" >&2
         for _ in $(seq 1 150); do
-            pending=$(db_sql <<<"SELECT count(*) FROM emails WHERE status = 'pending';" | tr -dc '0-9')
+            pending=$(db_scalar "SELECT count(*) FROM emails WHERE status = 'pending';")
             [[ "${pending:-0}" == 0 ]] && break
             sleep 1
         done

@@ -234,9 +234,16 @@ pub struct InboxArgs {
     /// format as --users-file.
     #[arg(long)]
     pub heavy_users_file: Option<PathBuf>,
-    /// Concurrent keep-alive HTTP/1.1 connections, each sending back-to-back.
+    /// Concurrent keep-alive HTTP/1.1 connections, each sending back-to-back
+    /// (or, with --rate, on its own schedule).
     #[arg(long, default_value_t = 16)]
     pub connections: usize,
+    /// Requests per second offered in all, spread evenly over the
+    /// connections, whatever the answers' speed (open loop); latency then
+    /// counts from each request's scheduled time. Default: closed loop,
+    /// every connection sending as fast as it is answered.
+    #[arg(long)]
+    pub rate: Option<u32>,
     /// How long each endpoint is measured.
     #[arg(long, default_value_t = 20)]
     pub duration_secs: u64,

@@ -3,8 +3,12 @@
 //!
 //! Each endpoint is measured on its own for `--duration-secs`: `--connections`
 //! keep-alive connections each send the next request as soon as the previous
-//! one is answered, every request for a user picked at random among the
-//! seeded ones, with that user's own access token (minted here). The users
+//! one is answered (closed loop: the server at its saturation throughput),
+//! or, with `--rate`, each on a fixed schedule that adds up to that many
+//! requests per second (open loop: latency at a chosen load, counted from
+//! each request's scheduled time so a slow answer also counts against the
+//! requests it delayed). Every request is for a user picked at random among
+//! the seeded ones, with that user's own access token (minted here). The users
 //! of `--heavy-users-file` (e.g. one user with a very large inbox) are
 //! measured the same way afterwards and reported separately.
 //!
@@ -91,6 +95,9 @@ impl Endpoint {
 struct InboxResult {
     scenario: &'static str,
     connections: usize,
+    /// Requests per second offered (open loop); absent: closed loop.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    rate: Option<u32>,
     duration_secs: u64,
     users: usize,
     /// Users whose first page (warm-up) was not full; should be 0.
@@ -198,6 +205,7 @@ pub async fn run(args: InboxArgs) -> Result<Option<String>> {
                 endpoint,
                 secs(args.duration_secs),
                 args.connections,
+                args.rate,
             )
             .await?,
         );
@@ -223,6 +231,7 @@ pub async fn run(args: InboxArgs) -> Result<Option<String>> {
                         endpoint,
                         secs(duration),
                         args.connections,
+                        args.rate,
                     )
                     .await?,
                 );
@@ -239,6 +248,7 @@ pub async fn run(args: InboxArgs) -> Result<Option<String>> {
     let result = InboxResult {
         scenario: "inbox",
         connections: args.connections,
+        rate: args.rate,
         duration_secs: args.duration_secs,
         users: clients.len(),
         short_first_pages: short,
@@ -315,7 +325,14 @@ async fn phase(
     endpoint: Endpoint,
     duration: Duration,
     connections: usize,
+    rate: Option<u32>,
 ) -> Result<PhaseResult> {
+    if rate == Some(0) {
+        bail!("--rate must be at least 1");
+    }
+    // With a rate, connection `c` sends every `interval`, offset by
+    // `c / connections` of it so the requests interleave evenly.
+    let interval = rate.map(|r| Duration::from_secs_f64(connections as f64 / f64::from(r)));
     // Page 2 only for users that have one.
     let eligible: Arc<[usize]> = (0..clients.len())
         .filter(|&i| endpoint != Endpoint::Page2 || clients[i].cursor.is_some())
@@ -337,6 +354,10 @@ async fn phase(
         let categories = Arc::clone(categories);
         let eligible = Arc::clone(&eligible);
         let seed = crate::stats::unix_nanos() ^ (c as u64).wrapping_mul(0xA076_1D64_78BD_642F);
+        let schedule = interval.map(|every| Schedule {
+            next: started + every.mul_f64(c as f64 / connections as f64),
+            every,
+        });
         tasks.spawn(async move {
             request_loop(
                 conn,
@@ -347,6 +368,7 @@ async fn phase(
                 endpoint,
                 seed,
                 deadline,
+                schedule,
             )
             .await
         });
@@ -384,7 +406,14 @@ async fn phase(
     Ok(result)
 }
 
-/// Sends requests back-to-back on one connection until `deadline`.
+/// When an open-loop connection sends its next request.
+struct Schedule {
+    next: Instant,
+    every: Duration,
+}
+
+/// Sends requests on one connection until `deadline`: back-to-back, or at
+/// the times of `schedule`.
 #[allow(clippy::too_many_arguments)]
 async fn request_loop(
     conn: HttpConn,
@@ -395,6 +424,7 @@ async fn request_loop(
     endpoint: Endpoint,
     seed: u64,
     deadline: Instant,
+    mut schedule: Option<Schedule>,
 ) -> ConnOutcome {
     let mut out = ConnOutcome {
         requests: 0,
@@ -425,7 +455,20 @@ async fn request_loop(
             Endpoint::Page2 => template.replace("{cursor}", client.cursor.as_deref().unwrap_or("")),
             _ => template.clone(),
         };
-        let sent = Instant::now();
+        // Open loop: wait for the scheduled time, and count latency from it
+        // even when this connection is late (the previous answer was slow).
+        let sent = match schedule.as_mut() {
+            Some(s) => {
+                let at = s.next;
+                s.next += s.every;
+                if at >= deadline {
+                    break;
+                }
+                tokio::time::sleep_until(at).await;
+                at
+            }
+            None => Instant::now(),
+        };
         match c.get(&path, Some(&client.token)).await {
             Ok((status, body)) if status.is_success() => {
                 record_us(&mut out.latency, sent.elapsed().as_micros() as u64);
