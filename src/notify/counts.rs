@@ -102,7 +102,10 @@ impl Stored {
     }
 }
 
-const COLUMNS: &str = "user_id, category, unread, read, archived, unseen, version";
+/// The columns [`Stored`] reads, in its field order.
+const COLUMNS: [&str; 7] = [
+    "user_id", "category", "unread", "read", "archived", "unseen", "version",
+];
 
 /// One user's counters.
 pub async fn snapshot(
@@ -111,7 +114,8 @@ pub async fn snapshot(
     user: &str,
 ) -> Result<Counts, sqlx::Error> {
     let rows = sqlx::query(AssertSqlSafe(format!(
-        "SELECT {COLUMNS} FROM notification_counts WHERE tenant_id = $1 AND user_id = $2"
+        "SELECT {} FROM notification_counts WHERE tenant_id = $1 AND user_id = $2",
+        COLUMNS.join(", ")
     )))
     .bind(tenant)
     .bind(user)
@@ -137,7 +141,7 @@ pub async fn snapshots(
     let backend = backend_of(conn);
     let sql = format!(
         "SELECT {} FROM notification_counts WHERE tenant_id = $1 AND user_id IN ({})",
-        json_rows::aggregate(backend, &COLUMNS.split(", ").collect::<Vec<_>>()),
+        json_rows::aggregate(backend, &COLUMNS),
         json_rows::strings(backend, 2)
     );
     let row = sqlx::query(AssertSqlSafe(sql))
