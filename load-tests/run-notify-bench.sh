@@ -16,6 +16,9 @@
 #
 # Environment:
 #   FANOUT_USERS      users connected by `fanout` (default 10000)
+#   FANOUT_PRESEED    notifications already in each of those users' inboxes
+#                     before the first trigger (default 0), with their counters
+#   FANOUT_EXTRA_SQL  SQL run after seeding, before measuring (e.g. an index change)
 #   INBOX_USERS       users seeded by `inbox` (default 1000)
 #   INBOX_PER_USER    notifications per user (default 1000)
 #   INBOX_HEAVY       notifications of the one heavy user (default 100000; 0: none)
@@ -199,6 +202,50 @@ SQL
     db_sql <<<"ANALYZE users; ANALYZE sessions;"
 }
 
+# preseed_inboxes PER_USER ID_PREFIX: PER_USER notifications in the inbox
+# of every user whose id starts with ID_PREFIX, with their counters, as
+# PER_USER earlier broadcasts would have left them (rows of all users
+# interleaved by id; 20% unread, the rest read). The fan-out then writes
+# into indexes of a realistic size instead of empty ones.
+preseed_inboxes() {
+    local per_user=$1 id_prefix=$2 started=$SECONDS
+    local now_ms=$(($(date +%s) * 1000))
+    local series
+    if [[ $backend == postgres ]]; then
+        series="generate_series(1, $per_user) AS g(i)"
+    else
+        series="(WITH RECURSIVE s(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM s WHERE i < $per_user) SELECT i FROM s) AS g"
+    fi
+    echo "seeding $per_user notifications per user..." >&2
+    db_sql <<SQL
+INSERT INTO notifications (tenant_id, user_id, trigger_id, type_key, category, priority, title, body,
+                           url, payload, status, seen_at, read_at, created_at)
+SELECT u.tenant_id, u.id, 'seed-' || g.i, 'system.announcement', 'system', 1,
+       'Announcement ' || g.i,
+       'Something happened to item ' || g.i || ' that you follow; open it to see the details.',
+       '/items/' || g.i, '{"item":{"id":"' || g.i || '"}}',
+       CASE WHEN g.i % 5 = 0 THEN 0 ELSE 1 END,
+       CASE WHEN g.i % 5 = 0 THEN NULL ELSE $now_ms END,
+       CASE WHEN g.i % 5 = 0 THEN NULL ELSE $now_ms END,
+       $now_ms - ($per_user - g.i) * 60000
+FROM $series CROSS JOIN users u
+WHERE u.id LIKE '$id_prefix%'
+ORDER BY g.i, u.id;
+INSERT INTO notification_counts (tenant_id, user_id, category, unread, read, archived, unseen, version)
+SELECT tenant_id, user_id, category,
+       SUM(CASE WHEN status = 0 THEN 1 ELSE 0 END), SUM(CASE WHEN status = 1 THEN 1 ELSE 0 END), 0,
+       SUM(CASE WHEN status = 0 THEN 1 ELSE 0 END), COUNT(*)
+FROM notifications WHERE user_id LIKE '$id_prefix%'
+GROUP BY tenant_id, user_id, category;
+SQL
+    if [[ $backend == postgres ]]; then
+        db_sql <<<"VACUUM (ANALYZE) notifications; VACUUM (ANALYZE) notification_counts; CHECKPOINT;"
+    else
+        db_sql <<<"ANALYZE; PRAGMA wal_checkpoint(TRUNCATE);" >/dev/null
+    fi
+    echo "seeded $(db_scalar "SELECT COUNT(*) FROM notifications") notifications in $((SECONDS - started))s" >&2
+}
+
 # ------------------------------------------------------------------ the hub
 
 # start_hub [VAR=value...]: a fresh hub on a free port with the current
@@ -264,6 +311,14 @@ run_fanout() {
     echo "seeding $users users..." >&2
     seed_users "$users" 00000000-0000-4000-8000- 00000000-0000-4000-9000- bench-
     export_users 00000000-0000-4000-8000- >"$run_dir/users.tsv"
+    local preseed=${FANOUT_PRESEED:-0}
+    if [[ $preseed -gt 0 ]]; then
+        preseed_inboxes "$preseed" 00000000-0000-4000-8000-
+    fi
+    if [[ -n "${FANOUT_EXTRA_SQL:-}" ]]; then
+        echo "running FANOUT_EXTRA_SQL: $FANOUT_EXTRA_SQL" >&2
+        db_sql <<<"$FANOUT_EXTRA_SQL;"
+    fi
     local status=0
     load notify-fanout --users-file "$run_dir/users.tsv" "$@" || status=$?
     stop_hub
@@ -394,6 +449,11 @@ inbox_explain() {
     local user=$1 mode
     local cols="id, type_key, category, priority, title, body, url, payload, status, seen_at, read_at, archived_at, created_at"
     local from="FROM notifications WHERE tenant_id = \$1 AND user_id = \$2"
+    # The hub's default list: the unread and the read range, merged (inbox::page_sql).
+    active() {
+        echo "SELECT $cols FROM (SELECT * FROM (SELECT $cols $from AND status = 0$1 ORDER BY id DESC LIMIT 21) unread" \
+             "UNION ALL SELECT * FROM (SELECT $cols $from AND status = 1$1 ORDER BY id DESC LIMIT 21) read_items) inbox ORDER BY id DESC LIMIT 21"
+    }
     for mode in custom generic; do
         echo "--- EXPLAIN ANALYZE for $user, $mode plans ---" >&2
         db_sql >&2 <<SQL
@@ -401,11 +461,11 @@ inbox_explain() {
 SET plan_cache_mode = force_${mode}_plan;
 SELECT id AS tenant FROM tenants WHERE slug = 'default' \\gset
 SELECT id AS cursor FROM notifications WHERE user_id = '$user' AND status < 2 ORDER BY id DESC OFFSET 19 LIMIT 1 \\gset
-PREPARE list(text, text) AS SELECT $cols $from AND status < 2 ORDER BY id DESC LIMIT 21;
+PREPARE list(text, text) AS $(active "");
 PREPARE unread(text, text, bigint) AS SELECT $cols $from AND status = \$3 ORDER BY id DESC LIMIT 21;
-PREPARE category(text, text, text) AS SELECT $cols $from AND status < 2 AND category = \$3 ORDER BY id DESC LIMIT 21;
-PREPARE priority(text, text, bigint, bigint) AS SELECT $cols $from AND status < 2 AND priority IN (\$3, \$4) ORDER BY id DESC LIMIT 21;
-PREPARE page2(text, text, bigint) AS SELECT $cols $from AND status < 2 AND id < \$3 ORDER BY id DESC LIMIT 21;
+PREPARE category(text, text, text) AS $(active " AND category = \$3");
+PREPARE priority(text, text, bigint, bigint) AS $(active " AND priority IN (\$3, \$4)");
+PREPARE page2(text, text, bigint) AS $(active " AND id < \$3");
 PREPARE counts(text, text) AS SELECT user_id, category, unread, read, archived, unseen, version FROM notification_counts WHERE tenant_id = \$1 AND user_id = \$2;
 \\echo '== list'
 EXPLAIN (ANALYZE, BUFFERS, COSTS OFF) EXECUTE list(:'tenant', '$user');
