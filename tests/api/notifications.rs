@@ -336,6 +336,33 @@ async fn a_retried_trigger_creates_nothing_twice() {
     assert_eq!(counts(&app, &token).await["unread"], 1);
 }
 
+/// Every item of the inbox list for `query`, page after page, checking that
+/// ids come newest first with no repeat.
+async fn all_pages(app: &TestApp, token: &str, query: &str) -> Vec<i64> {
+    let mut ids: Vec<i64> = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let q = match &cursor {
+            Some(c) => format!("?{query}&cursor={c}"),
+            None => format!("?{query}"),
+        };
+        let page = inbox(app, token, &q).await;
+        ids.extend(
+            page["items"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|i| i["id"].as_i64().unwrap()),
+        );
+        match page["next_cursor"].as_str() {
+            Some(c) => cursor = Some(c.to_owned()),
+            None => break,
+        }
+    }
+    assert!(ids.windows(2).all(|w| w[0] > w[1]), "{query}: {ids:?}");
+    ids
+}
+
 #[tokio::test]
 async fn inbox_pages_filters_counts_and_actions() {
     let app = spawn_app().await;
@@ -358,21 +385,7 @@ async fn inbox_pages_filters_counts_and_actions() {
         .await;
     }
     // Pages of 10, newest first, no duplicate, no gap.
-    let mut seen = Vec::new();
-    let mut cursor: Option<String> = None;
-    loop {
-        let q = match &cursor {
-            Some(c) => format!("?limit=10&cursor={c}"),
-            None => "?limit=10".into(),
-        };
-        let page = inbox(&app, &token, &q).await;
-        let items = page["items"].as_array().unwrap();
-        seen.extend(items.iter().map(|i| i["id"].as_i64().unwrap()));
-        match page["next_cursor"].as_str() {
-            Some(c) => cursor = Some(c.to_owned()),
-            None => break,
-        }
-    }
+    let seen = all_pages(&app, &token, "limit=10").await;
     assert_eq!(seen.len(), 25);
     assert!(seen.windows(2).all(|w| w[0] > w[1]), "{seen:?}");
     let newest = inbox(&app, &token, "?limit=1").await;
@@ -387,6 +400,12 @@ async fn inbox_pages_filters_counts_and_actions() {
 
     let tasks = inbox(&app, &token, "?category=tasks&limit=100").await;
     assert_eq!(tasks["items"].as_array().unwrap().len(), 15);
+    let task_ids: Vec<i64> = tasks["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["id"].as_i64().unwrap())
+        .collect();
     assert!(
         tasks["items"]
             .as_array()
@@ -465,6 +484,35 @@ async fn inbox_pages_filters_counts_and_actions() {
             .len(),
         15
     );
+
+    // The default list merges the unread and the read items by id: with
+    // every other item read, each page straddles both, with and without a
+    // category filter, and the archived one stays out.
+    let active: Vec<i64> = seen.iter().copied().filter(|id| *id != second).collect();
+    let alternate: Vec<i64> = active.iter().copied().step_by(2).collect();
+    let res: Value = app
+        .post(
+            "/api/v1/inbox/batch",
+            Some(&token),
+            json!({"action": "read", "ids": alternate}),
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert!(res["counts"]["unread"].as_i64().unwrap() < 9);
+    assert_eq!(all_pages(&app, &token, "limit=4").await, active);
+    let active_tasks: Vec<i64> = active
+        .iter()
+        .copied()
+        .filter(|id| task_ids.contains(id))
+        .collect();
+    assert_eq!(
+        all_pages(&app, &token, "limit=3&category=tasks").await,
+        active_tasks
+    );
+    let unread = all_pages(&app, &token, "limit=100&status=unread").await;
+    assert!(!unread.is_empty() && unread.len() < active.len());
 
     let res = app
         .post(
