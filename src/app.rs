@@ -252,6 +252,10 @@ impl Application {
         }
         workers.spawn(email::worker::run(mailer, stop.clone()));
         workers.spawn(email::digest::run(state.notify.clone(), stop.clone()));
+        workers.spawn(crate::store::checkpoint::run(
+            state.store.clone(),
+            stop.clone(),
+        ));
         workers.close();
 
         let app = router(state);

@@ -5,6 +5,7 @@
 //! schema differs only in column types, hence one migration folder per
 //! backend. Queries use `$n` placeholders, which both backends accept.
 
+pub mod checkpoint;
 pub mod json_rows;
 
 use std::{path::Path, str::FromStr, time::Duration};
@@ -12,7 +13,7 @@ use std::{path::Path, str::FromStr, time::Duration};
 use anyhow::Context;
 use secrecy::{ExposeSecret, SecretString};
 use sqlx::{
-    AnyPool,
+    AnyPool, AssertSqlSafe,
     any::{AnyConnectOptions, AnyPoolOptions},
     migrate::Migrator,
 };
@@ -66,6 +67,7 @@ impl Store {
                         Box::pin(async move {
                             use sqlx::Executor;
                             conn.execute("PRAGMA journal_mode = WAL; PRAGMA busy_timeout = 5000; PRAGMA foreign_keys = ON; PRAGMA synchronous = NORMAL;").await?;
+                            conn.execute(AssertSqlSafe(checkpoint::connection_pragmas())).await?;
                             Ok(())
                         })
                     })
