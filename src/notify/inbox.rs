@@ -181,7 +181,8 @@ pub async fn list(
 /// most `take` rows, and only those `2 × take` rows are merged. (Partial
 /// indexes of the unread and read items would serve the list in one range,
 /// but every fan-out row would write two more index entries, scattered
-/// over the users: it doubled the time of a fan-out on a large table.)
+/// over the users: on a large table they made a fan-out 1.6 (SQLite) to 2
+/// (PostgreSQL) times slower.)
 fn page_sql(status: Option<i64>, filters: &str, take: usize) -> String {
     let one = |status: i64| {
         format!(
