@@ -168,11 +168,15 @@ impl Notify {
 
     /// Accepts a trigger: checks it, stores it, wakes the fan-out. Returns
     /// the trigger and whether it is a replay of an earlier identical one.
+    ///
+    /// With `Recipients::MayBeNone`, recipients that resolve to nobody are
+    /// not an error: the trigger is stored as done, for its idempotency key.
     pub async fn trigger(
         &self,
         tenant: &TenantId,
         mut req: TriggerRequest,
         idempotency_key: Option<&str>,
+        expected: Recipients,
     ) -> ApiResult<(TriggerView, bool)> {
         let fingerprint = sha256_hex(&serde_json::to_string(&req).map_err(anyhow::Error::from)?);
         if let Some(key) = idempotency_key
@@ -194,7 +198,7 @@ impl Notify {
             .recipients
             .count(&self.store, tenant, req.actor.as_deref())
             .await?;
-        if total == 0 {
+        if total == 0 && expected == Recipients::AtLeastOne {
             return Err(ApiError::invalid(
                 "no_recipients",
                 "the recipients resolve to no active user",
@@ -202,9 +206,15 @@ impl Notify {
         }
         let id = uuid::Uuid::now_v7().to_string();
         let now = self.clock.now_millis();
+        // Nobody to notify: nothing for the fan-out to do.
+        let (status, completed_at) = if total == 0 {
+            ("done", Some(now))
+        } else {
+            ("pending", None)
+        };
         let inserted = sqlx::query(
-            "INSERT INTO notification_triggers (id, tenant_id, type_key, type_def, payload, recipients, actor_id, idempotency_key, fingerprint, status, total, created_at, updated_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 'pending', $10, $11, $11)",
+            "INSERT INTO notification_triggers (id, tenant_id, type_key, type_def, payload, recipients, actor_id, idempotency_key, fingerprint, status, total, created_at, updated_at, completed_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $12, $10, $11, $11, $13)",
         )
         .bind(&id)
         .bind(tenant.as_str())
@@ -217,6 +227,8 @@ impl Notify {
         .bind(&fingerprint)
         .bind(total)
         .bind(now)
+        .bind(status)
+        .bind(completed_at)
         .execute(&self.store.pool)
         .await;
         match inserted {
@@ -232,22 +244,34 @@ impl Notify {
             Err(e) => return Err(e.into()),
         }
         self.metrics.notification_triggers.inc();
-        self.fanout_wake.notify_one();
+        if total > 0 {
+            self.fanout_wake.notify_one();
+        }
         Ok((
             TriggerView {
                 id,
                 type_key: req.type_key,
-                status: "pending".into(),
+                status: status.into(),
                 recipients: total,
                 processed: 0,
                 created: 0,
                 error: None,
                 created_at: now,
-                completed_at: None,
+                completed_at,
             },
             false,
         ))
     }
+}
+
+/// Whether a trigger that resolves to no recipient is an error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Recipients {
+    /// The caller named who to notify: nobody is a mistake (`no_recipients`).
+    AtLeastOne,
+    /// An event reported for its own sake (a project's), which may concern
+    /// nobody but its actor.
+    MayBeNone,
 }
 
 /// A trigger claimed by this node.

@@ -159,14 +159,27 @@ async fn trigger(
             ApiError::invalid("invalid_idempotency_key", "Idempotency-Key must be ASCII")
         })?)?),
     };
-    let (view, replayed) = notify.trigger(caller.tenant(), req, key.as_deref()).await?;
+    let (view, replayed) = notify
+        .trigger(
+            caller.tenant(),
+            req,
+            key.as_deref(),
+            super::fanout::Recipients::AtLeastOne,
+        )
+        .await?;
+    Ok(accepted(view, replayed))
+}
+
+/// `202 Accepted` with the trigger, marked `Idempotent-Replayed` when it is
+/// an earlier request's.
+pub fn accepted(view: super::fanout::TriggerView, replayed: bool) -> Response {
     let mut response = (StatusCode::ACCEPTED, Json(view)).into_response();
     if replayed {
         response
             .headers_mut()
             .insert("idempotent-replayed", HeaderValue::from_static("true"));
     }
-    Ok(response)
+    response
 }
 
 async fn find_trigger(

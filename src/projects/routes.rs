@@ -6,6 +6,7 @@ use axum::{
     Json, Router,
     extract::{Path, State},
     http::StatusCode,
+    response::Response,
     routing::{get, post, put},
 };
 use serde::Deserialize;
@@ -20,8 +21,9 @@ use crate::{
     ids::now_millis,
     notify::{
         Notify,
-        fanout::{TriggerRequest, TriggerView},
+        fanout::{Recipients, TriggerRequest},
         recipients::RecipientSpec,
+        routes::accepted,
         types::validate_key,
     },
     store::is_unique_violation,
@@ -363,7 +365,7 @@ async fn report_event(
     Path(id): Path<String>,
     headers: axum::http::HeaderMap,
     ApiJson(req): ApiJson<EventRequest>,
-) -> ApiResult<(StatusCode, Json<TriggerView>)> {
+) -> ApiResult<Response> {
     manager(&caller)?;
     validate_key(&req.event)
         .map_err(|e| ApiError::invalid("invalid_event", format!("event: {e}")))?;
@@ -403,7 +405,11 @@ async fn report_event(
             |_| ApiError::invalid("invalid_idempotency_key", "Idempotency-Key must be ASCII"),
         )?)?),
     };
-    let (view, replayed) = notify.trigger(tenant, trigger, key.as_deref()).await?;
+    // The event may concern nobody but its actor; it is still stored (for
+    // its idempotency key) and published on the project's channel.
+    let (view, replayed) = notify
+        .trigger(tenant, trigger, key.as_deref(), Recipients::MayBeNone)
+        .await?;
     if !replayed {
         let event = json!({"type": "project.event", "event": req.event, "actor": req.actor, "data": payload});
         if let Ok(raw) = RawValue::from_string(event.to_string())
@@ -415,5 +421,5 @@ async fn report_event(
             tracing::warn!(error = %e, project = %project.id, "project event not published live");
         }
     }
-    Ok((StatusCode::ACCEPTED, Json(view)))
+    Ok(accepted(view, replayed))
 }

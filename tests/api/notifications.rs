@@ -857,6 +857,64 @@ async fn project_events_notify_the_members_but_not_the_actor() {
     assert_eq!(counts(&app, &carol_token).await["unread"], 0);
     assert_eq!(counts(&app, &dan_token).await["unread"], 0);
 
+    // A retried report is the first one, marked as a replay, published once.
+    let report = |body: Value| {
+        app.http
+            .post(app.url(&format!("/api/v1/projects/{pid}/events")))
+            .bearer_auth(&key)
+            .header("Idempotency-Key", "step-42-done")
+            .json(&body)
+            .send()
+    };
+    let body = json!({"event": "step_changed", "actor": alice, "payload": {"step": {"id": "s42", "name": "Maquettes", "status": "validée"}, "actor": {"name": "Alice"}}});
+    let first = report(body.clone()).await.unwrap();
+    assert_eq!(first.status(), 202);
+    assert!(first.headers().get("idempotent-replayed").is_none());
+    let first: Value = first.json().await.unwrap();
+    let again = report(body).await.unwrap();
+    assert_eq!(again.status(), 202);
+    assert_eq!(again.headers()["idempotent-replayed"], "true");
+    let again: Value = again.json().await.unwrap();
+    assert_eq!(again["id"], first["id"]);
+    let events = watcher.publications(1).await;
+    assert_eq!(events[0]["data"]["event"], "step_changed");
+    done(&app, &notify_key, &first).await;
+    assert_eq!(counts(&app, &bob_token).await["unread"], 2);
+
+    // An event whose only member is its actor notifies nobody, and is no
+    // error: it is accepted as done and still goes out on the channel.
+    let res = app
+        .post(
+            "/api/v1/projects",
+            Some(&admin),
+            json!({"name": "Solo", "members": [{"user_id": carol, "role": "owner"}]}),
+        )
+        .await;
+    let solo = res.json::<Value>().await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let mut carol_ws = app.ws_connected(&carol_token).await;
+    carol_ws.subscribe(&format!("project:{solo}")).await;
+    let carol_unread = counts(&app, &carol_token).await["unread"].clone();
+    assert_eq!(carol_unread, 1, "the step change");
+    let res = app
+        .post(
+            &format!("/api/v1/projects/{solo}/events"),
+            Some(&key),
+            json!({"event": "task_changed", "actor": carol, "payload": {"task": {"id": "t7", "title": "Relire", "status": "faite"}, "actor": {"name": "Carol"}}}),
+        )
+        .await;
+    let status = res.status();
+    let t: Value = res.json().await.unwrap();
+    assert_eq!(status, 202, "{t}");
+    assert_eq!(t["recipients"], 0);
+    assert_eq!(t["status"], "done");
+    assert_eq!(done(&app, &notify_key, &t).await["created"], 0);
+    let event = carol_ws.publications(1).await.remove(0);
+    assert_eq!(event["data"]["event"], "task_changed");
+    assert_eq!(counts(&app, &carol_token).await["unread"], carol_unread);
+
     let res = app
         .post(
             &format!("/api/v1/projects/{pid}/events"),
