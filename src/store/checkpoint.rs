@@ -65,7 +65,7 @@ pub async fn run(store: Store, stop: CancellationToken) {
             Err(_) => {}
         }
     }
-    // A last full pass, so a clean stop leaves a short WAL.
+    // A last pass: what the hub wrote is in the database file when it stops.
     let _ = sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
         .execute(&store.pool)
         .await;
