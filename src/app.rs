@@ -15,7 +15,7 @@ use crate::{
     api::{self, console, idempotency::Idempotency},
     auth::{self, AuthService, key_cache::KeyCache, tokens::JwtKeys},
     bootstrap::{self, BootstrapReport},
-    bus::{Broker, Revocation, RevocationSink, memory::MemoryBroker, redis::RedisBroker},
+    bus::{Broker, ControlRouter, Revocation, memory::MemoryBroker, redis::RedisBroker},
     channels::ChannelRegistry,
     config::Config,
     email::{self, transport::Transport, worker::Mailer},
@@ -102,21 +102,22 @@ impl Application {
         let hub = Arc::new(Hub::new(metrics.clone()));
         let bus_stop = CancellationToken::new();
         let key_cache = Arc::new(KeyCache::default());
-        let revocations: RevocationSink = {
+        let control = Arc::new(ControlRouter::default());
+        {
             let hub = hub.clone();
             let key_cache = key_cache.clone();
-            Arc::new(move |revocation: &Revocation| match revocation {
+            control.on::<Revocation>(move |revocation| match revocation {
                 Revocation::Sessions {
                     tenant,
                     user,
                     session,
                 } => {
-                    let closed = hub.close_sessions(tenant, user, session.as_ref());
+                    let closed = hub.close_sessions(&tenant, &user, session.as_ref());
                     tracing::debug!(closed, %user, "sessions revoked");
                 }
-                Revocation::ApiKey { key, .. } => key_cache.forget(key),
-            })
-        };
+                Revocation::ApiKey { key, .. } => key_cache.forget(&key),
+            });
+        }
         let (broker, memory): (Arc<dyn Broker>, Option<Arc<MemoryBroker>>) = match &config.redis_url
         {
             Some(url) => {
@@ -125,7 +126,7 @@ impl Application {
                     &config.redis_prefix,
                     config.presence_ttl,
                     hub.clone(),
-                    revocations.clone(),
+                    control.clone(),
                     metrics.clone(),
                     bus_stop.clone(),
                 )
@@ -141,7 +142,7 @@ impl Application {
             None => {
                 let memory = Arc::new(MemoryBroker::new(
                     hub.clone(),
-                    revocations.clone(),
+                    control.clone(),
                     config.limits.max_channels,
                     metrics.clone(),
                 ));

@@ -78,3 +78,12 @@ pub fn now_millis() -> i64 {
         .map(|d| d.as_millis() as i64)
         .unwrap_or_default()
 }
+
+/// `len` random bytes, base64url-encoded: secrets, epochs, node ids.
+pub fn random_token(len: usize) -> String {
+    use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
+    use rand::RngExt;
+    let mut bytes = vec![0u8; len];
+    rand::rng().fill(&mut bytes[..]);
+    URL_SAFE_NO_PAD.encode(bytes)
+}

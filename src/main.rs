@@ -263,7 +263,7 @@ async fn admin_service(config: &Config) -> anyhow::Result<AuthService> {
     // No live connections or caches to revoke from in a one-shot command.
     let broker = Arc::new(MemoryBroker::new(
         Arc::new(Hub::new(metrics.clone())),
-        Arc::new(|_: &relais::bus::Revocation| {}),
+        Arc::new(relais::bus::ControlRouter::default()),
         1,
         metrics,
     ));

@@ -5,9 +5,7 @@
 //! construction. Refresh tokens are random strings; only their SHA-256 is
 //! stored, so a database leak does not leak usable tokens.
 
-use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation, errors::ErrorKind};
-use rand::RngExt;
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -113,12 +111,7 @@ pub fn unix_secs() -> u64 {
         .unwrap_or_default()
 }
 
-/// `len` random bytes, base64url-encoded.
-pub fn random_token(len: usize) -> String {
-    let mut bytes = vec![0u8; len];
-    rand::rng().fill(&mut bytes[..]);
-    URL_SAFE_NO_PAD.encode(bytes)
-}
+pub use crate::ids::random_token;
 
 /// A new opaque refresh token.
 pub fn new_refresh_token() -> String {
@@ -139,6 +132,7 @@ pub fn sha256_hex(value: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
 
     fn keys() -> JwtKeys {
         JwtKeys::new(&SecretString::from(

@@ -2,7 +2,7 @@
 //!
 //! Each channel has a stream (epoch, last offset, bounded history) behind its
 //! own mutex. Publishing assigns the offset, appends to history and hands the
-//! publication to the hub while holding that mutex, so every subscriber sees
+//! publication to the node's delivery while holding that mutex, so every subscriber sees
 //! one order and a recovering subscriber can never fall between history and
 //! live delivery. Epochs are random per stream: after a restart, or after an
 //! idle stream is evicted, clients learn that recovery is impossible.
@@ -19,9 +19,14 @@ use parking_lot::Mutex;
 use serde_json::value::RawValue;
 
 use super::{
-    Broker, BusError, HistoryPolicy, Position, PresenceEntry, Publication, Recovery, Revocation,
+    Broker, BusError, ControlMessage, ControlRouter, Delivery, Position, PresenceEntry,
+    Publication, Recovery,
 };
-use crate::{channels::ChannelKey, gateway::hub::Hub, ids::UserId, metrics::Metrics};
+use crate::{
+    channels::{ChannelKey, HistoryPolicy},
+    ids::UserId,
+    metrics::Metrics,
+};
 
 struct Stream {
     epoch: Arc<str>,
@@ -32,7 +37,7 @@ struct Stream {
 impl Stream {
     fn new() -> Self {
         Stream {
-            epoch: crate::auth::tokens::random_token(6).into(),
+            epoch: crate::ids::random_token(6).into(),
             top: 0,
             history: VecDeque::new(),
         }
@@ -62,24 +67,24 @@ impl Stream {
 pub struct MemoryBroker {
     streams: DashMap<ChannelKey, Arc<Mutex<Stream>>>,
     presence: DashMap<ChannelKey, HashMap<UserId, u32>>,
-    hub: Arc<Hub>,
-    revocations: super::RevocationSink,
+    delivery: Arc<dyn Delivery>,
+    control: Arc<ControlRouter>,
     max_channels: usize,
     metrics: Arc<Metrics>,
 }
 
 impl MemoryBroker {
     pub fn new(
-        hub: Arc<Hub>,
-        revocations: super::RevocationSink,
+        delivery: Arc<dyn Delivery>,
+        control: Arc<ControlRouter>,
         max_channels: usize,
         metrics: Arc<Metrics>,
     ) -> Self {
         MemoryBroker {
-            revocations,
+            control,
             streams: DashMap::new(),
             presence: DashMap::new(),
-            hub,
+            delivery,
             max_channels,
             metrics,
         }
@@ -107,7 +112,7 @@ impl MemoryBroker {
     pub fn evict_idle(&self, policy_of: impl Fn(&ChannelKey) -> Option<HistoryPolicy>) {
         let now = Instant::now();
         self.streams.retain(|key, stream| {
-            if self.hub.has_subscribers(key) {
+            if self.delivery.has_subscribers(key) {
                 return true;
             }
             let mut s = stream.lock();
@@ -182,7 +187,7 @@ impl Broker for MemoryBroker {
             let mut s = stream.lock();
             s.top += 1;
             let key = self
-                .hub
+                .delivery
                 .canonical(channel)
                 .unwrap_or_else(|| channel.clone());
             let publication = Arc::new(Publication::encode(key, s.epoch.clone(), s.top, data));
@@ -191,7 +196,7 @@ impl Broker for MemoryBroker {
                 s.history.push_back((now, publication.clone()));
                 s.trim(history, now);
             }
-            self.hub.deliver(&publication);
+            self.delivery.deliver(&publication);
             s.position()
         });
         Box::pin(async move { result })
@@ -202,7 +207,7 @@ impl Broker for MemoryBroker {
         channel: &ChannelKey,
         frame: String,
     ) -> BoxFuture<'_, Result<(), BusError>> {
-        self.hub
+        self.delivery
             .deliver(&Arc::new(Publication::ephemeral(channel.clone(), frame)));
         Box::pin(async { Ok(()) })
     }
@@ -306,15 +311,15 @@ impl Broker for MemoryBroker {
         Box::pin(async move { Ok(members) })
     }
 
-    fn revoke(&self, revocation: Revocation) -> BoxFuture<'_, Result<(), BusError>> {
-        (self.revocations)(&revocation);
+    fn control(&self, message: ControlMessage) -> BoxFuture<'_, Result<(), BusError>> {
+        self.control.dispatch(&message);
         Box::pin(async { Ok(()) })
     }
 
     fn local_interest(&self, _channel: &ChannelKey, _interested: bool) {}
 
     fn ready_for<'a>(&'a self, _channel: &'a ChannelKey) -> BoxFuture<'a, Result<(), BusError>> {
-        // Delivery is in-process: a local subscriber receives from the moment it joins the hub.
+        // Delivery is in-process: a local subscriber receives from the moment it joins the fan-out.
         Box::pin(async { Ok(()) })
     }
 
@@ -328,11 +333,27 @@ mod tests {
     use super::*;
     use crate::channels::ChannelName;
 
+    /// A node with no subscriber: these tests look at streams and history.
+    struct Nobody;
+    impl Delivery for Nobody {
+        fn deliver(&self, _: &Arc<Publication>) {}
+        fn has_subscribers(&self, _: &ChannelKey) -> bool {
+            false
+        }
+        fn canonical(&self, _: &ChannelKey) -> Option<ChannelKey> {
+            None
+        }
+    }
+
     fn setup() -> (MemoryBroker, ChannelKey) {
         let metrics = Arc::new(Metrics::default());
-        let hub = Arc::new(Hub::new(metrics.clone()));
         (
-            MemoryBroker::new(hub, Arc::new(|_: &Revocation| {}), 10, metrics),
+            MemoryBroker::new(
+                Arc::new(Nobody),
+                Arc::new(ControlRouter::default()),
+                10,
+                metrics,
+            ),
             ChannelKey::new("t".into(), ChannelName::parse("broadcast").unwrap()),
         )
     }

@@ -4,13 +4,21 @@
 //! The gateway talks only to the [`Broker`] trait. The in-process
 //! [`memory::MemoryBroker`] serves a single node; a Redis broker implements
 //! the same trait for cluster mode. A broker assigns offsets, keeps bounded
-//! history, tracks presence, carries revocations, and hands every publication
-//! to the local [`crate::gateway::hub::Hub`] for fan-out.
+//! history, tracks presence, carries control messages to every node, and
+//! hands every publication to the node's [`Delivery`] for fan-out.
+//!
+//! The bus sits below the gateway: it knows channels and publications, never
+//! connections. What it delivers to ([`Delivery`]) and what it does with
+//! control messages ([`control::ControlRouter`]) are injected when the
+//! application is built.
 
+pub mod control;
 pub mod memory;
 pub mod redis;
 
-use std::{fmt::Write, sync::Arc, time::Duration};
+pub use control::{Control, ControlMessage, ControlRouter};
+
+use std::{fmt::Write, sync::Arc};
 
 use axum::extract::ws::Utf8Bytes;
 use futures_util::future::BoxFuture;
@@ -18,7 +26,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
 use crate::{
-    channels::ChannelKey,
+    channels::{ChannelKey, HistoryPolicy},
     ids::{ApiKeyId, SessionId, TenantId, UserId},
 };
 
@@ -29,15 +37,6 @@ use crate::{
 pub struct Position {
     pub epoch: Arc<str>,
     pub offset: u64,
-}
-
-/// How much history a channel keeps.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct HistoryPolicy {
-    /// Publications kept; 0 keeps none (offsets still increase).
-    pub size: usize,
-    /// Publications older than this are dropped.
-    pub ttl: Duration,
 }
 
 /// One publication, encoded once as the exact text frame every subscriber
@@ -127,6 +126,18 @@ pub struct PresenceEntry {
     pub clients: u32,
 }
 
+/// Where the bus hands publications on this node: the gateway's hub
+/// implements it. A trait, so the bus depends on nothing above it.
+pub trait Delivery: Send + Sync + 'static {
+    /// Hands `publication` to every local subscriber of its channel, without waiting.
+    fn deliver(&self, publication: &Arc<Publication>);
+    /// Whether this node has a subscriber of `channel`.
+    fn has_subscribers(&self, channel: &ChannelKey) -> bool;
+    /// The key this node's subscribers hold for `channel` (shared
+    /// allocations make the per-delivery lookup a pointer comparison).
+    fn canonical(&self, channel: &ChannelKey) -> Option<ChannelKey>;
+}
+
 /// Something to stop trusting, on every node.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
@@ -141,11 +152,9 @@ pub enum Revocation {
     ApiKey { tenant: TenantId, key: ApiKeyId },
 }
 
-/// Applies a revocation on this node (closing sockets, dropping cached
-/// keys). The broker calls it for revocations from any node, its own
-/// included; the application wires it, so the bus knows neither auth nor
-/// the gateway's internals.
-pub type RevocationSink = Arc<dyn Fn(&Revocation) + Send + Sync>;
+impl Control for Revocation {
+    const TOPIC: &'static str = "revoke";
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum BusError {
@@ -212,8 +221,14 @@ pub trait Broker: Send + Sync + 'static {
         channel: &'a ChannelKey,
     ) -> BoxFuture<'a, Result<Vec<PresenceEntry>, BusError>>;
 
+    /// Hands a control message to the [`ControlRouter`] of every node, this
+    /// one included (at once, even when the cluster link is down).
+    fn control(&self, message: ControlMessage) -> BoxFuture<'_, Result<(), BusError>>;
+
     /// Applies a revocation on every node.
-    fn revoke(&self, revocation: Revocation) -> BoxFuture<'_, Result<(), BusError>>;
+    fn revoke(&self, revocation: Revocation) -> BoxFuture<'_, Result<(), BusError>> {
+        self.control(ControlMessage::of(&revocation))
+    }
 
     /// This node gained its first (`true`) or lost its last (`false`) local
     /// subscriber of `channel`; a clustered broker (un)subscribes upstream.

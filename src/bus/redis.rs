@@ -18,7 +18,8 @@
 //! - **Presence** is a sorted set per channel whose members (`node|user|count`)
 //!   carry an expiry as score, refreshed by each node; a crashed node's
 //!   members vanish after the presence TTL (`RELAIS_PRESENCE_TTL_SECS`).
-//! - **Revocations** travel on a control channel every node listens to.
+//! - **Control messages** (revocations, cancellations) travel on a control
+//!   channel every node listens to.
 
 use std::{
     collections::{HashMap, HashSet},
@@ -39,9 +40,13 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use super::{
-    Broker, BusError, HistoryPolicy, Position, PresenceEntry, Publication, Recovery, Revocation,
+    Broker, BusError, ControlMessage, ControlRouter, Delivery, Position, PresenceEntry,
+    Publication, Recovery,
 };
-use crate::{channels::ChannelKey, gateway::hub::Hub, ids::UserId};
+use crate::{
+    channels::{ChannelKey, HistoryPolicy},
+    ids::UserId,
+};
 
 /// Pub/sub connections per node.
 pub const SHARDS: usize = 4;
@@ -139,11 +144,11 @@ pub struct RedisBroker {
     client: redis::Client,
     conn: ConnectionManager,
     prefix: Arc<str>,
-    /// The pub/sub channel of revocations, heard by every node.
-    control: String,
+    /// The pub/sub channel of control messages, heard by every node.
+    control_channel: String,
     node: Arc<str>,
-    hub: Arc<Hub>,
-    revocations: super::RevocationSink,
+    delivery: Arc<dyn Delivery>,
+    control: Arc<ControlRouter>,
     metrics: Arc<crate::metrics::Metrics>,
     shards: Vec<Arc<Shard>>,
     /// Shards currently connected.
@@ -166,8 +171,8 @@ impl RedisBroker {
         url: &str,
         prefix: &str,
         presence_ttl: Duration,
-        hub: Arc<Hub>,
-        revocations: super::RevocationSink,
+        delivery: Arc<dyn Delivery>,
+        control: Arc<ControlRouter>,
         metrics: Arc<crate::metrics::Metrics>,
         stop: CancellationToken,
     ) -> anyhow::Result<Arc<Self>> {
@@ -189,10 +194,10 @@ impl RedisBroker {
             client,
             conn,
             prefix: prefix.into(),
-            control: format!("{prefix}:control"),
-            node: crate::auth::tokens::random_token(9).into(),
-            hub,
-            revocations,
+            control_channel: format!("{prefix}:control"),
+            node: crate::ids::random_token(9).into(),
+            delivery,
+            control,
             metrics,
             shards: (0..SHARDS).map(|_| Arc::new(Shard::default())).collect(),
             connected: AtomicUsize::new(0),
@@ -275,7 +280,7 @@ impl RedisBroker {
             .key(format!("{base}:epoch"))
             .key(format!("{base}:top"))
             .key(format!("{base}:hist"))
-            .arg(crate::auth::tokens::random_token(6))
+            .arg(crate::ids::random_token(6))
             .arg(Self::ttl_secs(history))
             .arg(from)
             .arg(count)
@@ -285,7 +290,7 @@ impl RedisBroker {
         let epoch: Arc<str> = epoch.into();
         let now = crate::ids::now_millis();
         let key = self
-            .hub
+            .delivery
             .canonical(channel)
             .unwrap_or_else(|| channel.clone());
         let mut publications = Vec::with_capacity(entries.len() / 3);
@@ -334,7 +339,7 @@ impl RedisBroker {
             backoff = Duration::from_millis(100);
             let (mut sink, mut stream) = pubsub.split();
             let mut subscribed: HashSet<String> = HashSet::new();
-            if index == 0 && sink.subscribe(&self.control).await.is_err() {
+            if index == 0 && sink.subscribe(&self.control_channel).await.is_err() {
                 tracing::warn!(
                     shard = index,
                     "subscribing to the control channel failed; retrying"
@@ -445,11 +450,11 @@ impl RedisBroker {
             Ok(r) if r.recovered => {
                 for publication in &r.publications {
                     self.note_received(publication);
-                    self.hub.deliver(publication);
+                    self.delivery.deliver(publication);
                 }
             }
             _ => self
-                .hub
+                .delivery
                 .deliver(&Arc::new(Publication::resync(key.clone()))),
         }
     }
@@ -469,10 +474,14 @@ impl RedisBroker {
     fn on_message(&self, msg: &redis::Msg) {
         let name = msg.get_channel_name();
         let payload = msg.get_payload_bytes();
-        if name == self.control {
-            match serde_json::from_slice::<Revocation>(payload) {
-                Ok(revocation) => (self.revocations)(&revocation),
-                Err(e) => tracing::warn!(error = %e, "malformed control message"),
+        if name == self.control_channel {
+            // `node\n{envelope}`; a node's own messages were applied when sent.
+            let Some(split) = payload.iter().position(|b| *b == b'\n') else {
+                tracing::warn!("malformed control message");
+                return;
+            };
+            if payload[..split] != *self.node.as_bytes() {
+                self.control.dispatch_json(&payload[split + 1..]);
             }
             return;
         }
@@ -503,7 +512,7 @@ impl RedisBroker {
         };
         let publication = Arc::new(publication);
         self.note_received(&publication);
-        self.hub.deliver(&publication);
+        self.delivery.deliver(&publication);
     }
 
     fn presence_member(&self, user: &UserId, count: u32) -> String {
@@ -604,7 +613,7 @@ impl Broker for RedisBroker {
                 .key(format!("{base}:epoch"))
                 .key(format!("{base}:top"))
                 .key(format!("{base}:hist"))
-                .arg(crate::auth::tokens::random_token(6))
+                .arg(crate::ids::random_token(6))
                 .arg(history.size)
                 .arg(Self::ttl_secs(history))
                 .arg(self.pubsub_name(channel))
@@ -789,14 +798,19 @@ impl Broker for RedisBroker {
         })
     }
 
-    fn revoke(&self, revocation: Revocation) -> BoxFuture<'_, Result<(), BusError>> {
+    fn control(&self, message: ControlMessage) -> BoxFuture<'_, Result<(), BusError>> {
         Box::pin(async move {
             // Applied here at once, even if Redis is down; other nodes apply
-            // it from the control channel (this node again too: harmless).
-            (self.revocations)(&revocation);
-            let payload = serde_json::to_string(&revocation).unwrap_or_default();
+            // it from the control channel. The payload names this node so
+            // that it does not apply its own message a second time.
+            self.control.dispatch(&message);
+            let payload = format!(
+                "{}\n{}",
+                self.node,
+                serde_json::to_string(&message).unwrap_or_default()
+            );
             let mut conn = self.conn.clone();
-            conn.publish::<_, _, ()>(&self.control, payload)
+            conn.publish::<_, _, ()>(&self.control_channel, payload)
                 .await
                 .map_err(|e| self.unavailable(e))
         })

@@ -13,9 +13,17 @@ use futures_util::future::BoxFuture;
 
 use crate::{
     auth::{Permission, Principal, Role},
-    bus::HistoryPolicy,
     ids::TenantId,
 };
+
+/// How much history a channel keeps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HistoryPolicy {
+    /// Publications kept; 0 keeps none (offsets still increase).
+    pub size: usize,
+    /// Publications older than this are dropped.
+    pub ttl: Duration,
+}
 
 /// Longest channel name accepted.
 pub const MAX_CHANNEL_LEN: usize = 200;

@@ -13,7 +13,7 @@ use dashmap::DashMap;
 
 use super::{outbox::Outbox, protocol::CloseReason};
 use crate::{
-    bus::Publication,
+    bus::{Delivery, Publication},
     channels::ChannelKey,
     ids::{SessionId, TenantId, UserId},
     metrics::Metrics,
@@ -75,7 +75,7 @@ impl Hub {
     }
 
     /// Adds a subscriber. Returns the canonical key of the channel (see
-    /// [`Hub::canonical`]) and whether it is the channel's first subscriber
+    /// [`Delivery::canonical`]) and whether it is the channel's first subscriber
     /// on this node.
     pub fn subscribe(
         &self,
@@ -99,31 +99,6 @@ impl Hub {
             subs.is_empty()
         });
         removed.is_some()
-    }
-
-    /// The key this node's subscribers hold for `channel`. Publications
-    /// built with it compare by pointer in every connection's subscription
-    /// lookup instead of by string.
-    pub fn canonical(&self, channel: &ChannelKey) -> Option<ChannelKey> {
-        self.channels.get(channel).map(|entry| entry.key().clone())
-    }
-
-    pub fn has_subscribers(&self, channel: &ChannelKey) -> bool {
-        self.channels.contains_key(channel)
-    }
-
-    /// Hands `publication` to every local subscriber of its channel.
-    pub fn deliver(&self, publication: &Arc<Publication>) {
-        if let Some(subs) = self.channels.get(&publication.channel) {
-            let mut delivered = 0u64;
-            for sub in subs.iter() {
-                delivered += sub.outbox.push(publication) as u64;
-            }
-            self.metrics.deliveries.inc_by(delivered);
-            self.metrics
-                .queued_bytes
-                .inc_by((delivered * publication.frame.len() as u64) as i64);
-        }
     }
 
     /// Closes the connections of the revoked sessions: one session, or every
@@ -156,5 +131,31 @@ impl Hub {
 
     pub fn connection_count(&self) -> usize {
         self.connections.len()
+    }
+}
+
+impl Delivery for Hub {
+    /// Pushes the shared publication into each local subscriber's outbox.
+    fn deliver(&self, publication: &Arc<Publication>) {
+        if let Some(subs) = self.channels.get(&publication.channel) {
+            let mut delivered = 0u64;
+            for sub in subs.iter() {
+                delivered += sub.outbox.push(publication) as u64;
+            }
+            self.metrics.deliveries.inc_by(delivered);
+            self.metrics
+                .queued_bytes
+                .inc_by((delivered * publication.frame.len() as u64) as i64);
+        }
+    }
+
+    fn has_subscribers(&self, channel: &ChannelKey) -> bool {
+        self.channels.contains_key(channel)
+    }
+
+    /// Publications built with the canonical key compare by pointer in every
+    /// connection's subscription lookup instead of by string.
+    fn canonical(&self, channel: &ChannelKey) -> Option<ChannelKey> {
+        self.channels.get(channel).map(|entry| entry.key().clone())
     }
 }

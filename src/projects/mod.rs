@@ -14,7 +14,7 @@ use sqlx::{Row, any::AnyRow};
 
 use crate::{
     auth::{Permission, Principal},
-    bus::HistoryPolicy,
+    channels::HistoryPolicy,
     channels::{Access, AccessCheck, ChannelName, KeyRule, Namespace},
     store::Store,
 };

@@ -7,7 +7,7 @@ use std::{collections::HashMap, path::PathBuf, time::Duration};
 use futures_util::{SinkExt, StreamExt};
 use relais::{
     app::Application,
-    bus::HistoryPolicy,
+    channels::HistoryPolicy,
     channels::{Access, ChannelRegistry, KeyRule, Namespace},
     config::Config,
 };
