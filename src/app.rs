@@ -161,6 +161,7 @@ impl Application {
             hub,
             broker,
             Arc::new(channels),
+            crate::gateway::rpc::RpcRegistry::default(),
             auth.clone(),
             config.limits.clone(),
             config.allowed_origins.clone(),

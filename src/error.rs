@@ -27,6 +27,11 @@ pub enum ApiError {
     Forbidden(String),
     #[error("{0} not found")]
     NotFound(&'static str),
+    /// A 404 with a code of its own (e.g. `method_not_found`).
+    #[error("{1}")]
+    NoSuch(&'static str, String),
+    #[error("{1}")]
+    TooManyRequests(&'static str, String),
     #[error("{1}")]
     Conflict(&'static str, String),
     #[error("request body too large")]
@@ -57,7 +62,8 @@ impl ApiError {
             ApiError::Invalid(..) => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::Unauthenticated | ApiError::Unauthorized(..) => StatusCode::UNAUTHORIZED,
             ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
-            ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::NotFound(_) | ApiError::NoSuch(..) => StatusCode::NOT_FOUND,
+            ApiError::TooManyRequests(..) => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Conflict(..) => StatusCode::CONFLICT,
             ApiError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::Unavailable(..) => StatusCode::SERVICE_UNAVAILABLE,
@@ -72,7 +78,9 @@ impl ApiError {
             ApiError::Invalid(code, _)
             | ApiError::Unauthorized(code, _)
             | ApiError::Conflict(code, _)
-            | ApiError::Unavailable(code, _) => code,
+            | ApiError::Unavailable(code, _)
+            | ApiError::NoSuch(code, _)
+            | ApiError::TooManyRequests(code, _) => code,
             ApiError::Unauthenticated => "unauthenticated",
             ApiError::Forbidden(_) => "forbidden",
             ApiError::NotFound(_) => "not_found",

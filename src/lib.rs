@@ -36,6 +36,7 @@ pub mod channels;
 pub mod config;
 pub mod email;
 pub mod error;
+pub mod extension;
 pub mod gateway;
 pub mod ids;
 pub mod metrics;

@@ -77,6 +77,20 @@ impl Publication {
         }
     }
 
+    /// The frame of an ephemeral publication:
+    /// `{"type":"ephemeral","channel":…,"data":…}`. A type of its own, so a
+    /// client never mistakes it for a place in the stream.
+    pub fn ephemeral_frame(channel: &ChannelKey, data: &RawValue) -> String {
+        let name = channel.name().as_str();
+        let mut frame = String::with_capacity(48 + name.len() + data.get().len());
+        frame.push_str(r#"{"type":"ephemeral","channel":"#);
+        push_json_str(&mut frame, name);
+        frame.push_str(r#","data":"#);
+        frame.push_str(data.get());
+        frame.push('}');
+        frame
+    }
+
     /// An event delivered to current subscribers only (never stored).
     pub fn ephemeral(channel: ChannelKey, frame: String) -> Publication {
         Publication {

@@ -13,6 +13,7 @@ use futures_util::future::BoxFuture;
 
 use crate::{
     auth::{Permission, Principal, Role},
+    extension::{PublishHook, SnapshotSource},
     ids::TenantId,
 };
 
@@ -214,6 +215,10 @@ pub struct Namespace {
     /// Send `join`/`leave` events to subscribers.
     pub join_leave: bool,
     pub history: HistoryPolicy,
+    /// Runs on every client and backend publication (not on a domain's own).
+    pub hook: Option<Arc<dyn PublishHook>>,
+    /// The channel's state, sent to subscribers that do not recover.
+    pub snapshot: Option<Arc<dyn SnapshotSource>>,
 }
 
 /// The three things a caller may try on a channel.
@@ -246,6 +251,8 @@ impl ChannelRegistry {
                 size: 200,
                 ttl: Duration::from_secs(24 * 3600),
             },
+            hook: None,
+            snapshot: None,
         });
         registry.register(Namespace {
             name: "role",
@@ -258,6 +265,8 @@ impl ChannelRegistry {
                 size: 100,
                 ttl: Duration::from_secs(3600),
             },
+            hook: None,
+            snapshot: None,
         });
         registry.register(Namespace {
             name: "broadcast",
@@ -270,6 +279,8 @@ impl ChannelRegistry {
                 size: 100,
                 ttl: Duration::from_secs(3600),
             },
+            hook: None,
+            snapshot: None,
         });
         registry
     }
@@ -279,6 +290,18 @@ impl ChannelRegistry {
     pub fn register(&mut self, namespace: Namespace) {
         let previous = self.namespaces.insert(namespace.name, namespace);
         assert!(previous.is_none(), "channel namespace registered twice");
+    }
+
+    /// Replaces a namespace's history policy (from configuration). Returns
+    /// `false` when no such namespace is registered.
+    pub fn set_history(&mut self, namespace: &str, history: HistoryPolicy) -> bool {
+        match self.namespaces.get_mut(namespace) {
+            Some(ns) => {
+                ns.history = history;
+                true
+            }
+            None => false,
+        }
     }
 
     /// The namespace of `name`, checking its key rule.

@@ -3,8 +3,11 @@
 //! publishing to channels of namespaces they registered.
 //!
 //! - [`protocol`]: frames and close codes of the WebSocket protocol.
-//! - [`ws`]: one task per WebSocket connection.
-//! - [`sse`]: the read-only Server-Sent Events endpoint.
+//! - [`session`]: the transport-free connection core (subscriptions,
+//!   recovery, snapshots, ordering, every command).
+//! - [`ws`]: the WebSocket transport, one task per connection.
+//! - [`sse`]: the read-only Server-Sent Events transport.
+//! - [`rpc`]: client RPC routed to domain handlers by method prefix.
 //! - [`hub`]: local subscribers and live connections.
 //! - [`outbox`]: the byte-bounded queue of each connection.
 //! - [`ratelimit`]: the per-connection command budget.
@@ -13,6 +16,8 @@ pub mod hub;
 pub mod outbox;
 pub mod protocol;
 pub mod ratelimit;
+pub mod rpc;
+pub mod session;
 pub mod sse;
 pub mod ws;
 
@@ -28,10 +33,12 @@ use crate::{
     channels::{ChannelError, ChannelKey, ChannelName, ChannelRegistry, Namespace, Operation},
     config::{Limits, OriginPolicy},
     error::ApiError,
+    extension::{DomainError, PublishOutcome, Publisher},
     ids::TenantId,
     metrics::Metrics,
 };
 use hub::Hub;
+use rpc::RpcRegistry;
 
 /// Why a channel operation was refused; shared by the WebSocket, SSE and REST paths.
 #[derive(Debug, thiserror::Error)]
@@ -44,6 +51,9 @@ pub enum ChannelOpError {
     TooLarge(usize),
     #[error(transparent)]
     Bus(#[from] BusError),
+    /// Refused by the namespace's publish hook or snapshot source.
+    #[error(transparent)]
+    Domain(#[from] DomainError),
     #[error("internal error")]
     Internal(#[from] anyhow::Error),
 }
@@ -57,6 +67,7 @@ impl ChannelOpError {
             ChannelOpError::Forbidden => codes::FORBIDDEN,
             ChannelOpError::TooLarge(_) => codes::PAYLOAD_TOO_LARGE,
             ChannelOpError::Bus(_) => codes::UNAVAILABLE,
+            ChannelOpError::Domain(e) => e.code,
             ChannelOpError::Internal(_) => codes::INTERNAL,
         }
     }
@@ -73,15 +84,26 @@ impl From<ChannelOpError> for ApiError {
             ChannelOpError::Forbidden => ApiError::forbidden(e.to_string()),
             ChannelOpError::TooLarge(_) => ApiError::PayloadTooLarge,
             ChannelOpError::Bus(_) => ApiError::Unavailable(code, e.to_string()),
+            ChannelOpError::Domain(e) => e.into(),
             ChannelOpError::Internal(e) => ApiError::Internal(e),
         }
     }
+}
+
+/// Where a publication went.
+#[derive(Debug)]
+pub enum Published {
+    /// Into the channel's stream, at this position.
+    Stored(Position),
+    /// To current subscribers only (a hook chose ephemeral delivery).
+    Ephemeral,
 }
 
 pub struct Gateway {
     pub hub: Arc<Hub>,
     pub broker: Arc<dyn Broker>,
     pub channels: Arc<ChannelRegistry>,
+    pub rpc: RpcRegistry,
     pub auth: Arc<AuthService>,
     pub limits: Limits,
     pub origins: OriginPolicy,
@@ -99,6 +121,7 @@ impl Gateway {
         hub: Arc<Hub>,
         broker: Arc<dyn Broker>,
         channels: Arc<ChannelRegistry>,
+        rpc: RpcRegistry,
         auth: Arc<AuthService>,
         limits: Limits,
         origins: OriginPolicy,
@@ -109,6 +132,7 @@ impl Gateway {
             hub,
             broker,
             channels,
+            rpc,
             auth,
             limits,
             origins,
@@ -180,7 +204,40 @@ impl Gateway {
         }
     }
 
-    /// Publishes already-authorised `data`; the data size limit applies to every path.
+    /// Publishes already-authorised `data` from a client or an app backend:
+    /// the namespace's publish hook (if any) validates, persists or
+    /// transforms it first, or makes it ephemeral.
+    pub async fn publish_from(
+        &self,
+        publisher: Publisher<'_>,
+        key: &ChannelKey,
+        ns: &Namespace,
+        data: &RawValue,
+    ) -> Result<Published, ChannelOpError> {
+        let Some(hook) = &ns.hook else {
+            return Ok(Published::Stored(self.publish(key, ns, data).await?));
+        };
+        if data.get().len() > self.limits.max_publication_bytes {
+            return Err(ChannelOpError::TooLarge(self.limits.max_publication_bytes));
+        }
+        match hook.on_publish(publisher, key, data).await? {
+            PublishOutcome::Publish(data) => {
+                let position = self.broker.publish(key, ns.history, &data).await?;
+                self.metrics.publications.inc();
+                Ok(Published::Stored(position))
+            }
+            PublishOutcome::Ephemeral(data) => {
+                let frame = crate::bus::Publication::ephemeral_frame(key, &data);
+                self.broker.publish_ephemeral(key, frame).await?;
+                self.metrics.publications.inc();
+                Ok(Published::Ephemeral)
+            }
+        }
+    }
+
+    /// Publishes already-authorised `data` as it is, with no hook: for
+    /// domain modules publishing their own events. The data size limit
+    /// applies to every path.
     pub async fn publish(
         &self,
         key: &ChannelKey,

@@ -2,10 +2,24 @@
 //! close codes. `docs/protocol.md` is the prose form of this file.
 
 use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
 
 use crate::bus::{Position, PresenceEntry};
 
 pub const PROTOCOL_VERSION: u32 = 1;
+
+/// Every command type of version 1, to tell an unknown command from a malformed one.
+pub const COMMANDS: [&str; 9] = [
+    "connect",
+    "subscribe",
+    "unsubscribe",
+    "publish",
+    "presence",
+    "history",
+    "refresh",
+    "rpc",
+    "ping",
+];
 
 /// A command from the client. `id` correlates the reply.
 #[derive(Debug, Deserialize)]
@@ -28,6 +42,9 @@ pub enum CommandBody {
         channel: String,
         #[serde(default)]
         recover: Option<Position>,
+        /// Passed to the namespace's snapshot source (e.g. a time window).
+        #[serde(default)]
+        params: Option<serde_json::Value>,
     },
     Unsubscribe {
         channel: String,
@@ -50,6 +67,12 @@ pub enum CommandBody {
     },
     Refresh {
         token: String,
+    },
+    /// A call to a domain module, routed by the method's prefix.
+    Rpc {
+        method: String,
+        #[serde(default)]
+        data: Option<serde_json::Value>,
     },
     Ping,
 }
@@ -77,6 +100,9 @@ pub enum Reply<'a> {
         offset: u64,
         #[serde(skip_serializing_if = "Option::is_none")]
         recovered: Option<bool>,
+        /// The channel's state at `offset`, from the namespace's snapshot source.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        snapshot: Option<&'a RawValue>,
     },
     Unsubscribed {
         #[serde(skip_serializing_if = "Option::is_none")]
@@ -88,8 +114,13 @@ pub enum Reply<'a> {
     Published {
         id: Option<u64>,
         channel: &'a str,
-        epoch: &'a str,
-        offset: u64,
+        /// Absent for an ephemeral publication, which has no place in the stream.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        epoch: Option<&'a str>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        offset: Option<u64>,
+        #[serde(skip_serializing_if = "std::ops::Not::not")]
+        ephemeral: bool,
     },
     Presence {
         id: Option<u64>,
@@ -102,6 +133,10 @@ pub enum Reply<'a> {
         id: Option<u64>,
         expires_at: u64,
         expires_in: u64,
+    },
+    RpcResult {
+        id: Option<u64>,
+        data: &'a RawValue,
     },
     Pong {
         id: Option<u64>,
@@ -201,4 +236,5 @@ pub mod codes {
     pub const SESSION_REVOKED: &str = "session_revoked";
     pub const WRONG_USER: &str = "wrong_user";
     pub const UNSUPPORTED_PROTOCOL: &str = "unsupported_protocol";
+    pub const METHOD_NOT_FOUND: &str = "method_not_found";
 }

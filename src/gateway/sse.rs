@@ -1,15 +1,17 @@
 //! `GET /api/v1/sse`: a read-only Server-Sent Events stream for consumers
 //! that cannot hold a WebSocket.
 //!
-//! Same authentication, channel policies, outbound bound and recovery as the
-//! WebSocket. Each `pub` event's id lists the position of every channel of
-//! the stream (`channel@epoch:offset;…`), so the `Last-Event-ID` a browser
-//! sends on reconnect lets the stream resume exactly where it stopped.
+//! A thin transport over the same [`Session`] as the WebSocket: same
+//! authentication, channel policies, outbound bound, recovery and
+//! snapshots. Every event's id lists the position of every channel of the
+//! stream (`channel@epoch:offset;…`), so the `Last-Event-ID` a browser sends
+//! on reconnect lets the stream resume exactly where it stopped. A channel
+//! missing from a resumed id is answered `recovered: false`.
 
 use std::{collections::HashMap, convert::Infallible, sync::Arc};
 
 use axum::{
-    extract::{Query, State},
+    extract::{Query, State, ws::Utf8Bytes},
     http::{HeaderMap, header},
     response::{
         IntoResponse, Response,
@@ -22,15 +24,11 @@ use tokio::sync::OwnedSemaphorePermit;
 
 use super::{
     Gateway,
-    hub::ConnId,
-    outbox::{Drained, Outbox},
+    outbox::Drained,
     protocol::CloseReason,
+    session::{Closed, FrameKind, Frames, OnGap, Session, Subscriptions},
 };
-use crate::{
-    bus::{Position, Publication},
-    channels::{ChannelKey, Operation},
-    error::ApiError,
-};
+use crate::{bus::Position, channels::Operation, error::ApiError};
 
 /// Most channels one SSE stream may follow.
 const MAX_SSE_CHANNELS: usize = 32;
@@ -62,75 +60,55 @@ pub fn parse_event_id(id: &str) -> HashMap<String, Position> {
         .collect()
 }
 
-struct SseSub {
-    key: ChannelKey,
-    epoch: Arc<str>,
-    delivered: u64,
+/// The SSE stream as a session's frame sink: frames become events, each
+/// with an id that carries every resumable channel's position.
+#[derive(Default)]
+struct SseFrames(Vec<Event>);
+
+impl Frames for SseFrames {
+    async fn feed(
+        &mut self,
+        frame: Utf8Bytes,
+        kind: FrameKind,
+        subs: &Subscriptions,
+    ) -> Result<(), Closed> {
+        let name = match kind {
+            FrameKind::Subscribed => "subscribed",
+            FrameKind::Publication => "pub",
+            FrameKind::Event => "event",
+            FrameKind::Unsubscribed => "unsubscribed",
+            FrameKind::Reply => "reply",
+        };
+        self.0.push(
+            Event::default()
+                .event(name)
+                .id(subs.event_id())
+                .data(frame.as_str()),
+        );
+        Ok(())
+    }
+
+    async fn flush(&mut self) -> Result<(), Closed> {
+        Ok(())
+    }
 }
 
-/// Unsubscribes and deregisters when the stream is dropped (client gone or closed).
+/// Owns the session while the response streams; when the stream is dropped
+/// (client gone, or closed) the session leaves its channels in a task of
+/// its own, since leaving presence awaits the bus.
 struct SseConnection {
-    id: ConnId,
-    gw: Arc<Gateway>,
-    outbox: Arc<Outbox>,
-    subs: Vec<SseSub>,
+    session: Option<Session>,
     _permit: OwnedSemaphorePermit,
 }
 
 impl Drop for SseConnection {
     fn drop(&mut self) {
-        for sub in &self.subs {
-            if self.gw.hub.unsubscribe(&sub.key, self.id) {
-                self.gw.broker.local_interest(&sub.key, false);
+        if let Some(mut session) = self.session.take() {
+            let tasks = session.gateway().tasks.clone();
+            if tokio::runtime::Handle::try_current().is_ok() {
+                tasks.spawn(async move { session.close().await });
             }
         }
-        self.gw.hub.deregister(self.id);
-    }
-}
-
-impl SseConnection {
-    fn event_id(&self) -> String {
-        let mut id = String::new();
-        for (i, sub) in self.subs.iter().enumerate() {
-            if i > 0 {
-                id.push(';');
-            }
-            id.push_str(&format!(
-                "{}@{}:{}",
-                sub.key.name(),
-                sub.epoch,
-                sub.delivered
-            ));
-        }
-        id
-    }
-
-    /// The event for `publication`, or `None` when it is a duplicate.
-    fn admit(&mut self, publication: &Publication) -> Option<Result<Event, ()>> {
-        let sub = self
-            .subs
-            .iter_mut()
-            .find(|s| s.key == publication.channel)?;
-        if publication.offset != 0 {
-            if publication.epoch == sub.epoch && publication.offset <= sub.delivered {
-                return None;
-            }
-            if publication.epoch != sub.epoch || publication.offset != sub.delivered + 1 {
-                // A gap: end the stream; the client reconnects with its
-                // Last-Event-ID and recovers (or is told it cannot).
-                return Some(Err(()));
-            }
-            sub.delivered = publication.offset;
-        }
-        let kind = if publication.offset == 0 {
-            "event"
-        } else {
-            "pub"
-        };
-        Some(Ok(Event::default()
-            .event(kind)
-            .id(self.event_id())
-            .data(publication.frame.as_str())))
     }
 }
 
@@ -165,12 +143,12 @@ pub async fn stream(
     let principal = gw.auth.authenticate(&token).await.inspect_err(|_| {
         gw.metrics.auth_failures.inc();
     })?;
-    let names: Vec<&str> = query
-        .channels
-        .split(',')
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
-        .collect();
+    let mut names: Vec<&str> = Vec::new();
+    for name in query.channels.split(',').map(str::trim) {
+        if !name.is_empty() && !names.contains(&name) {
+            names.push(name);
+        }
+    }
     if names.is_empty() || names.len() > MAX_SSE_CHANNELS {
         return Err(ApiError::invalid(
             "invalid_channels",
@@ -182,91 +160,56 @@ pub async fn stream(
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned)
         .or(query.last_event_id)
-        .map(|id| parse_event_id(&id))
-        .unwrap_or_default();
-    let mut resolved = Vec::with_capacity(names.len());
-    for name in names {
+        .map(|id| parse_event_id(&id));
+    // Refuse the request with a proper HTTP error before the stream starts.
+    for name in &names {
         let (key, ns) = gw.resolve(&principal.tenant, name)?;
         gw.authorize(ns, Operation::Subscribe, &principal, &key)
             .await?;
-        if !resolved.iter().any(|(k, _): &(ChannelKey, _)| *k == key) {
-            resolved.push((key, ns.history));
-        }
     }
     let permit = gw.admit()?;
-    let (id, outbox) = gw.open_connection(&principal);
     let mut conn = SseConnection {
-        id,
-        gw: gw.clone(),
-        outbox,
-        subs: Vec::new(),
+        session: Some(Session::open(gw.clone(), principal, OnGap::End)),
         _permit: permit,
     };
-    let mut initial = Vec::new();
-    for (key, history) in resolved {
-        let (key, first) = gw.hub.subscribe(&key, id, conn.outbox.clone());
-        if first {
-            gw.broker.local_interest(&key, true);
-        }
-        // Registered before any await, so dropping the connection on an
-        // error below also leaves the hub.
-        conn.subs.push(SseSub {
-            key: key.clone(),
-            epoch: Arc::from(""),
-            delivered: 0,
-        });
-        let since = resume.get(key.name().as_str());
-        let position = async {
-            gw.broker.ready_for(&key).await?;
-            gw.broker
-                .recover(&key, history, since, history.size.max(1))
-                .await
-        };
-        let recovery = position
+    let session = conn.session.as_mut().expect("just opened");
+    // Join every channel before announcing any, so that every event id,
+    // from the first, carries the resume position of every channel.
+    let mut joined = Vec::with_capacity(names.len());
+    for name in names {
+        let since = resume.as_ref().and_then(|r| r.get(name).cloned());
+        // Resuming, with no position for this channel: it cannot be recovered.
+        let resuming = resume.is_some() && since.is_none();
+        let mut j = session
+            .join(name, since, None)
             .await
-            .map_err(|e| ApiError::Unavailable("unavailable", e.to_string()))?;
-        let subscribed = serde_json::json!({
-            "channel": key.name().as_str(),
-            "epoch": &*recovery.top.epoch,
-            "offset": recovery.top.offset,
-            "recovered": since.map(|_| recovery.recovered),
-        });
-        initial.push(
-            Event::default()
-                .event("subscribed")
-                .data(subscribed.to_string()),
-        );
-        if let Some(sub) = conn.subs.last_mut() {
-            sub.epoch = recovery.top.epoch.clone();
-            sub.delivered = recovery.top.offset;
+            .map_err(|e| ApiError::Unavailable(e.code, e.message))?;
+        if resuming {
+            j.mark_unrecovered();
         }
-        if recovery.recovered {
-            let sub = conn.subs.last_mut().expect("just pushed");
-            sub.delivered = since.map_or(sub.delivered, |s| s.offset);
-            for publication in &recovery.publications {
-                if let Some(Ok(event)) = conn.admit(publication) {
-                    initial.push(event);
-                }
-            }
-        }
+        joined.push(j);
+    }
+    let mut initial = SseFrames::default();
+    for j in joined {
+        // Writing into a vector cannot fail.
+        let _ = session.announce(&mut initial, None, j).await;
     }
     let live = stream::unfold(Some(conn), |conn| async move {
         let mut conn = conn?;
+        let session = conn.session.as_mut()?;
+        let outbox = session.outbox().clone();
         loop {
-            conn.outbox.wait().await;
-            match conn.outbox.drain() {
+            outbox.wait().await;
+            match outbox.drain() {
                 Drained::Close(reason) => return Some((vec![close_event(reason)], None)),
                 Drained::Items(items) => {
-                    let mut events = Vec::with_capacity(items.len());
-                    for publication in &items {
-                        match conn.admit(publication) {
-                            None => {}
-                            Some(Ok(event)) => events.push(event),
-                            Some(Err(())) => return Some((events, None)),
-                        }
-                    }
-                    if !events.is_empty() {
-                        return Some((events, Some(conn)));
+                    let mut frames = SseFrames::default();
+                    match session.write_batch(&mut frames, items).await {
+                        Ok(()) if frames.0.is_empty() => {}
+                        Ok(()) => return Some((frames.0, Some(conn))),
+                        // A gap: end the stream; the client reconnects with
+                        // its Last-Event-ID and recovers (or is told it cannot).
+                        Err(_) => return Some((frames.0, None)),
                     }
                 }
             }
@@ -274,7 +217,7 @@ pub async fn stream(
     })
     .flat_map(stream::iter);
     let events: std::pin::Pin<Box<dyn Stream<Item = Result<Event, Infallible>> + Send>> =
-        Box::pin(stream::iter(initial).chain(live).map(Ok));
+        Box::pin(stream::iter(initial.0).chain(live).map(Ok));
     Ok(Sse::new(events)
         .keep_alive(KeepAlive::new().interval(gw.limits.ping_interval))
         .into_response())

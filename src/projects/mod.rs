@@ -104,5 +104,7 @@ pub fn namespace(store: Store) -> Namespace {
             size: 100,
             ttl: Duration::from_secs(24 * 3600),
         },
+        hook: None,
+        snapshot: None,
     }
 }

@@ -38,6 +38,8 @@ pub fn test_channels() -> ChannelRegistry {
             size: 5,
             ttl: Duration::from_secs(60),
         },
+        hook: None,
+        snapshot: None,
     });
     registry
 }
