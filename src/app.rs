@@ -5,7 +5,7 @@
 use std::{future::Future, net::SocketAddr, path::Path, sync::Arc, time::Duration};
 
 use anyhow::Context;
-use axum::{Router, extract::DefaultBodyLimit, extract::FromRef, routing::get, serve::ListenerExt};
+use axum::{Router, extract::DefaultBodyLimit, routing::get, serve::ListenerExt};
 use secrecy::{ExposeSecret, SecretString};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -20,47 +20,18 @@ use crate::{
     config::Config,
     email::{self, transport::Transport, worker::Mailer},
     error::ApiError,
-    gateway::{Gateway, hub::Hub, sse, ws},
+    gateway::{Extensions, Gateway, hub::Hub, sse, ws},
     metrics::Metrics,
-    notify::{self, Notify, fanout},
+    module::{Context as ModuleContext, Module, ModuleFactory},
+    notify::{self, Notify},
     projects,
     store::Store,
 };
 
-/// Triggers fanned out at once by one node.
-const FANOUT_WORKERS: usize = 2;
-
 /// Largest REST request body.
 const MAX_BODY_BYTES: usize = 4 * 1024 * 1024;
 
-/// What handlers share. Handlers take only the part they need (`FromRef`).
-#[derive(Clone)]
-pub struct AppState {
-    pub gateway: Arc<Gateway>,
-    pub auth: Arc<AuthService>,
-    pub store: Store,
-    pub metrics: Arc<Metrics>,
-    pub idempotency: Arc<Idempotency>,
-    pub notify: Arc<Notify>,
-}
-
-impl FromRef<AppState> for Arc<Notify> {
-    fn from_ref(state: &AppState) -> Self {
-        state.notify.clone()
-    }
-}
-
-impl FromRef<AppState> for Arc<Gateway> {
-    fn from_ref(state: &AppState) -> Self {
-        state.gateway.clone()
-    }
-}
-
-impl FromRef<AppState> for Arc<AuthService> {
-    fn from_ref(state: &AppState) -> Self {
-        state.auth.clone()
-    }
-}
+pub use crate::state::AppState;
 
 pub struct Application {
     listener: TcpListener,
@@ -71,7 +42,8 @@ pub struct Application {
     bus_stop: CancellationToken,
     config: Config,
     bootstrap: Option<BootstrapReport>,
-    mailer: Arc<Mailer>,
+    /// The domain modules, for their routes and workers.
+    modules: Vec<Arc<dyn Module>>,
 }
 
 /// The store, migrated. Used by `serve` and by the admin commands.
@@ -82,21 +54,20 @@ pub async fn open_store(config: &Config) -> anyhow::Result<Store> {
 }
 
 impl Application {
-    /// Binds `config.bind` and builds the application with the core channel namespaces.
+    /// Binds `config.bind` and builds the application with its built-in modules.
     pub async fn build(config: Config) -> anyhow::Result<Self> {
         let listener = bind(config.bind).with_context(|| format!("binding {}", config.bind))?;
-        Self::build_with(config, listener, ChannelRegistry::core()).await
+        Self::build_with(config, listener, Vec::new()).await
     }
 
-    /// Builds the application on an already bound listener with the given
-    /// namespaces (domain modules add theirs to [`ChannelRegistry::core`]).
+    /// Builds the application on an already bound listener, with the
+    /// built-in modules and `extra` ones (tests add theirs this way).
     pub async fn build_with(
         config: Config,
         listener: TcpListener,
-        mut channels: ChannelRegistry,
+        extra: Vec<ModuleFactory>,
     ) -> anyhow::Result<Self> {
         let store = open_store(&config).await?;
-        channels.register(projects::namespace(store.clone()));
         let secret = jwt_secret(&config)?;
         let metrics = Arc::new(Metrics::default());
         let hub = Arc::new(Hub::new(metrics.clone()));
@@ -160,8 +131,6 @@ impl Application {
         let gateway = Arc::new(Gateway::new(
             hub,
             broker,
-            Arc::new(channels),
-            crate::gateway::rpc::RpcRegistry::default(),
             auth.clone(),
             config.limits.clone(),
             config.allowed_origins.clone(),
@@ -180,21 +149,52 @@ impl Application {
         let transport = Transport::new(&config.email, &config.data_dir)?;
         let mailer = Arc::new(Mailer::new(notify.clone(), transport)?);
         let state = AppState {
-            gateway,
-            auth,
-            store,
-            metrics,
+            gateway: gateway.clone(),
+            auth: auth.clone(),
+            store: store.clone(),
+            metrics: metrics.clone(),
             idempotency,
             notify,
         };
+
+        // The domain modules: each declares its namespaces and RPC handlers,
+        // then the gateway is sealed with them.
+        let context = ModuleContext {
+            config: &config,
+            store,
+            gateway: gateway.clone(),
+            auth,
+            metrics,
+            control,
+            state: &state,
+        };
+        let mut extensions = Extensions {
+            channels: ChannelRegistry::core(),
+            ..Extensions::default()
+        };
+        let mut modules = Vec::new();
+        for factory in builtin_modules(mailer).into_iter().chain(extra) {
+            let module = factory(&context)?;
+            module.extend(&mut extensions);
+            tracing::debug!(module = module.name(), "module ready");
+            modules.push(module);
+        }
+        for (namespace, history) in &config.channel_history {
+            if !extensions.channels.set_history(namespace, *history) {
+                anyhow::bail!(
+                    "RELAIS_CHANNEL_HISTORY names `{namespace}`, which is no channel namespace"
+                );
+            }
+        }
+        gateway.seal(extensions);
         Ok(Application {
             listener,
             state,
+            modules,
             memory,
             bus_stop,
             config,
             bootstrap,
-            mailer,
         })
     }
 
@@ -230,17 +230,23 @@ impl Application {
             memory,
             bus_stop,
             config,
-            mailer,
+            modules,
             ..
         } = self;
         let gateway = state.gateway.clone();
         let stop = gateway.shutdown.clone();
 
-        let channels = gateway.channels.clone();
         let eviction = memory.map(|memory| {
+            let gateway = gateway.clone();
             tokio::spawn(memory.run_eviction(
                 Duration::from_secs(60),
-                move |key| channels.resolve(key.name()).ok().map(|ns| ns.history),
+                move |key| {
+                    gateway
+                        .channels()
+                        .resolve(key.name())
+                        .ok()
+                        .map(|ns| ns.history)
+                },
                 stop.clone(),
             ))
         });
@@ -249,18 +255,18 @@ impl Application {
         // server begins draining; whatever it leaves is picked up after its
         // lease by this node's next start or another node.
         let workers = tokio_util::task::TaskTracker::new();
-        for _ in 0..FANOUT_WORKERS {
-            workers.spawn(fanout::run(state.notify.clone(), stop.clone()));
+        for module in &modules {
+            for worker in module.workers(&stop) {
+                workers.spawn(worker);
+            }
         }
-        workers.spawn(email::worker::run(mailer, stop.clone()));
-        workers.spawn(email::digest::run(state.notify.clone(), stop.clone()));
         workers.spawn(crate::store::checkpoint::run(
             state.store.clone(),
             stop.clone(),
         ));
         workers.close();
 
-        let app = router(state);
+        let app = router(state, &modules);
         let signal_gateway = gateway.clone();
         // Small frames must leave at once: with Nagle's algorithm a frame can
         // wait for the peer's delayed ACK (tens of milliseconds).
@@ -318,16 +324,69 @@ fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
     socket.listen(LISTEN_BACKLOG)
 }
 
-/// All routes of the hub.
-pub fn router(state: AppState) -> Router {
-    Router::new()
+/// The modules built into the hub, in the order they are built.
+fn builtin_modules(mailer: Arc<Mailer>) -> Vec<ModuleFactory> {
+    vec![
+        Arc::new(|ctx: &ModuleContext<'_>| {
+            Ok(Arc::new(NotifyModule(ctx.state.notify.clone())) as Arc<dyn Module>)
+        }),
+        Arc::new(move |_: &ModuleContext<'_>| {
+            Ok(Arc::new(EmailModule(mailer.clone())) as Arc<dyn Module>)
+        }),
+        Arc::new(projects::module),
+    ]
+}
+
+/// Triggers fanned out at once by one node.
+const FANOUT_WORKERS: usize = 2;
+
+/// Notifications: the inbox routes, the fan-out workers and digests.
+struct NotifyModule(Arc<Notify>);
+
+impl Module for NotifyModule {
+    fn name(&self) -> &'static str {
+        "notify"
+    }
+    fn router(&self) -> Router<AppState> {
+        notify::routes::router()
+    }
+    fn workers(&self, stop: &CancellationToken) -> Vec<crate::module::Worker> {
+        let mut workers: Vec<crate::module::Worker> = (0..FANOUT_WORKERS)
+            .map(|_| {
+                Box::pin(notify::fanout::run(self.0.clone(), stop.clone())) as crate::module::Worker
+            })
+            .collect();
+        workers.push(Box::pin(email::digest::run(self.0.clone(), stop.clone())));
+        workers
+    }
+}
+
+/// The email outbox: its admin routes and its worker.
+struct EmailModule(Arc<Mailer>);
+
+impl Module for EmailModule {
+    fn name(&self) -> &'static str {
+        "email"
+    }
+    fn router(&self) -> Router<AppState> {
+        email::routes::router()
+    }
+    fn workers(&self, stop: &CancellationToken) -> Vec<crate::module::Worker> {
+        vec![Box::pin(email::worker::run(self.0.clone(), stop.clone()))]
+    }
+}
+
+/// All routes of the hub: the core's, then each module's.
+pub fn router(state: AppState, modules: &[Arc<dyn Module>]) -> Router {
+    let mut router = Router::new()
         .merge(auth::routes::router())
         .merge(api::publish::router())
         .merge(api::ops::router())
-        .merge(notify::routes::router())
-        .merge(email::routes::router())
-        .merge(projects::routes::router())
-        .merge(console::router())
+        .merge(console::router());
+    for module in modules {
+        router = router.merge(module.router());
+    }
+    router
         .route("/ws", get(ws::upgrade))
         .route("/api/v1/sse", get(sse::stream))
         .fallback(|| async { ApiError::NotFound("route") })

@@ -36,6 +36,9 @@ pub struct Config {
     /// Cluster mode: how long a node's presence entries outlive its last
     /// refresh (so a crashed node leaves no ghosts beyond it).
     pub presence_ttl: Duration,
+    /// History size and TTL per channel namespace, replacing the defaults
+    /// the namespaces declare (`RELAIS_CHANNEL_HISTORY`).
+    pub channel_history: Vec<(String, crate::channels::HistoryPolicy)>,
     /// HS256 signing secret; generated and persisted under `data_dir` when unset.
     pub jwt_secret: Option<SecretString>,
     pub access_token_ttl: Duration,
@@ -326,6 +329,18 @@ impl Config {
                 .unwrap_or("relais")
                 .to_owned(),
             presence_ttl: env.secs("RELAIS_PRESENCE_TTL_SECS", Duration::from_secs(30))?,
+            channel_history: match env.get("RELAIS_CHANNEL_HISTORY") {
+                None => Vec::new(),
+                Some(value) => {
+                    crate::channels::parse_history_overrides(value).map_err(|reason| {
+                        ConfigError {
+                            name: "RELAIS_CHANNEL_HISTORY".into(),
+                            value: value.into(),
+                            reason,
+                        }
+                    })?
+                }
+            },
             jwt_secret: env.secret_any(&["RELAIS_JWT_SECRET"]),
             access_token_ttl: env
                 .secs("RELAIS_ACCESS_TOKEN_TTL_SECS", Duration::from_secs(30 * 60))?,

@@ -76,7 +76,7 @@ async fn authorize<'g>(
         Caller::User(p) => {
             p.can(Permission::PublishAny)
                 || gw
-                    .channels
+                    .channels()
                     .allows(ns, Operation::Publish, p, key.name())
                     .await?
         }

@@ -26,6 +26,48 @@ pub struct HistoryPolicy {
     pub ttl: Duration,
 }
 
+/// Parses `namespace=SIZE/TTL_SECS,…` (e.g. `broadcast=2000/3600`): the
+/// history each namespace's channels keep, from configuration. Whether the
+/// namespaces exist is checked once the modules have declared theirs.
+pub fn parse_history_overrides(value: &str) -> Result<Vec<(String, HistoryPolicy)>, String> {
+    let mut overrides: Vec<(String, HistoryPolicy)> = Vec::new();
+    for item in value.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+        let parsed = item.split_once('=').and_then(|(ns, policy)| {
+            let (size, ttl) = policy.split_once('/')?;
+            Some((
+                ns.trim(),
+                size.trim().parse::<usize>().ok()?,
+                ttl.trim().parse::<u64>().ok()?,
+            ))
+        });
+        let Some((ns, size, ttl)) = parsed else {
+            return Err(format!(
+                "`{item}` is not `namespace=SIZE/TTL_SECS` (e.g. `broadcast=2000/3600`)"
+            ));
+        };
+        if size > MAX_HISTORY_SIZE || ttl == 0 {
+            return Err(format!(
+                "`{item}`: the size is at most {MAX_HISTORY_SIZE} and the TTL at least 1 s"
+            ));
+        }
+        if overrides.iter().any(|(n, _)| n == ns) {
+            return Err(format!("`{ns}` is given twice"));
+        }
+        overrides.push((
+            ns.to_owned(),
+            HistoryPolicy {
+                size,
+                ttl: Duration::from_secs(ttl),
+            },
+        ));
+    }
+    Ok(overrides)
+}
+
+/// Largest history one channel may keep: every publication of it is held
+/// in memory (in-process bus) or in Redis, per channel.
+pub const MAX_HISTORY_SIZE: usize = 100_000;
+
 /// Longest channel name accepted.
 pub const MAX_CHANNEL_LEN: usize = 200;
 
@@ -388,6 +430,26 @@ mod tests {
         assert!(check("broadcast", Operation::Publish, admin.clone()).await);
         assert!(!check("broadcast", Operation::Presence, alice).await);
         assert!(check("broadcast", Operation::Presence, admin).await);
+    }
+
+    #[test]
+    fn history_overrides_are_parsed_and_bad_ones_refused() {
+        let parsed = parse_history_overrides("broadcast=2000/3600, user=0/60").unwrap();
+        assert_eq!(parsed.len(), 2);
+        assert_eq!(parsed[0].0, "broadcast");
+        assert_eq!(parsed[0].1.size, 2000);
+        assert_eq!(parsed[0].1.ttl, Duration::from_secs(3600));
+        assert_eq!(parsed[1].1.size, 0);
+        for bad in [
+            "broadcast",
+            "broadcast=10",
+            "broadcast=x/10",
+            "broadcast=10/0",
+            "broadcast=1000000/10",
+            "a=1/1,a=2/2",
+        ] {
+            assert!(parse_history_overrides(bad).is_err(), "{bad} accepted");
+        }
     }
 
     #[test]

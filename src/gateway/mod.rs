@@ -99,11 +99,21 @@ pub enum Published {
     Ephemeral,
 }
 
+/// What domain modules add to the gateway: their namespaces and RPC handlers.
+#[derive(Default)]
+pub struct Extensions {
+    pub channels: ChannelRegistry,
+    pub rpc: RpcRegistry,
+}
+
 pub struct Gateway {
     pub hub: Arc<Hub>,
     pub broker: Arc<dyn Broker>,
-    pub channels: Arc<ChannelRegistry>,
-    pub rpc: RpcRegistry,
+    /// Set once, by [`Gateway::seal`], after every module declared its
+    /// extensions: the modules hold the gateway (to publish), so it exists
+    /// before them. Until then no channel resolves; the listener does not
+    /// serve before it is set.
+    extensions: std::sync::OnceLock<Extensions>,
     pub auth: Arc<AuthService>,
     pub limits: Limits,
     pub origins: OriginPolicy,
@@ -120,8 +130,6 @@ impl Gateway {
     pub fn new(
         hub: Arc<Hub>,
         broker: Arc<dyn Broker>,
-        channels: Arc<ChannelRegistry>,
-        rpc: RpcRegistry,
         auth: Arc<AuthService>,
         limits: Limits,
         origins: OriginPolicy,
@@ -131,8 +139,7 @@ impl Gateway {
             permits: Arc::new(Semaphore::new(limits.max_connections)),
             hub,
             broker,
-            channels,
-            rpc,
+            extensions: std::sync::OnceLock::new(),
             auth,
             limits,
             origins,
@@ -140,6 +147,29 @@ impl Gateway {
             shutdown: CancellationToken::new(),
             tasks: TaskTracker::new(),
         }
+    }
+
+    /// Installs the modules' namespaces and RPC handlers; once, at start-up.
+    pub fn seal(&self, extensions: Extensions) {
+        if self.extensions.set(extensions).is_err() {
+            panic!("gateway extensions installed twice");
+        }
+    }
+
+    fn extensions(&self) -> &Extensions {
+        static NONE: std::sync::LazyLock<Extensions> =
+            std::sync::LazyLock::new(Extensions::default);
+        self.extensions.get().unwrap_or(&NONE)
+    }
+
+    /// Every channel namespace of this node.
+    pub fn channels(&self) -> &ChannelRegistry {
+        &self.extensions().channels
+    }
+
+    /// The RPC handlers of this node.
+    pub fn rpc(&self) -> &RpcRegistry {
+        &self.extensions().rpc
     }
 
     /// A slot for one more connection; refused at the limit or during shutdown.
@@ -186,7 +216,7 @@ impl Gateway {
         name: &str,
     ) -> Result<(ChannelKey, &Namespace), ChannelOpError> {
         let name = ChannelName::parse(name)?;
-        let ns = self.channels.resolve(&name)?;
+        let ns = self.channels().resolve(&name)?;
         Ok((ChannelKey::new(tenant.clone(), name), ns))
     }
 
@@ -197,7 +227,7 @@ impl Gateway {
         who: &Principal,
         key: &ChannelKey,
     ) -> Result<(), ChannelOpError> {
-        if self.channels.allows(ns, op, who, key.name()).await? {
+        if self.channels().allows(ns, op, who, key.name()).await? {
             Ok(())
         } else {
             Err(ChannelOpError::Forbidden)

@@ -655,7 +655,7 @@ impl Session {
             .map_err(|e| CommandError::new(codes::MALFORMED, e.to_string()))?;
         let result = self
             .gw
-            .rpc
+            .rpc()
             .call(&self.principal, method, data.as_deref())
             .await?;
         let reply = Reply::RpcResult { id, data: &result };

@@ -6,6 +6,25 @@
 
 pub mod routes;
 
+/// The projects module: the `project:` namespace and the project routes.
+pub fn module(ctx: &crate::module::Context<'_>) -> anyhow::Result<Arc<dyn crate::module::Module>> {
+    Ok(Arc::new(ProjectsModule(ctx.store.clone())))
+}
+
+struct ProjectsModule(Store);
+
+impl crate::module::Module for ProjectsModule {
+    fn name(&self) -> &'static str {
+        "projects"
+    }
+    fn extend(&self, extensions: &mut crate::gateway::Extensions) {
+        extensions.channels.register(namespace(self.0.clone()));
+    }
+    fn router(&self) -> axum::Router<crate::state::AppState> {
+        routes::router()
+    }
+}
+
 use std::{sync::Arc, time::Duration};
 
 use futures_util::future::BoxFuture;

@@ -2,14 +2,15 @@
 //! database per test (SQLite file, or a new PostgreSQL database when
 //! `RELAIS_TEST_DATABASE_URL` is set), real WebSocket and HTTP clients.
 
-use std::{collections::HashMap, path::PathBuf, time::Duration};
+use std::{collections::HashMap, path::PathBuf, sync::Arc, time::Duration};
 
 use futures_util::{SinkExt, StreamExt};
 use relais::{
     app::Application,
-    channels::HistoryPolicy,
-    channels::{Access, ChannelRegistry, KeyRule, Namespace},
+    channels::{Access, HistoryPolicy, KeyRule, Namespace},
     config::Config,
+    gateway::Extensions,
+    module::{Context, Module, ModuleFactory},
 };
 use serde_json::{Value, json};
 use tokio::{net::TcpStream, sync::oneshot, task::JoinHandle};
@@ -23,11 +24,11 @@ pub const ADMIN_PASSWORD: &str = "admin-password-for-tests";
 /// How long any single wait in a test may take before the test fails.
 pub const WAIT: Duration = Duration::from_secs(10);
 
-/// A namespace registered by the tests the way a domain module would:
-/// members publish, see presence and get join/leave events; short history.
-pub fn test_channels() -> ChannelRegistry {
-    let mut registry = ChannelRegistry::core();
-    registry.register(Namespace {
+/// The `room` namespace, registered by a test module the way a domain
+/// module would: members publish, see presence and get join/leave events;
+/// short history.
+fn room_namespace() -> Namespace {
+    Namespace {
         name: "room",
         key: KeyRule::Required,
         subscribe: Access::Members,
@@ -40,8 +41,27 @@ pub fn test_channels() -> ChannelRegistry {
         },
         hook: None,
         snapshot: None,
-    });
-    registry
+    }
+}
+
+struct RoomModule;
+
+impl Module for RoomModule {
+    fn name(&self) -> &'static str {
+        "test-room"
+    }
+    fn extend(&self, extensions: &mut Extensions) {
+        extensions.channels.register(room_namespace());
+    }
+}
+
+/// The modules the tests add to the built-in ones: the `room` namespace and
+/// the extension-point test module (hooks, snapshots, RPC).
+pub fn test_modules() -> Vec<ModuleFactory> {
+    vec![
+        Arc::new(|_: &Context<'_>| Ok(Arc::new(RoomModule) as Arc<dyn Module>)),
+        Arc::new(crate::extensions::module),
+    ]
 }
 
 pub struct TestApp {
@@ -102,7 +122,7 @@ async fn start(vars: HashMap<String, String>, data_dir: PathBuf, port: Option<u1
     let listener = tokio::net::TcpListener::bind(("127.0.0.1", port.unwrap_or(0)))
         .await
         .expect("bind");
-    let app = Application::build_with(config, listener, test_channels())
+    let app = Application::build_with(config, listener, test_modules())
         .await
         .expect("build app");
     let addr = app.local_addr();

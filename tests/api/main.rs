@@ -7,6 +7,7 @@ mod cli;
 mod cluster;
 mod delivery;
 mod email;
+mod extensions;
 mod helpers;
 mod notifications;
 mod publish;
