@@ -176,7 +176,11 @@ impl Application {
             metrics.clone(),
         ));
         let transport = Transport::new(&config.email, &config.data_dir)?;
-        let mailer = Arc::new(Mailer::new(notify.clone(), transport)?);
+        let mailer = Arc::new(Mailer::new(
+            notify.outbox.clone(),
+            transport,
+            notify::email_guard::guards(&notify),
+        )?);
         let state = AppState {
             gateway,
             auth,
@@ -251,7 +255,7 @@ impl Application {
             workers.spawn(fanout::run(state.notify.clone(), stop.clone()));
         }
         workers.spawn(email::worker::run(mailer, stop.clone()));
-        workers.spawn(email::digest::run(state.notify.clone(), stop.clone()));
+        workers.spawn(notify::digest::run(state.notify.clone(), stop.clone()));
         workers.spawn(crate::store::checkpoint::run(
             state.store.clone(),
             stop.clone(),

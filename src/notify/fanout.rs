@@ -15,6 +15,8 @@ use tokio_util::sync::CancellationToken;
 use super::{
     Notify,
     counts::{self, Counts, Delta},
+    email_guard::kind,
+    email_render,
     inbox::Item,
     live, parse_stored,
     prefs::{EmailPlan, Preferences, plan},
@@ -25,7 +27,7 @@ use super::{
 };
 use crate::{
     auth::tokens::sha256_hex,
-    email::{self, NewEmail, kind, render},
+    email::{self, NewEmail},
     error::{ApiError, ApiResult},
     ids::{TenantId, now_millis},
     store::{
@@ -446,7 +448,7 @@ async fn process(
         committed = oldest.last;
         tracing::debug!(trigger = %trigger.id, recipients = oldest.recipients, ms = oldest.started.elapsed().as_millis() as u64, "fan-out page written");
         if emails > 0 {
-            notify.outbox_wake.notify_one();
+            notify.outbox.wake();
         }
         // Publish this page while the next ones are written, but never more
         // than one page behind.
@@ -782,11 +784,11 @@ async fn write_page(
             recipient_email: &p.recipient.email,
         };
         let link = p.url.as_deref().map(|u| notify.absolute(u));
-        let rendered = render::notification(ty, p.locale, &ctx, link.as_deref());
+        let rendered = email_render::notification(ty, p.locale, &ctx, link.as_deref());
         emails.push(NewEmail {
             tenant: tenant.to_owned(),
             user: p.recipient.id.clone(),
-            notification_id,
+            cause_id: notification_id,
             kind,
             dedupe_key: format!("n:{}:{}:email", trigger.id, p.recipient.id),
             to: p.recipient.email.clone(),

@@ -30,6 +30,7 @@ use crate::{
         Caller, Permission, Principal, Scope,
         extract::{AnyCaller, AuthUser, TenantAdmin},
     },
+    email::routes::query,
     error::{ApiError, ApiJson, ApiResult},
 };
 
@@ -58,12 +59,6 @@ pub fn router() -> Router<AppState> {
                 .put(put_preferences)
                 .patch(patch_preferences),
         )
-}
-
-/// Query-string errors in our format rather than axum's plain text.
-pub fn query<T>(q: Result<Query<T>, QueryRejection>) -> ApiResult<T> {
-    q.map(|Query(q)| q)
-        .map_err(|e| ApiError::invalid("invalid_query", e.body_text()))
 }
 
 async fn list_types(
