@@ -13,8 +13,10 @@
 //! - types: [`types`] (definitions, validation, compiled templates),
 //!   [`catalog`] (the built-in ones), [`type_store`] (a tenant's own rows
 //!   over the catalogue), [`template`] (the template language);
-//! - triggers: [`fanout`] (accepting them and fanning them out),
-//!   [`recipients`] (who a trigger names);
+//! - triggers: [`trigger`] (accepting one), [`fanout`] (the worker that
+//!   claims triggers and paces their pages), [`fanout_page`] (reading,
+//!   planning and writing one page of recipients), [`recipients`] (who a
+//!   trigger names);
 //! - what users see: [`inbox`], [`counts`], [`live`], [`prefs`], [`routes`];
 //! - email: [`email_render`] (notification and digest texts), [`digest`]
 //!   (the digest scheduler), [`email_guard`] (the kinds of notification
@@ -28,12 +30,14 @@ pub mod digest;
 pub mod email_guard;
 pub mod email_render;
 pub mod fanout;
+pub mod fanout_page;
 pub mod inbox;
 pub mod live;
 pub mod prefs;
 pub mod recipients;
 pub mod routes;
 pub mod template;
+pub mod trigger;
 pub mod type_store;
 pub mod types;
 
