@@ -147,7 +147,11 @@ impl Application {
             metrics.clone(),
         ));
         let transport = Transport::new(&config.email, &config.data_dir)?;
-        let mailer = Arc::new(Mailer::new(notify.clone(), transport)?);
+        let mailer = Arc::new(Mailer::new(
+            notify.outbox.clone(),
+            transport,
+            notify::email_guard::guards(&notify),
+        )?);
         let state = AppState {
             gateway: gateway.clone(),
             auth: auth.clone(),
@@ -251,9 +255,9 @@ impl Application {
             ))
         });
         let purge = tokio::spawn(purge_idempotency(state.idempotency.clone(), stop.clone()));
-        // Background work of the notification engine. It stops when the
-        // server begins draining; whatever it leaves is picked up after its
-        // lease by this node's next start or another node.
+        // The modules' background work. It stops when the server begins
+        // draining; whatever it leaves (triggers, emails) is picked up after
+        // its lease by this node's next start or another node.
         let workers = tokio_util::task::TaskTracker::new();
         for module in &modules {
             for worker in module.workers(&stop) {
@@ -356,7 +360,7 @@ impl Module for NotifyModule {
                 Box::pin(notify::fanout::run(self.0.clone(), stop.clone())) as crate::module::Worker
             })
             .collect();
-        workers.push(Box::pin(email::digest::run(self.0.clone(), stop.clone())));
+        workers.push(Box::pin(notify::digest::run(self.0.clone(), stop.clone())));
         workers
     }
 }

@@ -1,36 +1,95 @@
-//! Email delivery through a durable outbox.
+//! A durable email outbox, for any part of the hub that sends email.
 //!
-//! An email is a row of `emails`, inserted in the same transaction as what
-//! caused it (a notification, a digest), so it exists exactly when its cause
-//! does. A worker on every node claims due rows with a lease, sends them
-//! (SMTP via lettre, or `.eml` files when no SMTP server is configured),
-//! logs every attempt, retries transient failures with exponential backoff
-//! and jitter, and dead-letters an email after its last attempt.
+//! An email is a row of `emails`, inserted with [`insert_many`] in the same
+//! transaction as what caused it, so it exists exactly when its cause does.
+//! A worker on every node claims due rows with a lease, asks the guard of
+//! the email's kind whether it should still go ([`guard`]), sends it (SMTP
+//! via lettre, or `.eml` files when no SMTP server is configured), logs
+//! every attempt, retries transient failures with exponential backoff and
+//! jitter, and dead-letters an email after its last attempt.
 //!
-//! One email per cause: the `dedupe_key` column is unique (one per
-//! notification and channel, one per user and digest period), and the
-//! `Message-ID` is derived from the row id, so a send repeated after a crash
-//! (the one case SMTP cannot rule out: the server accepted the message but
-//! the node died before recording it) carries the same Message-ID and is
-//! recognisable as the same message.
+//! One email per cause: the `dedupe_key` column is unique (the queuing
+//! domain derives it from the cause), and the `Message-ID` is derived from
+//! the row id, so a send repeated after a crash (the one case SMTP cannot
+//! rule out: the server accepted the message but the node died before
+//! recording it) carries the same Message-ID and is recognisable as the
+//! same message.
+//!
+//! The outbox knows nothing of what its emails are about: texts arrive
+//! rendered, and the rules of each kind (cancel, defer) come from the
+//! domain that queued them. The notification engine is its first user.
+//!
+//! - [`worker`]: claims, asks the guard, sends, records.
+//! - [`transport`]: SMTP or files, and the retry backoff.
+//! - [`guard`]: the per-kind seam the queuing domains plug into.
+//! - [`routes`]: the tenant admin's view of the outbox, and retries.
 
-pub mod digest;
-pub mod render;
+pub mod guard;
 pub mod routes;
 pub mod transport;
 pub mod worker;
 
+use std::{sync::Arc, time::Duration};
+
 use sqlx::{AnyConnection, AssertSqlSafe};
 
-use crate::store::json_rows::{self, Column, backend_of};
+use crate::{
+    config::EmailConfig,
+    metrics::Metrics,
+    store::{
+        Store,
+        json_rows::{self, Column, backend_of},
+    },
+};
 
-/// What kind of email a row is.
-pub mod kind {
-    /// Sent at once (critical, or the recipient has no in-app copy).
-    pub const NOTIFICATION: &str = "notification";
-    /// Sent after a delay only if the notification is still unread.
-    pub const FALLBACK: &str = "fallback";
-    pub const DIGEST: &str = "digest";
+/// What the worker and the admin routes share: the store, the settings,
+/// the clock, and the bell that wakes the worker.
+pub struct Outbox {
+    pub store: Store,
+    pub config: EmailConfig,
+    /// How long a node owns an email it claimed (real time).
+    pub lease: Duration,
+    /// How often the worker looks for due emails when nobody wakes it.
+    pub poll_interval: Duration,
+    pub metrics: Arc<Metrics>,
+    wake: tokio::sync::Notify,
+    now: Box<dyn Fn() -> i64 + Send + Sync>,
+}
+
+impl Outbox {
+    /// `now` is the clock `send_after` is compared with, in milliseconds
+    /// since the Unix epoch; the queuing domains must use the same one.
+    pub fn new(
+        store: Store,
+        config: EmailConfig,
+        lease: Duration,
+        poll_interval: Duration,
+        metrics: Arc<Metrics>,
+        now: impl Fn() -> i64 + Send + Sync + 'static,
+    ) -> Self {
+        Outbox {
+            store,
+            config,
+            lease,
+            poll_interval,
+            metrics,
+            wake: tokio::sync::Notify::new(),
+            now: Box::new(now),
+        }
+    }
+
+    pub fn now_millis(&self) -> i64 {
+        (self.now)()
+    }
+
+    /// Tells the worker an email is due now (after the commit that queued it).
+    pub fn wake(&self) {
+        self.wake.notify_one();
+    }
+
+    async fn woken(&self) {
+        self.wake.notified().await
+    }
 }
 
 /// An outbox row to insert.
@@ -38,8 +97,12 @@ pub mod kind {
 pub struct NewEmail {
     pub tenant: String,
     pub user: String,
-    pub notification_id: Option<i64>,
+    /// The id of what caused the email, for its kind's guard (stored in
+    /// the `notification_id` column, the name the admin view reports).
+    pub cause_id: Option<i64>,
+    /// Selects the guard consulted before sending ([`guard::Guards`]).
     pub kind: &'static str,
+    /// Unique: a second email with the same key is not inserted.
     pub dedupe_key: String,
     pub to: String,
     pub subject: String,
@@ -80,7 +143,7 @@ pub async fn insert_many(
                 uuid::Uuid::now_v7().to_string(),
                 e.tenant.as_str(),
                 e.user.as_str(),
-                e.notification_id,
+                e.cause_id,
                 e.kind,
                 e.dedupe_key.as_str(),
                 e.to.as_str(),

@@ -1,28 +1,40 @@
 //! Tenant-admin view of the outbox: emails by status (dead letters first of
-//! all), each with its attempt log, and a retry for dead ones.
+//! all), each with its attempt log, and a retry for dead ones. The router
+//! is generic over the application state: it needs only the [`Outbox`] and
+//! the auth service from it.
 
 use std::sync::Arc;
 
 use axum::{
     Json, Router,
-    extract::{Path, Query, State, rejection::QueryRejection},
+    extract::{FromRef, Path, Query, State, rejection::QueryRejection},
     routing::{get, post},
 };
 use serde::{Deserialize, Serialize};
 use sqlx::{AssertSqlSafe, Row, any::AnyRow};
 
+use super::Outbox;
 use crate::{
-    app::AppState,
-    auth::extract::TenantAdmin,
+    auth::{AuthService, extract::TenantAdmin},
     error::{ApiError, ApiResult},
-    notify::{Notify, routes::query},
 };
 
-pub fn router() -> Router<AppState> {
+pub fn router<S>() -> Router<S>
+where
+    Arc<Outbox>: FromRef<S>,
+    Arc<AuthService>: FromRef<S>,
+    S: Clone + Send + Sync + 'static,
+{
     Router::new()
         .route("/api/v1/admin/emails", get(list))
         .route("/api/v1/admin/emails/{id}", get(find))
         .route("/api/v1/admin/emails/{id}/retry", post(retry))
+}
+
+/// Query-string errors in our format rather than axum's plain text.
+pub fn query<T>(q: Result<Query<T>, QueryRejection>) -> ApiResult<T> {
+    q.map(|Query(q)| q)
+        .map_err(|e| ApiError::invalid("invalid_query", e.body_text()))
 }
 
 #[derive(Serialize)]
@@ -87,7 +99,7 @@ struct Page {
 }
 
 async fn list(
-    State(notify): State<Arc<Notify>>,
+    State(outbox): State<Arc<Outbox>>,
     TenantAdmin(admin): TenantAdmin,
     q: Result<Query<ListQuery>, QueryRejection>,
 ) -> ApiResult<Json<Page>> {
@@ -116,7 +128,7 @@ async fn list(
         Some(cursor) => rows.bind(cursor),
         None => rows,
     }
-    .fetch_all(&notify.store.pool)
+    .fetch_all(&outbox.store.pool)
     .await?;
     let mut items = rows.iter().map(view).collect::<Result<Vec<_>, _>>()?;
     let next_cursor = if items.len() > limit {
@@ -129,7 +141,7 @@ async fn list(
 }
 
 async fn find(
-    State(notify): State<Arc<Notify>>,
+    State(outbox): State<Arc<Outbox>>,
     TenantAdmin(admin): TenantAdmin,
     Path(id): Path<String>,
 ) -> ApiResult<Json<EmailView>> {
@@ -139,7 +151,7 @@ async fn find(
     )))
     .bind(tenant)
     .bind(&id)
-    .fetch_optional(&notify.store.pool)
+    .fetch_optional(&outbox.store.pool)
     .await?
     .ok_or(ApiError::NotFound("email"))?;
     let mut email = view(&row)?;
@@ -148,7 +160,7 @@ async fn find(
     )
     .bind(&id)
     .bind(tenant)
-    .fetch_all(&notify.store.pool)
+    .fetch_all(&outbox.store.pool)
     .await?;
     email.log = Some(
         attempts
@@ -169,38 +181,38 @@ async fn find(
 
 /// Puts a dead email back in the queue with a fresh set of attempts.
 async fn retry(
-    State(notify): State<Arc<Notify>>,
+    State(outbox): State<Arc<Outbox>>,
     TenantAdmin(admin): TenantAdmin,
     Path(id): Path<String>,
 ) -> ApiResult<Json<EmailView>> {
     let tenant = admin.tenant().as_str();
-    let now = notify.clock.now_millis();
+    let now = outbox.now_millis();
     let done = sqlx::query(
         "UPDATE emails SET status = 'pending', attempts = 0, send_after = $3, lease_until = 0, updated_at = $3 WHERE tenant_id = $1 AND id = $2 AND status = 'dead'",
     )
     .bind(tenant)
     .bind(&id)
     .bind(now)
-    .execute(&notify.store.pool)
+    .execute(&outbox.store.pool)
     .await?;
     if done.rows_affected() == 0 {
         let exists = sqlx::query("SELECT 1 AS x FROM emails WHERE tenant_id = $1 AND id = $2")
             .bind(tenant)
             .bind(&id)
-            .fetch_optional(&notify.store.pool)
+            .fetch_optional(&outbox.store.pool)
             .await?;
         return Err(match exists {
             Some(_) => ApiError::conflict("not_dead", "only a dead-lettered email can be retried"),
             None => ApiError::NotFound("email"),
         });
     }
-    notify.outbox_wake.notify_one();
+    outbox.wake();
     let row = sqlx::query(AssertSqlSafe(format!(
         "SELECT {COLUMNS} FROM emails WHERE tenant_id = $1 AND id = $2"
     )))
     .bind(tenant)
     .bind(&id)
-    .fetch_one(&notify.store.pool)
+    .fetch_one(&outbox.store.pool)
     .await?;
     Ok(Json(view(&row)?))
 }

@@ -1,5 +1,7 @@
-//! The outbox worker: claims due emails with a lease, decides (cancel a
-//! fallback that was read, defer during quiet hours), sends, and records.
+//! The outbox worker: claims due emails with a lease, asks the guard of
+//! each email's kind whether to send, cancel or defer it, sends, and
+//! records the outcome; transient failures are retried with backoff until
+//! the last attempt, then dead-lettered.
 
 use std::{sync::Arc, time::Duration};
 
@@ -9,22 +11,25 @@ use sqlx::{Row, any::AnyRow};
 use tokio_util::sync::CancellationToken;
 
 use super::{
-    kind,
+    Outbox,
+    guard::{Due, Guards, Verdict},
     transport::{Outcome, Outgoing, Transport, backoff},
 };
-use crate::{ids::now_millis, notify::Notify};
+use crate::ids::now_millis;
 
 pub struct Mailer {
-    pub notify: Arc<Notify>,
+    pub outbox: Arc<Outbox>,
     pub transport: Transport,
     pub from: Mailbox,
+    /// The queuing domains' say over their emails, by kind.
+    pub guards: Guards,
 }
 
 struct Claimed {
     id: String,
     tenant: String,
     user: String,
-    notification_id: Option<i64>,
+    cause_id: Option<i64>,
     kind: String,
     to: String,
     subject: String,
@@ -41,7 +46,7 @@ fn claimed(row: &AnyRow) -> Result<Claimed, sqlx::Error> {
         id: row.try_get("id")?,
         tenant: row.try_get("tenant_id")?,
         user: row.try_get("user_id")?,
-        notification_id: row.try_get("notification_id")?,
+        cause_id: row.try_get("notification_id")?,
         kind: row.try_get("kind")?,
         to: row.try_get("to_address")?,
         subject: row.try_get("subject")?,
@@ -54,16 +59,21 @@ fn claimed(row: &AnyRow) -> Result<Claimed, sqlx::Error> {
 }
 
 impl Mailer {
-    pub fn new(notify: Arc<Notify>, transport: Transport) -> anyhow::Result<Mailer> {
-        let from: Mailbox = notify
-            .email
+    pub fn new(
+        outbox: Arc<Outbox>,
+        transport: Transport,
+        guards: Guards,
+    ) -> anyhow::Result<Mailer> {
+        let from: Mailbox = outbox
+            .config
             .from
             .parse()
             .map_err(|e| anyhow::anyhow!("RELAIS_EMAIL_FROM is not an address: {e}"))?;
         Ok(Mailer {
-            notify,
+            outbox,
             transport,
             from,
+            guards,
         })
     }
 
@@ -71,7 +81,7 @@ impl Mailer {
     /// statement, and re-checked on each row, so two nodes never both send.
     async fn claim(&self, limit: usize) -> anyhow::Result<Vec<Claimed>> {
         let real_now = now_millis();
-        let lease_until = real_now + self.notify.config.lease.as_millis() as i64;
+        let lease_until = real_now + self.outbox.lease.as_millis() as i64;
         let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
             "UPDATE emails SET lease_until = $1, attempts = attempts + 1, updated_at = $3 \
              WHERE id IN (SELECT id FROM emails WHERE status = 'pending' AND send_after <= $3 AND lease_until < $2 ORDER BY critical DESC, send_after LIMIT {limit}) \
@@ -80,35 +90,37 @@ impl Mailer {
         )))
         .bind(lease_until)
         .bind(real_now)
-        .bind(self.notify.clock.now_millis())
-        .fetch_all(&self.notify.store.pool)
+        .bind(self.outbox.now_millis())
+        .fetch_all(&self.outbox.store.pool)
         .await?;
         Ok(rows.iter().map(claimed).collect::<Result<_, _>>()?)
     }
 
     /// Handles one claimed email to the end; errors leave it to the lease.
     async fn handle(&self, email: Claimed) -> anyhow::Result<()> {
-        let notify = &self.notify;
-        let now = notify.clock.now_millis();
-        if email.kind == kind::FALLBACK && !self.still_unread(&email).await? {
-            self.settle(
-                &email,
-                "cancelled",
-                "cancelled",
-                None,
-                "the notification was read before the fallback delay",
-                None,
-            )
-            .await?;
-            notify.metrics.emails_cancelled.inc();
-            return Ok(());
-        }
-        if !email.critical {
-            let prefs = notify.preferences(&email.tenant, &email.user).await?;
-            if let Some(until) = prefs.quiet_until(now) {
-                self.reschedule(&email, until, "deferred", None, "quiet hours", false)
+        let outbox = &self.outbox;
+        let now = outbox.now_millis();
+        let due = Due {
+            id: &email.id,
+            tenant: &email.tenant,
+            user: &email.user,
+            kind: &email.kind,
+            cause_id: email.cause_id,
+            critical: email.critical,
+            now,
+        };
+        match self.guards.check(due).await? {
+            Verdict::Send => {}
+            Verdict::Cancel(reason) => {
+                self.settle(&email, "cancelled", "cancelled", None, &reason, None)
                     .await?;
-                notify.metrics.emails_deferred.inc();
+                outbox.metrics.emails_cancelled.inc();
+                return Ok(());
+            }
+            Verdict::Defer { until, reason } => {
+                self.reschedule(&email, until, "deferred", None, &reason, false)
+                    .await?;
+                outbox.metrics.emails_deferred.inc();
                 return Ok(());
             }
         }
@@ -122,7 +134,7 @@ impl Mailer {
         };
         // lettre's timeout is per command; bound the whole attempt too, well
         // inside the lease, so no other node takes over a send in progress.
-        let limit = notify.config.lease / 2;
+        let limit = outbox.lease / 2;
         let outcome =
             match tokio::time::timeout(limit, self.transport.send(&self.from, &outgoing)).await {
                 Ok(outcome) => outcome,
@@ -131,29 +143,29 @@ impl Mailer {
                     reply: format!("no answer within {limit:?}"),
                 },
             };
-        let max = i64::from(notify.email.max_attempts);
+        let max = i64::from(outbox.config.max_attempts);
         match outcome {
             Outcome::Sent { code, reply } => {
                 self.settle(&email, "sent", "sent", code, &reply, Some(now))
                     .await?;
-                notify.metrics.emails_sent.inc();
+                outbox.metrics.emails_sent.inc();
             }
             Outcome::Permanent { code, reply } => {
                 self.settle(&email, "dead", "failed", code, &reply, None)
                     .await?;
-                notify.metrics.emails_dead.inc();
+                outbox.metrics.emails_dead.inc();
                 tracing::warn!(email = %email.id, reply, "email refused permanently; dead-lettered");
             }
             Outcome::Transient { code, reply } if email.attempts >= max => {
                 self.settle(&email, "dead", "failed", code, &reply, None)
                     .await?;
-                notify.metrics.emails_dead.inc();
+                outbox.metrics.emails_dead.inc();
                 tracing::warn!(email = %email.id, attempts = email.attempts, reply, "email dead-lettered after its last attempt");
             }
             Outcome::Transient { code, reply } => {
                 let delay = backoff(
-                    notify.email.retry_base,
-                    notify.email.retry_max,
+                    outbox.config.retry_base,
+                    outbox.config.retry_max,
                     email.attempts as u32,
                 );
                 self.reschedule(
@@ -165,24 +177,11 @@ impl Mailer {
                     true,
                 )
                 .await?;
-                notify.metrics.email_retries.inc();
+                outbox.metrics.email_retries.inc();
                 tracing::info!(email = %email.id, attempt = email.attempts, reply, retry_in = ?delay, "email attempt failed; will retry");
             }
         }
         Ok(())
-    }
-
-    async fn still_unread(&self, email: &Claimed) -> anyhow::Result<bool> {
-        let Some(id) = email.notification_id else {
-            return Ok(true);
-        };
-        let status: Option<i64> = sqlx::query("SELECT status FROM notifications WHERE id = $1")
-            .bind(id)
-            .fetch_optional(&self.notify.store.pool)
-            .await?
-            .map(|r| r.try_get("status"))
-            .transpose()?;
-        Ok(status == Some(crate::notify::inbox::UNREAD))
     }
 
     /// Ends an email (sent, dead or cancelled) and logs why, in one transaction.
@@ -195,9 +194,9 @@ impl Mailer {
         detail: &str,
         sent_at: Option<i64>,
     ) -> anyhow::Result<()> {
-        let now = self.notify.clock.now_millis();
+        let now = self.outbox.now_millis();
         let counted = outcome != "cancelled";
-        let mut tx = self.notify.store.pool.begin().await?;
+        let mut tx = self.outbox.store.pool.begin().await?;
         let done = sqlx::query(
             "UPDATE emails SET status = $2, sent_at = $3, last_error = $4, lease_until = 0, updated_at = $5, attempts = attempts - $6 WHERE id = $1 AND lease_until = $7",
         )
@@ -228,8 +227,8 @@ impl Mailer {
         detail: &str,
         counted: bool,
     ) -> anyhow::Result<()> {
-        let now = self.notify.clock.now_millis();
-        let mut tx = self.notify.store.pool.begin().await?;
+        let now = self.outbox.now_millis();
+        let mut tx = self.outbox.store.pool.begin().await?;
         let done = sqlx::query(
             "UPDATE emails SET send_after = $2, last_error = $3, lease_until = 0, updated_at = $4, attempts = attempts - $5 WHERE id = $1 AND lease_until = $6",
         )
@@ -292,8 +291,8 @@ async fn log_attempt(
 
 /// Sends due emails until `stop`; woken early when an email is due now.
 pub async fn run(mailer: Arc<Mailer>, stop: CancellationToken) {
-    let concurrency = mailer.notify.email.concurrency;
-    let poll = mailer.notify.config.poll_interval;
+    let concurrency = mailer.outbox.config.concurrency;
+    let poll = mailer.outbox.poll_interval;
     tracing::info!(transport = %mailer.transport.describe(), "email outbox worker started");
     loop {
         // One wave at a time: every claimed email starts at once, so each
@@ -318,7 +317,7 @@ pub async fn run(mailer: Arc<Mailer>, stop: CancellationToken) {
         }
         tokio::select! {
             _ = stop.cancelled() => return,
-            _ = mailer.notify.outbox_wake.notified() => {}
+            _ = mailer.outbox.woken() => {}
             _ = tokio::time::sleep(poll) => {}
         }
     }

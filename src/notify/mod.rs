@@ -1,31 +1,55 @@
 //! The notification engine: types, triggers and their durable fan-out,
 //! inboxes with counters, preferences, and live events. Email delivery is
-//! the `email` module's; this one decides what to send and commits it.
+//! the generic outbox's (`crate::email`); this module decides which emails
+//! to send, renders them, commits them to the outbox, and tells the
+//! outbox's worker, through a send guard, which of them still should go.
 //!
 //! A trigger is accepted once its type, payload and recipients are checked,
 //! and written as one row; a background worker (on any node) fans it out in
 //! pages of recipients, one transaction per page: inbox rows, counters and
 //! outbox emails together. Live events are published after each commit.
+//!
+//! Where things are:
+//! - types: [`types`] (definitions, validation, compiled templates),
+//!   [`catalog`] (the built-in ones), [`type_store`] (a tenant's own rows
+//!   over the catalogue), [`template`] (the template language);
+//! - triggers: [`trigger`] (accepting one), [`fanout`] (the worker that
+//!   claims triggers and paces their pages), [`fanout_page`] (reading,
+//!   planning and writing one page of recipients), [`recipients`] (who a
+//!   trigger names);
+//! - what users see: [`inbox`], [`counts`], [`live`], [`prefs`], [`routes`];
+//! - email: [`email_render`] (notification and digest texts), [`digest`]
+//!   (the digest scheduler), [`email_guard`] (the kinds of notification
+//!   email and the rules the outbox worker applies to them);
+//! - [`clock`]: the engine's clock, shared with the outbox.
 
 pub mod catalog;
 pub mod clock;
 pub mod counts;
+pub mod digest;
+pub mod email_guard;
+pub mod email_render;
 pub mod fanout;
+pub mod fanout_page;
 pub mod inbox;
 pub mod live;
 pub mod prefs;
 pub mod recipients;
 pub mod routes;
 pub mod template;
+pub mod trigger;
 pub mod type_store;
 pub mod types;
 
 use std::sync::Arc;
 
+use axum::extract::FromRef;
 use sqlx::Row;
 
 use crate::{
+    app::AppState,
     config::{EmailConfig, NotifyConfig},
+    email::Outbox,
     gateway::Gateway,
     metrics::Metrics,
     store::Store,
@@ -46,8 +70,8 @@ pub struct Notify {
     pub metrics: Arc<Metrics>,
     /// Wakes the fan-out workers when a trigger is accepted.
     pub fanout_wake: tokio::sync::Notify,
-    /// Wakes the email worker when an email is due now.
-    pub outbox_wake: Arc<tokio::sync::Notify>,
+    /// The email outbox this engine queues into; it runs on [`Self::clock`].
+    pub outbox: Arc<Outbox>,
 }
 
 impl Notify {
@@ -59,16 +83,28 @@ impl Notify {
         public_url: Option<String>,
         metrics: Arc<Metrics>,
     ) -> Self {
+        let clock = Clock::default();
+        let outbox = Arc::new(Outbox::new(
+            store.clone(),
+            email.clone(),
+            config.lease,
+            config.poll_interval,
+            metrics.clone(),
+            {
+                let clock = clock.clone();
+                move || clock.now_millis()
+            },
+        ));
         Notify {
             store,
             gateway,
-            clock: Clock::default(),
+            clock,
             config,
             email,
             public_url,
             metrics,
             fanout_wake: tokio::sync::Notify::new(),
-            outbox_wake: Arc::new(tokio::sync::Notify::new()),
+            outbox,
         }
     }
 
@@ -104,4 +140,12 @@ impl Notify {
 /// future version, say) falls back to the defaults rather than failing sends.
 pub fn parse_stored(settings: &str) -> Preferences {
     serde_json::from_str(settings).unwrap_or_default()
+}
+
+/// The email admin routes take the outbox from the application state; until
+/// that state carries the outbox itself, it is the one this engine built.
+impl FromRef<AppState> for Arc<Outbox> {
+    fn from_ref(state: &AppState) -> Self {
+        state.notify.outbox.clone()
+    }
 }

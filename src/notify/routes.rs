@@ -16,10 +16,10 @@ use serde_json::Value;
 use super::{
     Notify,
     counts::{self, Counts},
-    fanout::TriggerRequest,
     inbox::{self, Action, ListQuery, Page, Target},
     live,
     prefs::Preferences,
+    trigger::TriggerRequest,
     type_store,
     types::TypeDef,
 };
@@ -30,6 +30,7 @@ use crate::{
         Caller, Permission, Principal, Scope,
         extract::{AnyCaller, AuthUser, TenantAdmin},
     },
+    email::routes::query,
     error::{ApiError, ApiJson, ApiResult},
 };
 
@@ -58,12 +59,6 @@ pub fn router() -> Router<AppState> {
                 .put(put_preferences)
                 .patch(patch_preferences),
         )
-}
-
-/// Query-string errors in our format rather than axum's plain text.
-pub fn query<T>(q: Result<Query<T>, QueryRejection>) -> ApiResult<T> {
-    q.map(|Query(q)| q)
-        .map_err(|e| ApiError::invalid("invalid_query", e.body_text()))
 }
 
 async fn list_types(
@@ -164,7 +159,7 @@ async fn trigger(
             caller.tenant(),
             req,
             key.as_deref(),
-            super::fanout::Recipients::AtLeastOne,
+            super::trigger::Recipients::AtLeastOne,
         )
         .await?;
     Ok(accepted(view, replayed))
@@ -172,7 +167,7 @@ async fn trigger(
 
 /// `202 Accepted` with the trigger, marked `Idempotent-Replayed` when it is
 /// an earlier request's.
-pub fn accepted(view: super::fanout::TriggerView, replayed: bool) -> Response {
+pub fn accepted(view: super::trigger::TriggerView, replayed: bool) -> Response {
     let mut response = (StatusCode::ACCEPTED, Json(view)).into_response();
     if replayed {
         response
@@ -186,7 +181,7 @@ async fn find_trigger(
     State(notify): State<Arc<Notify>>,
     AnyCaller(caller): AnyCaller,
     Path(id): Path<String>,
-) -> ApiResult<Json<super::fanout::TriggerView>> {
+) -> ApiResult<Json<super::trigger::TriggerView>> {
     may_trigger(&caller)?;
     Ok(Json(
         notify.trigger_view(caller.tenant().as_str(), &id).await?,

@@ -13,13 +13,13 @@ use sqlx::{AssertSqlSafe, Row};
 use tokio_util::sync::CancellationToken;
 
 use super::{
-    NewEmail, kind,
-    render::{self, DigestItem},
-};
-use crate::notify::{
-    Notify, parse_stored,
+    Notify,
+    email_guard::kind,
+    email_render::{self, DigestItem},
+    parse_stored,
     prefs::{Frequency, Preferences},
 };
+use crate::email::{self, NewEmail};
 
 /// Items listed in one digest; the rest are counted.
 const MAX_ITEMS: usize = 50;
@@ -35,7 +35,7 @@ pub async fn run(notify: Arc<Notify>, stop: CancellationToken) {
                     Ok(0) => {}
                     Ok(n) => {
                         tracing::info!(digests = n, "digests queued");
-                        notify.outbox_wake.notify_one();
+                        notify.outbox.wake();
                     }
                     Err(e) => tracing::warn!(error = %e, "digest pass failed"),
                 }
@@ -176,11 +176,11 @@ async fn one(notify: &Notify, job: &Job<'_>) -> anyhow::Result<bool> {
         })
         .collect::<Result<Vec<_>, sqlx::Error>>()?;
     let locale = job.prefs.locale.unwrap_or(notify.default_locale());
-    let rendered = render::digest(locale, job.frequency == Frequency::Weekly, &items, total);
+    let rendered = email_render::digest(locale, job.frequency == Frequency::Weekly, &items, total);
     let email = NewEmail {
         tenant: job.tenant.to_owned(),
         user: job.user.to_owned(),
-        notification_id: None,
+        cause_id: None,
         kind: kind::DIGEST,
         dedupe_key: format!(
             "digest:{}:{}:{}:{}",
@@ -196,7 +196,7 @@ async fn one(notify: &Notify, job: &Job<'_>) -> anyhow::Result<bool> {
         critical: false,
         send_after: job.now,
     };
-    let inserted = super::insert_many(&mut tx, &[email], job.now).await?;
+    let inserted = email::insert_many(&mut tx, &[email], job.now).await?;
     tx.commit().await?;
     Ok(inserted > 0)
 }

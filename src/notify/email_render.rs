@@ -1,7 +1,8 @@
-//! Email texts: a notification's own templates inside a shared layout, and
-//! the digest, in the recipient's language.
+//! Texts of the notification engine's emails: a notification's own
+//! templates inside a shared layout, and the digest, in the recipient's
+//! language. The outbox stores and sends them as rendered here.
 
-use crate::notify::{
+use super::{
     template::{Context, escape},
     types::{CompiledType, Locale},
 };
