@@ -15,6 +15,7 @@ use sqlx::{AssertSqlSafe, Row};
 
 use super::{Member, PROJECT_COLUMNS, Project, is_member, project_from_row};
 use crate::{
+    api::idempotency::IdempotencyKey,
     app::AppState,
     auth::{Caller, Permission, Scope, extract::AnyCaller},
     error::{ApiError, ApiJson, ApiResult},
@@ -363,7 +364,7 @@ async fn report_event(
     State(notify): State<Arc<Notify>>,
     AnyCaller(caller): AnyCaller,
     Path(id): Path<String>,
-    headers: axum::http::HeaderMap,
+    idempotency_key: Result<IdempotencyKey, ApiError>,
     ApiJson(req): ApiJson<EventRequest>,
 ) -> ApiResult<Response> {
     manager(&caller)?;
@@ -399,12 +400,7 @@ async fn report_event(
         },
         actor: req.actor.clone(),
     };
-    let key = match headers.get("idempotency-key") {
-        None => None,
-        Some(v) => Some(crate::api::idempotency::parse_key(v.to_str().map_err(
-            |_| ApiError::invalid("invalid_idempotency_key", "Idempotency-Key must be ASCII"),
-        )?)?),
-    };
+    let IdempotencyKey(key) = idempotency_key?;
     // The event may concern nobody but its actor; it is still stored (for
     // its idempotency key) and published on the project's channel.
     let (view, replayed) = notify
