@@ -7,6 +7,10 @@
 //! key is refused. Claims abandoned by a crash expire after
 //! [`STALE_CLAIM_MS`]; stored responses are purged after [`RETENTION_MS`].
 
+use axum::{
+    extract::FromRequestParts,
+    http::{HeaderMap, request::Parts},
+};
 use sqlx::Row;
 
 use crate::{
@@ -33,8 +37,38 @@ pub struct Idempotency {
     store: Store,
 }
 
+/// The request's `Idempotency-Key` header, validated; `None` when absent.
+///
+/// A present header that is not 1-255 visible ASCII characters is refused
+/// with `422 invalid_idempotency_key`. A handler that must report other
+/// errors first (permissions, the body) takes
+/// `Result<IdempotencyKey, ApiError>` and applies `?` where it needs the key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IdempotencyKey(pub Option<String>);
+
+impl IdempotencyKey {
+    /// Reads and validates the header; the one parser of `Idempotency-Key`.
+    pub fn from_headers(headers: &HeaderMap) -> ApiResult<Self> {
+        let Some(value) = headers.get("idempotency-key") else {
+            return Ok(IdempotencyKey(None));
+        };
+        let raw = value.to_str().map_err(|_| {
+            ApiError::invalid("invalid_idempotency_key", "Idempotency-Key must be ASCII")
+        })?;
+        Ok(IdempotencyKey(Some(parse_key(raw)?)))
+    }
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for IdempotencyKey {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        Self::from_headers(&parts.headers)
+    }
+}
+
 /// Validates the header value.
-pub fn parse_key(raw: &str) -> ApiResult<String> {
+fn parse_key(raw: &str) -> ApiResult<String> {
     let key = raw.trim();
     if key.is_empty() || key.len() > 255 || !key.bytes().all(|b| b.is_ascii_graphic()) {
         return Err(ApiError::invalid(
@@ -146,5 +180,44 @@ impl Idempotency {
                 .await?
                 .rows_affected(),
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::http::{HeaderMap, HeaderValue};
+
+    use super::IdempotencyKey;
+
+    fn code(headers: &HeaderMap) -> &'static str {
+        IdempotencyKey::from_headers(headers).unwrap_err().code()
+    }
+
+    #[test]
+    fn the_header_is_optional_trimmed_and_bounded() {
+        let mut headers = HeaderMap::new();
+        assert_eq!(
+            IdempotencyKey::from_headers(&headers).unwrap(),
+            IdempotencyKey(None)
+        );
+        headers.insert("idempotency-key", HeaderValue::from_static(" order-42 "));
+        assert_eq!(
+            IdempotencyKey::from_headers(&headers).unwrap(),
+            IdempotencyKey(Some("order-42".into()))
+        );
+        headers.insert("idempotency-key", HeaderValue::from_static(""));
+        assert_eq!(code(&headers), "invalid_idempotency_key");
+        headers.insert("idempotency-key", HeaderValue::from_static("two words"));
+        assert_eq!(code(&headers), "invalid_idempotency_key");
+        headers.insert(
+            "idempotency-key",
+            HeaderValue::from_str(&"k".repeat(256)).unwrap(),
+        );
+        assert_eq!(code(&headers), "invalid_idempotency_key");
+        headers.insert(
+            "idempotency-key",
+            HeaderValue::from_bytes("clé".as_bytes()).unwrap(),
+        );
+        assert_eq!(code(&headers), "invalid_idempotency_key");
     }
 }

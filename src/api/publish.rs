@@ -7,14 +7,14 @@ use axum::{
     Router,
     body::Bytes,
     extract::State,
-    http::{HeaderMap, HeaderValue, StatusCode, header},
+    http::{HeaderValue, StatusCode, header},
     response::{IntoResponse, Response},
     routing::post,
 };
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 use serde_json::value::RawValue;
 
-use super::idempotency::{Claim, Idempotency, parse_key};
+use super::idempotency::{Claim, Idempotency, IdempotencyKey};
 use crate::{
     app::AppState,
     auth::{Caller, Permission, Scope, extract::AnyCaller},
@@ -90,10 +90,11 @@ async fn authorize<'g>(
 async fn publish(
     State(state): State<AppState>,
     AnyCaller(caller): AnyCaller,
-    headers: HeaderMap,
+    idempotency_key: Result<IdempotencyKey, ApiError>,
     body: Bytes,
 ) -> ApiResult<Response> {
-    idempotent(&state, &caller, &headers, "publish", &body, async |gw| {
+    let IdempotencyKey(key) = idempotency_key?;
+    idempotent(&state, &caller, key, "publish", &body, async |gw| {
         let req: PublishRequest = parse_body(&body)?;
         let (key, ns) = authorize(gw, &caller, &req).await?;
         let position = gw.publish(&key, ns, &req.data).await?;
@@ -110,44 +111,38 @@ async fn publish(
 async fn publish_batch(
     State(state): State<AppState>,
     AnyCaller(caller): AnyCaller,
-    headers: HeaderMap,
+    idempotency_key: Result<IdempotencyKey, ApiError>,
     body: Bytes,
 ) -> ApiResult<Response> {
-    idempotent(
-        &state,
-        &caller,
-        &headers,
-        "publish/batch",
-        &body,
-        async |gw| {
-            let req: BatchRequest = parse_body(&body)?;
-            if req.publications.is_empty() || req.publications.len() > gw.limits.max_batch {
-                return Err(ApiError::invalid(
-                    "invalid_batch",
-                    format!("a batch holds 1 to {} publications", gw.limits.max_batch),
-                ));
-            }
-            // Validate and authorise all first: a bad item publishes nothing.
-            let mut checked = Vec::with_capacity(req.publications.len());
-            for (i, p) in req.publications.iter().enumerate() {
-                let (key, ns) = authorize(gw, &caller, p).await.map_err(|e| {
-                    let code = e.code();
-                    ApiError::invalid(code, format!("publications[{i}]: {e}"))
-                })?;
-                checked.push((key, ns, p));
-            }
-            let mut results = Vec::with_capacity(checked.len());
-            for (key, ns, p) in checked {
-                let position = gw.publish(&key, ns, &p.data).await?;
-                results.push(Published {
-                    channel: p.channel.clone(),
-                    epoch: position.epoch.to_string(),
-                    offset: position.offset,
-                });
-            }
-            Ok(serde_json::to_string(&BatchResponse { results }).unwrap_or_default())
-        },
-    )
+    let IdempotencyKey(key) = idempotency_key?;
+    idempotent(&state, &caller, key, "publish/batch", &body, async |gw| {
+        let req: BatchRequest = parse_body(&body)?;
+        if req.publications.is_empty() || req.publications.len() > gw.limits.max_batch {
+            return Err(ApiError::invalid(
+                "invalid_batch",
+                format!("a batch holds 1 to {} publications", gw.limits.max_batch),
+            ));
+        }
+        // Validate and authorise all first: a bad item publishes nothing.
+        let mut checked = Vec::with_capacity(req.publications.len());
+        for (i, p) in req.publications.iter().enumerate() {
+            let (key, ns) = authorize(gw, &caller, p).await.map_err(|e| {
+                let code = e.code();
+                ApiError::invalid(code, format!("publications[{i}]: {e}"))
+            })?;
+            checked.push((key, ns, p));
+        }
+        let mut results = Vec::with_capacity(checked.len());
+        for (key, ns, p) in checked {
+            let position = gw.publish(&key, ns, &p.data).await?;
+            results.push(Published {
+                channel: p.channel.clone(),
+                epoch: position.epoch.to_string(),
+                offset: position.offset,
+            });
+        }
+        Ok(serde_json::to_string(&BatchResponse { results }).unwrap_or_default())
+    })
     .await
 }
 
@@ -156,17 +151,11 @@ async fn publish_batch(
 async fn idempotent(
     state: &AppState,
     caller: &Caller,
-    headers: &HeaderMap,
+    key: Option<String>,
     route: &str,
     body: &[u8],
     work: impl AsyncFnOnce(&Gateway) -> ApiResult<String>,
 ) -> ApiResult<Response> {
-    let key = match headers.get("idempotency-key") {
-        None => None,
-        Some(v) => Some(parse_key(v.to_str().map_err(|_| {
-            ApiError::invalid("invalid_idempotency_key", "Idempotency-Key must be ASCII")
-        })?)?),
-    };
     let Some(key) = key else {
         return Ok(json_response(
             StatusCode::OK,

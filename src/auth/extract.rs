@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use axum::{
     extract::{FromRef, FromRequestParts},
-    http::{header, request::Parts},
+    http::{HeaderMap, header, request::Parts},
 };
 
 use super::{AuthService, Caller, Permission, Principal};
@@ -25,8 +25,16 @@ pub struct TenantAdmin(pub Caller);
 /// API keys are recognisable by their prefix, so one header serves both kinds.
 pub const API_KEY_PREFIX: &str = "rls_";
 
-pub fn bearer(parts: &Parts) -> Option<&str> {
-    let value = parts.headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+/// The credential of an `Authorization: Bearer <token>` header, trimmed.
+///
+/// The scheme is matched case-insensitively. `None` when the header is
+/// missing, is not ASCII text, or names another scheme. The token itself is
+/// not checked here: it may be an access token or an API key (see
+/// [`API_KEY_PREFIX`]). Public so that every endpoint reading a bearer
+/// credential (the REST extractors below, the streaming endpoints) parses it
+/// the same way.
+pub fn bearer_token(headers: &HeaderMap) -> Option<&str> {
+    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
     let (scheme, token) = value.split_once(' ')?;
     scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
 }
@@ -68,7 +76,7 @@ where
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
-        let token = bearer(parts).ok_or(ApiError::Unauthenticated)?;
+        let token = bearer_token(&parts.headers).ok_or(ApiError::Unauthenticated)?;
         if token.starts_with(API_KEY_PREFIX) {
             return Err(ApiError::forbidden(
                 "this endpoint needs a user's access token, not an API key",
@@ -90,7 +98,7 @@ where
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
         let credential = api_key_header(parts)
-            .or_else(|| bearer(parts))
+            .or_else(|| bearer_token(&parts.headers))
             .ok_or(ApiError::Unauthenticated)?;
         let auth = Arc::<AuthService>::from_ref(state);
         Ok(AnyCaller(caller_from_credential(&auth, credential).await?))
@@ -112,5 +120,30 @@ where
             ));
         }
         Ok(TenantAdmin(caller))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::http::{HeaderMap, HeaderValue, header};
+
+    use super::bearer_token;
+
+    fn with_authorization(value: &'static str) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        headers.insert(header::AUTHORIZATION, HeaderValue::from_static(value));
+        headers
+    }
+
+    #[test]
+    fn bearer_token_reads_the_bearer_scheme_only() {
+        assert_eq!(bearer_token(&HeaderMap::new()), None);
+        assert_eq!(bearer_token(&with_authorization("Bearer abc")), Some("abc"));
+        assert_eq!(
+            bearer_token(&with_authorization("bearer  rls_x_y ")),
+            Some("rls_x_y")
+        );
+        assert_eq!(bearer_token(&with_authorization("Basic dTpw")), None);
+        assert_eq!(bearer_token(&with_authorization("Bearer")), None);
     }
 }

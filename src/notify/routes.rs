@@ -6,7 +6,7 @@ use std::sync::Arc;
 use axum::{
     Json, Router,
     extract::{Path, Query, State, rejection::QueryRejection},
-    http::{HeaderMap, HeaderValue, StatusCode},
+    http::{HeaderValue, StatusCode},
     response::{IntoResponse, Response},
     routing::{get, post},
 };
@@ -24,7 +24,7 @@ use super::{
     types::TypeDef,
 };
 use crate::{
-    api::idempotency::parse_key,
+    api::idempotency::IdempotencyKey,
     app::AppState,
     auth::{
         Caller, Permission, Principal, Scope,
@@ -144,16 +144,11 @@ fn may_trigger(caller: &Caller) -> ApiResult<()> {
 async fn trigger(
     State(notify): State<Arc<Notify>>,
     AnyCaller(caller): AnyCaller,
-    headers: HeaderMap,
+    idempotency_key: Result<IdempotencyKey, ApiError>,
     ApiJson(req): ApiJson<TriggerRequest>,
 ) -> ApiResult<Response> {
     may_trigger(&caller)?;
-    let key = match headers.get("idempotency-key") {
-        None => None,
-        Some(v) => Some(parse_key(v.to_str().map_err(|_| {
-            ApiError::invalid("invalid_idempotency_key", "Idempotency-Key must be ASCII")
-        })?)?),
-    };
+    let IdempotencyKey(key) = idempotency_key?;
     let (view, replayed) = notify
         .trigger(
             caller.tenant(),

@@ -5,6 +5,7 @@
 //! step, task changes) that notify the members.
 
 pub mod routes;
+pub mod store;
 
 /// The projects module: the `project:` namespace and the project routes.
 pub fn module(ctx: &crate::module::Context<'_>) -> anyhow::Result<Arc<dyn crate::module::Module>> {
@@ -28,15 +29,68 @@ impl crate::module::Module for ProjectsModule {
 use std::{sync::Arc, time::Duration};
 
 use futures_util::future::BoxFuture;
-use serde::Serialize;
-use sqlx::{Row, any::AnyRow};
+use serde::{Deserialize, Serialize};
 
 use crate::{
     auth::{Permission, Principal},
     channels::HistoryPolicy,
     channels::{Access, AccessCheck, ChannelName, KeyRule, Namespace},
+    error::ApiError,
+    notify::types::validate_key,
     store::Store,
 };
+
+/// Why a projects operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ProjectError {
+    #[error("project not found")]
+    NotFound,
+    #[error("project member not found")]
+    MemberNotFound,
+    #[error("a project with this external_ref exists")]
+    Exists,
+    #[error("name: 1-200 characters")]
+    InvalidName,
+    #[error("role: {0}")]
+    InvalidRole(String),
+    #[error("event: {0}")]
+    InvalidEvent(String),
+    #[error("payload must be a JSON object")]
+    InvalidPayload,
+    #[error("internal error")]
+    Store(#[from] sqlx::Error),
+}
+
+impl ProjectError {
+    /// The stable code clients branch on.
+    pub fn code(&self) -> &'static str {
+        match self {
+            ProjectError::NotFound | ProjectError::MemberNotFound => "not_found",
+            ProjectError::Exists => "project_exists",
+            ProjectError::InvalidName => "invalid_project",
+            ProjectError::InvalidRole(_) => "invalid_member",
+            ProjectError::InvalidEvent(_) => "invalid_event",
+            ProjectError::InvalidPayload => "invalid_payload",
+            ProjectError::Store(_) => "internal",
+        }
+    }
+}
+
+impl From<ProjectError> for ApiError {
+    fn from(e: ProjectError) -> Self {
+        let code = e.code();
+        match e {
+            ProjectError::NotFound => ApiError::NotFound("project"),
+            ProjectError::MemberNotFound => ApiError::NotFound("project member"),
+            ProjectError::Exists => ApiError::conflict(code, e.to_string()),
+            ProjectError::InvalidName
+            | ProjectError::InvalidRole(_)
+            | ProjectError::InvalidEvent(_)
+            | ProjectError::InvalidPayload => ApiError::invalid(code, e.to_string()),
+            ProjectError::Store(e) => e.into(),
+        }
+    }
+}
 
 #[derive(Debug, Serialize)]
 pub struct Project {
@@ -56,35 +110,36 @@ pub struct Member {
     pub added_at: i64,
 }
 
-pub const PROJECT_COLUMNS: &str = "id, name, external_ref, created_at, updated_at";
-
-pub fn project_from_row(row: &AnyRow) -> Result<Project, sqlx::Error> {
-    Ok(Project {
-        id: row.try_get("id")?,
-        name: row.try_get("name")?,
-        external_ref: row.try_get("external_ref")?,
-        created_at: row.try_get("created_at")?,
-        updated_at: row.try_get("updated_at")?,
-        members: None,
-    })
+/// A user to make a member, with their project role.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MemberSpec {
+    pub user_id: String,
+    #[serde(default = "default_role")]
+    pub role: String,
 }
 
-/// `true` if `user` is a member of `project` in `tenant`.
-pub async fn is_member(
-    store: &Store,
-    tenant: &str,
-    project: &str,
-    user: &str,
-) -> anyhow::Result<bool> {
-    Ok(sqlx::query(
-        "SELECT 1 AS x FROM project_members WHERE tenant_id = $1 AND project_id = $2 AND user_id = $3",
-    )
-    .bind(tenant)
-    .bind(project)
-    .bind(user)
-    .fetch_optional(&store.pool)
-    .await?
-    .is_some())
+/// The project role of a member added without one.
+pub fn default_role() -> String {
+    "member".into()
+}
+
+/// A project name: 1-200 characters, not only spaces.
+pub fn check_name(name: &str) -> Result<(), ProjectError> {
+    if name.trim().is_empty() || name.len() > 200 {
+        return Err(ProjectError::InvalidName);
+    }
+    Ok(())
+}
+
+/// A project role has the shape of a notification type key.
+pub fn check_role(role: &str) -> Result<(), ProjectError> {
+    validate_key(role).map_err(ProjectError::InvalidRole)
+}
+
+/// A project event (`phase_changed`…) has the shape of a notification type key.
+pub fn check_event(event: &str) -> Result<(), ProjectError> {
+    validate_key(event).map_err(ProjectError::InvalidEvent)
 }
 
 /// Channel access for `project:<id>`: members, and users who manage projects.
@@ -103,7 +158,7 @@ impl AccessCheck for Members {
             let Some(project) = channel.key() else {
                 return Ok(false);
             };
-            is_member(&self.0, who.tenant.as_str(), project, who.user.as_str()).await
+            Ok(store::is_member(&self.0, who.tenant.as_str(), project, who.user.as_str()).await?)
         })
     }
 }
@@ -125,5 +180,74 @@ pub fn namespace(store: Store) -> Namespace {
         },
         hook: None,
         snapshot: None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::http::StatusCode;
+
+    use super::ProjectError;
+    use crate::error::ApiError;
+
+    #[test]
+    fn each_project_error_keeps_its_status_code_and_message() {
+        let cases = [
+            (
+                ProjectError::NotFound,
+                404,
+                "not_found",
+                "project not found",
+            ),
+            (
+                ProjectError::MemberNotFound,
+                404,
+                "not_found",
+                "project member not found",
+            ),
+            (
+                ProjectError::Exists,
+                409,
+                "project_exists",
+                "a project with this external_ref exists",
+            ),
+            (
+                ProjectError::InvalidName,
+                422,
+                "invalid_project",
+                "name: 1-200 characters",
+            ),
+            (
+                ProjectError::InvalidRole("too long".into()),
+                422,
+                "invalid_member",
+                "role: too long",
+            ),
+            (
+                ProjectError::InvalidEvent("too long".into()),
+                422,
+                "invalid_event",
+                "event: too long",
+            ),
+            (
+                ProjectError::InvalidPayload,
+                422,
+                "invalid_payload",
+                "payload must be a JSON object",
+            ),
+            (
+                ProjectError::Store(sqlx::Error::RowNotFound),
+                500,
+                "internal",
+                "internal error",
+            ),
+        ];
+        for (error, status, code, message) in cases {
+            assert_eq!(error.code(), code);
+            let api = ApiError::from(error);
+            assert_eq!(api.status(), StatusCode::from_u16(status).unwrap());
+            assert_eq!(api.code(), code);
+            assert_eq!(api.to_string(), message);
+        }
     }
 }

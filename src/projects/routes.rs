@@ -11,22 +11,21 @@ use axum::{
 };
 use serde::Deserialize;
 use serde_json::{Value, json, value::RawValue};
-use sqlx::{AssertSqlSafe, Row};
 
-use super::{Member, PROJECT_COLUMNS, Project, is_member, project_from_row};
+use super::{
+    MemberSpec, Project, ProjectError, check_event, check_name, check_role, default_role, store,
+};
 use crate::{
+    api::idempotency::IdempotencyKey,
     app::AppState,
     auth::{Caller, Permission, Scope, extract::AnyCaller},
     error::{ApiError, ApiJson, ApiResult},
-    ids::now_millis,
     notify::{
         Notify,
         fanout::{Recipients, TriggerRequest},
         recipients::RecipientSpec,
         routes::accepted,
-        types::validate_key,
     },
-    store::is_unique_violation,
 };
 
 pub fn router() -> Router<AppState> {
@@ -53,28 +52,6 @@ fn manager(caller: &Caller) -> ApiResult<()> {
     }
 }
 
-fn check_name(name: &str) -> ApiResult<()> {
-    if name.trim().is_empty() || name.len() > 200 {
-        return Err(ApiError::invalid(
-            "invalid_project",
-            "name: 1-200 characters",
-        ));
-    }
-    Ok(())
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct MemberSpec {
-    user_id: String,
-    #[serde(default = "default_role")]
-    role: String,
-}
-
-fn default_role() -> String {
-    "member".into()
-}
-
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct CreateRequest {
@@ -85,42 +62,9 @@ struct CreateRequest {
     members: Vec<MemberSpec>,
 }
 
-async fn load(notify: &Notify, tenant: &str, id: &str) -> ApiResult<Project> {
-    let row = sqlx::query(AssertSqlSafe(format!(
-        "SELECT {PROJECT_COLUMNS} FROM projects WHERE tenant_id = $1 AND id = $2"
-    )))
-    .bind(tenant)
-    .bind(id)
-    .fetch_optional(&notify.store.pool)
-    .await?
-    .ok_or(ApiError::NotFound("project"))?;
-    let mut project = project_from_row(&row)?;
-    let members = sqlx::query(
-        "SELECT user_id, role, added_at FROM project_members WHERE tenant_id = $1 AND project_id = $2 ORDER BY added_at, user_id",
-    )
-    .bind(tenant)
-    .bind(id)
-    .fetch_all(&notify.store.pool)
-    .await?;
-    project.members = Some(
-        members
-            .iter()
-            .map(|r| {
-                Ok(Member {
-                    user_id: r.try_get("user_id")?,
-                    role: r.try_get("role")?,
-                    added_at: r.try_get("added_at")?,
-                })
-            })
-            .collect::<Result<_, sqlx::Error>>()?,
-    );
-    Ok(project)
-}
-
 async fn check_users(notify: &Notify, caller: &Caller, members: &[MemberSpec]) -> ApiResult<()> {
     for m in members {
-        validate_key(&m.role)
-            .map_err(|e| ApiError::invalid("invalid_member", format!("role: {e}")))?;
+        check_role(&m.role)?;
     }
     let mut spec = RecipientSpec {
         users: members.iter().map(|m| m.user_id.clone()).collect(),
@@ -140,44 +84,15 @@ async fn create(
     manager(&caller)?;
     check_name(&req.name)?;
     check_users(&notify, &caller, &req.members).await?;
-    let tenant = caller.tenant().as_str();
-    let id = uuid::Uuid::now_v7().to_string();
-    let now = now_millis();
-    let mut tx = notify.store.pool.begin().await?;
-    let inserted = sqlx::query(
-        "INSERT INTO projects (id, tenant_id, name, external_ref, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $5)",
+    let project = store::create(
+        &notify.store,
+        caller.tenant().as_str(),
+        req.name.trim(),
+        req.external_ref.as_deref(),
+        &req.members,
     )
-    .bind(&id)
-    .bind(tenant)
-    .bind(req.name.trim())
-    .bind(req.external_ref.as_deref())
-    .bind(now)
-    .execute(&mut *tx)
-    .await;
-    match inserted {
-        Ok(_) => {}
-        Err(e) if is_unique_violation(&e) => {
-            return Err(ApiError::conflict(
-                "project_exists",
-                "a project with this external_ref exists",
-            ));
-        }
-        Err(e) => return Err(e.into()),
-    }
-    for m in &req.members {
-        sqlx::query(
-            "INSERT INTO project_members (project_id, user_id, tenant_id, role, added_at) VALUES ($1, $2, $3, $4, $5) ON CONFLICT (project_id, user_id) DO UPDATE SET role = excluded.role",
-        )
-        .bind(&id)
-        .bind(&m.user_id)
-        .bind(tenant)
-        .bind(&m.role)
-        .bind(now)
-        .execute(&mut *tx)
-        .await?;
-    }
-    tx.commit().await?;
-    Ok((StatusCode::CREATED, Json(load(&notify, tenant, &id).await?)))
+    .await?;
+    Ok((StatusCode::CREATED, Json(project)))
 }
 
 async fn list(
@@ -186,31 +101,16 @@ async fn list(
 ) -> ApiResult<Json<Vec<Project>>> {
     let tenant = caller.tenant().as_str();
     // Managers see every project; other users see those they belong to.
-    let rows = match &caller {
+    let projects = match &caller {
         Caller::User(p) if !p.can(Permission::ManageProjects) => {
-            sqlx::query(AssertSqlSafe(format!(
-                "SELECT {PROJECT_COLUMNS} FROM projects WHERE tenant_id = $1 AND id IN (SELECT project_id FROM project_members WHERE tenant_id = $1 AND user_id = $2) ORDER BY id LIMIT 1000"
-            )))
-            .bind(tenant)
-            .bind(p.user.as_str())
-            .fetch_all(&notify.store.pool)
-            .await?
+            store::list_for_member(&notify.store, tenant, p.user.as_str()).await?
         }
         _ => {
             manager(&caller)?;
-            sqlx::query(AssertSqlSafe(format!(
-                "SELECT {PROJECT_COLUMNS} FROM projects WHERE tenant_id = $1 ORDER BY id LIMIT 1000"
-            )))
-            .bind(tenant)
-            .fetch_all(&notify.store.pool)
-            .await?
+            store::list(&notify.store, tenant).await?
         }
     };
-    Ok(Json(
-        rows.iter()
-            .map(project_from_row)
-            .collect::<Result<_, _>>()?,
-    ))
+    Ok(Json(projects))
 }
 
 async fn find(
@@ -221,14 +121,14 @@ async fn find(
     let tenant = caller.tenant().as_str();
     if let Caller::User(p) = &caller
         && !p.can(Permission::ManageProjects)
-        && !is_member(&notify.store, tenant, &id, p.user.as_str()).await?
+        && !store::is_member(&notify.store, tenant, &id, p.user.as_str()).await?
     {
-        return Err(ApiError::NotFound("project"));
+        return Err(ProjectError::NotFound.into());
     }
     if let Caller::Key(_) = &caller {
         manager(&caller)?;
     }
-    Ok(Json(load(&notify, tenant, &id).await?))
+    Ok(Json(store::load(&notify.store, tenant, &id).await?))
 }
 
 #[derive(Deserialize)]
@@ -246,19 +146,8 @@ async fn update(
     manager(&caller)?;
     check_name(&req.name)?;
     let tenant = caller.tenant().as_str();
-    let done = sqlx::query(
-        "UPDATE projects SET name = $3, updated_at = $4 WHERE tenant_id = $1 AND id = $2",
-    )
-    .bind(tenant)
-    .bind(&id)
-    .bind(req.name.trim())
-    .bind(now_millis())
-    .execute(&notify.store.pool)
-    .await?;
-    if done.rows_affected() == 0 {
-        return Err(ApiError::NotFound("project"));
-    }
-    Ok(Json(load(&notify, tenant, &id).await?))
+    let project = store::rename(&notify.store, tenant, &id, req.name.trim()).await?;
+    Ok(Json(project))
 }
 
 async fn remove(
@@ -267,14 +156,7 @@ async fn remove(
     Path(id): Path<String>,
 ) -> ApiResult<StatusCode> {
     manager(&caller)?;
-    let done = sqlx::query("DELETE FROM projects WHERE tenant_id = $1 AND id = $2")
-        .bind(caller.tenant().as_str())
-        .bind(&id)
-        .execute(&notify.store.pool)
-        .await?;
-    if done.rows_affected() == 0 {
-        return Err(ApiError::NotFound("project"));
-    }
+    store::delete(&notify.store, caller.tenant().as_str(), &id).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -301,27 +183,14 @@ async fn put_member(
             .map_err(|e| ApiError::invalid("invalid_body", e.to_string()))?
     };
     let tenant = caller.tenant().as_str();
-    load(&notify, tenant, &id).await?;
-    check_users(
-        &notify,
-        &caller,
-        &[MemberSpec {
-            user_id: user.clone(),
-            role: req.role.clone(),
-        }],
-    )
-    .await?;
-    sqlx::query(
-        "INSERT INTO project_members (project_id, user_id, tenant_id, role, added_at) VALUES ($1, $2, $3, $4, $5) ON CONFLICT (project_id, user_id) DO UPDATE SET role = excluded.role",
-    )
-    .bind(&id)
-    .bind(&user)
-    .bind(tenant)
-    .bind(&req.role)
-    .bind(now_millis())
-    .execute(&notify.store.pool)
-    .await?;
-    Ok(Json(load(&notify, tenant, &id).await?))
+    store::load(&notify.store, tenant, &id).await?;
+    let member = MemberSpec {
+        user_id: user,
+        role: req.role,
+    };
+    check_users(&notify, &caller, std::slice::from_ref(&member)).await?;
+    store::put_member(&notify.store, tenant, &id, &member).await?;
+    Ok(Json(store::load(&notify.store, tenant, &id).await?))
 }
 
 async fn remove_member(
@@ -330,17 +199,7 @@ async fn remove_member(
     Path((id, user)): Path<(String, String)>,
 ) -> ApiResult<StatusCode> {
     manager(&caller)?;
-    let done = sqlx::query(
-        "DELETE FROM project_members WHERE tenant_id = $1 AND project_id = $2 AND user_id = $3",
-    )
-    .bind(caller.tenant().as_str())
-    .bind(&id)
-    .bind(&user)
-    .execute(&notify.store.pool)
-    .await?;
-    if done.rows_affected() == 0 {
-        return Err(ApiError::NotFound("project member"));
-    }
+    store::remove_member(&notify.store, caller.tenant().as_str(), &id, &user).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -363,23 +222,17 @@ async fn report_event(
     State(notify): State<Arc<Notify>>,
     AnyCaller(caller): AnyCaller,
     Path(id): Path<String>,
-    headers: axum::http::HeaderMap,
+    idempotency_key: Result<IdempotencyKey, ApiError>,
     ApiJson(req): ApiJson<EventRequest>,
 ) -> ApiResult<Response> {
     manager(&caller)?;
-    validate_key(&req.event)
-        .map_err(|e| ApiError::invalid("invalid_event", format!("event: {e}")))?;
+    check_event(&req.event)?;
     let tenant = caller.tenant();
-    let project = load(&notify, tenant.as_str(), &id).await?;
+    let project = store::load(&notify.store, tenant.as_str(), &id).await?;
     let mut payload = match req.payload {
         Value::Null => json!({}),
         Value::Object(map) => Value::Object(map),
-        _ => {
-            return Err(ApiError::invalid(
-                "invalid_payload",
-                "payload must be a JSON object",
-            ));
-        }
+        _ => return Err(ProjectError::InvalidPayload.into()),
     };
     let entry = payload
         .as_object_mut()
@@ -399,12 +252,7 @@ async fn report_event(
         },
         actor: req.actor.clone(),
     };
-    let key = match headers.get("idempotency-key") {
-        None => None,
-        Some(v) => Some(crate::api::idempotency::parse_key(v.to_str().map_err(
-            |_| ApiError::invalid("invalid_idempotency_key", "Idempotency-Key must be ASCII"),
-        )?)?),
-    };
+    let IdempotencyKey(key) = idempotency_key?;
     // The event may concern nobody but its actor; it is still stored (for
     // its idempotency key) and published on the project's channel.
     let (view, replayed) = notify

@@ -1,0 +1,53 @@
+//! Sessions, tokens, users and API keys: the rules of authentication, kept
+//! out of the HTTP handlers.
+//!
+//! One [`AuthService`] holds them; its methods live with their idea:
+//! `tenants`, `users` (accounts and passwords), `sessions` (login,
+//! refresh rotation, access tokens, revocation) and `api_keys`.
+
+mod api_keys;
+mod sessions;
+mod tenants;
+mod users;
+
+use std::{sync::Arc, time::Duration};
+
+use crate::{
+    auth::{key_cache::KeyCache, tokens::JwtKeys},
+    bus::Broker,
+    store::Store,
+};
+
+pub use api_keys::{ApiKeyView, CreatedApiKey};
+pub use sessions::TokenPair;
+pub use tenants::TenantView;
+pub use users::{UserChanges, UserView, normalize_email};
+
+pub struct AuthService {
+    store: Store,
+    keys: JwtKeys,
+    access_ttl: Duration,
+    refresh_ttl: Duration,
+    broker: Arc<dyn Broker>,
+    key_cache: Arc<KeyCache>,
+}
+
+impl AuthService {
+    pub fn new(
+        store: Store,
+        keys: JwtKeys,
+        access_ttl: Duration,
+        refresh_ttl: Duration,
+        broker: Arc<dyn Broker>,
+        key_cache: Arc<KeyCache>,
+    ) -> Self {
+        AuthService {
+            store,
+            keys,
+            access_ttl,
+            refresh_ttl,
+            broker,
+            key_cache,
+        }
+    }
+}

@@ -1,0 +1,273 @@
+//! Sessions: login, refresh-token rotation, access tokens and revocation.
+//!
+//! A login opens a *session*, which is one refresh-token family. Each refresh
+//! marks the presented token used and issues the next; presenting a used token
+//! again means it was stolen or replayed, so the whole family is revoked.
+//! Revocations are also sent over the bus so live sockets of the session close.
+
+use serde::Serialize;
+use sqlx::Row;
+
+use super::{AuthService, UserView, normalize_email};
+use crate::{
+    auth::{
+        password,
+        principal::Principal,
+        rbac::parse_roles,
+        tokens::{TokenError, new_refresh_token, sha256_hex},
+    },
+    bus::Revocation,
+    error::{ApiError, ApiResult},
+    ids::{SessionId, TenantId, UserId, now_millis},
+};
+
+/// What login and refresh return.
+#[derive(Debug, Serialize)]
+pub struct TokenPair {
+    pub access_token: String,
+    pub refresh_token: String,
+    pub token_type: &'static str,
+    /// Seconds until the access token expires.
+    pub expires_in: u64,
+    /// Seconds until the refresh token expires.
+    pub refresh_expires_in: u64,
+    pub user: UserView,
+}
+
+impl AuthService {
+    /// Checks credentials and opens a session.
+    pub async fn login(
+        &self,
+        tenant_slug: &str,
+        email: &str,
+        password: &str,
+    ) -> ApiResult<TokenPair> {
+        let bad =
+            || ApiError::unauthorized("invalid_credentials", "tenant, email or password is wrong");
+        let email = normalize_email(email).map_err(|_| bad())?;
+        let row = sqlx::query(
+            "SELECT u.id, u.tenant_id, u.password_hash, u.disabled_at FROM users u JOIN tenants t ON t.id = u.tenant_id
+             WHERE t.slug = $1 AND u.email = $2",
+        )
+        .bind(tenant_slug.trim().to_lowercase())
+        .bind(&email)
+        .fetch_optional(&self.store.pool)
+        .await?;
+        let stored = row
+            .as_ref()
+            .map(|r| r.try_get::<String, _>("password_hash"))
+            .transpose()?;
+        let ok = password::verify(password.to_owned(), stored).await?;
+        let Some(row) = row.filter(|_| ok) else {
+            return Err(bad());
+        };
+        if row.try_get::<Option<i64>, _>("disabled_at")?.is_some() {
+            return Err(ApiError::unauthorized(
+                "user_disabled",
+                "this account is disabled",
+            ));
+        }
+        let tenant: TenantId = row.try_get::<String, _>("tenant_id")?.into();
+        let user: UserId = row.try_get::<String, _>("id")?.into();
+        let session = SessionId::generate();
+        let now = now_millis();
+        let refresh = new_refresh_token();
+        let mut tx = self.store.pool.begin().await?;
+        sqlx::query("INSERT INTO sessions (id, tenant_id, user_id, created_at, expires_at) VALUES ($1, $2, $3, $4, $5)")
+            .bind(session.as_str())
+            .bind(tenant.as_str())
+            .bind(user.as_str())
+            .bind(now)
+            .bind(now + self.refresh_ttl.as_millis() as i64)
+            .execute(&mut *tx)
+            .await?;
+        self.insert_refresh(&mut tx, &session, &refresh, now)
+            .await?;
+        tx.commit().await?;
+        tracing::info!(tenant = %tenant, user = %user, session = %session, "login");
+        self.token_pair(&tenant, &user, &session, refresh).await
+    }
+
+    async fn insert_refresh(
+        &self,
+        tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+        session: &SessionId,
+        token: &str,
+        now: i64,
+    ) -> ApiResult<()> {
+        sqlx::query("INSERT INTO refresh_tokens (token_hash, session_id, created_at, expires_at) VALUES ($1, $2, $3, $4)")
+            .bind(sha256_hex(token))
+            .bind(session.as_str())
+            .bind(now)
+            .bind(now + self.refresh_ttl.as_millis() as i64)
+            .execute(&mut **tx)
+            .await?;
+        Ok(())
+    }
+
+    async fn token_pair(
+        &self,
+        tenant: &TenantId,
+        user: &UserId,
+        session: &SessionId,
+        refresh: String,
+    ) -> ApiResult<TokenPair> {
+        let (access, _) = self
+            .keys
+            .issue(tenant, user, session, self.access_ttl.as_secs())?;
+        Ok(TokenPair {
+            access_token: access,
+            refresh_token: refresh,
+            token_type: "Bearer",
+            expires_in: self.access_ttl.as_secs(),
+            refresh_expires_in: self.refresh_ttl.as_secs(),
+            user: self.get_user(tenant, user).await?,
+        })
+    }
+
+    /// Rotates a refresh token. A token presented twice revokes its family.
+    pub async fn refresh(&self, refresh_token: &str) -> ApiResult<TokenPair> {
+        let invalid =
+            || ApiError::unauthorized("invalid_refresh_token", "refresh token is not valid");
+        let hash = sha256_hex(refresh_token.trim());
+        let now = now_millis();
+        let mut tx = self.store.pool.begin().await?;
+        let row = sqlx::query(
+            "SELECT r.session_id, r.expires_at, r.used_at, s.tenant_id, s.user_id, s.revoked_at, u.disabled_at
+             FROM refresh_tokens r JOIN sessions s ON s.id = r.session_id JOIN users u ON u.id = s.user_id
+             WHERE r.token_hash = $1",
+        )
+        .bind(&hash)
+        .fetch_optional(&mut *tx)
+        .await?
+        .ok_or_else(invalid)?;
+        let session: SessionId = row.try_get::<String, _>("session_id")?.into();
+        let tenant: TenantId = row.try_get::<String, _>("tenant_id")?.into();
+        let user: UserId = row.try_get::<String, _>("user_id")?.into();
+        if row.try_get::<Option<i64>, _>("revoked_at")?.is_some()
+            || row.try_get::<Option<i64>, _>("disabled_at")?.is_some()
+        {
+            return Err(ApiError::unauthorized(
+                "session_revoked",
+                "this session has been revoked",
+            ));
+        }
+        if row.try_get::<i64, _>("expires_at")? <= now {
+            return Err(ApiError::unauthorized(
+                "refresh_token_expired",
+                "refresh token has expired; sign in again",
+            ));
+        }
+        // Mark used only if still unused: of two concurrent refreshes with the
+        // same token exactly one wins; the other is a reuse.
+        let claimed = sqlx::query(
+            "UPDATE refresh_tokens SET used_at = $2 WHERE token_hash = $1 AND used_at IS NULL",
+        )
+        .bind(&hash)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected()
+            == 1;
+        if !claimed {
+            drop(tx);
+            tracing::warn!(tenant = %tenant, user = %user, session = %session, "refresh token reused: revoking its family");
+            self.revoke_session(&tenant, &user, &session, "refresh token reused")
+                .await?;
+            return Err(ApiError::unauthorized(
+                "refresh_token_reused",
+                "refresh token was already used; the session is revoked",
+            ));
+        }
+        let next = new_refresh_token();
+        self.insert_refresh(&mut tx, &session, &next, now).await?;
+        tx.commit().await?;
+        self.token_pair(&tenant, &user, &session, next).await
+    }
+
+    /// Verifies an access token and that its session is still live.
+    pub async fn authenticate(&self, token: &str) -> ApiResult<Principal> {
+        let claims = self
+            .keys
+            .verify(token)
+            .map_err(|e: TokenError| ApiError::unauthorized(e.code(), e.to_string()))?;
+        let row = sqlx::query(
+            "SELECT s.revoked_at, u.disabled_at, u.roles FROM sessions s JOIN users u ON u.id = s.user_id
+             WHERE s.id = $1 AND s.tenant_id = $2 AND s.user_id = $3",
+        )
+        .bind(claims.sid.as_str())
+        .bind(claims.tid.as_str())
+        .bind(claims.sub.as_str())
+        .fetch_optional(&self.store.pool)
+        .await?
+        .ok_or_else(|| ApiError::unauthorized("invalid_token", "invalid token"))?;
+        if row.try_get::<Option<i64>, _>("revoked_at")?.is_some()
+            || row.try_get::<Option<i64>, _>("disabled_at")?.is_some()
+        {
+            return Err(ApiError::unauthorized(
+                "session_revoked",
+                "this session has been revoked",
+            ));
+        }
+        Ok(Principal {
+            tenant: claims.tid,
+            user: claims.sub,
+            session: claims.sid,
+            roles: parse_roles(&row.try_get::<String, _>("roles")?),
+            expires_at: claims.exp,
+        })
+    }
+
+    /// Ends one session of a user.
+    pub async fn revoke_session(
+        &self,
+        tenant: &TenantId,
+        user: &UserId,
+        session: &SessionId,
+        reason: &str,
+    ) -> ApiResult<()> {
+        self.revoke_sessions(tenant, user, Some(session), reason)
+            .await
+    }
+
+    /// Ends every session of a user.
+    pub async fn revoke_user_sessions(
+        &self,
+        tenant: &TenantId,
+        user: &UserId,
+        reason: &str,
+    ) -> ApiResult<()> {
+        self.revoke_sessions(tenant, user, None, reason).await
+    }
+
+    /// Marks the sessions revoked in the store (tokens of them stop working
+    /// on every node), then closes their live sockets on every node.
+    async fn revoke_sessions(
+        &self,
+        tenant: &TenantId,
+        user: &UserId,
+        session: Option<&SessionId>,
+        reason: &str,
+    ) -> ApiResult<()> {
+        sqlx::query(
+            "UPDATE sessions SET revoked_at = $4, revoked_reason = $5
+             WHERE tenant_id = $1 AND user_id = $2 AND ($3 = '' OR id = $3) AND revoked_at IS NULL",
+        )
+        .bind(tenant.as_str())
+        .bind(user.as_str())
+        .bind(session.map_or("", |s| s.as_str()))
+        .bind(now_millis())
+        .bind(reason)
+        .execute(&self.store.pool)
+        .await?;
+        tracing::info!(tenant = %tenant, user = %user, session = ?session, reason, "sessions revoked");
+        self.broker
+            .revoke(Revocation::Sessions {
+                tenant: tenant.clone(),
+                user: user.clone(),
+                session: session.cloned(),
+            })
+            .await
+            .map_err(|e| ApiError::Internal(e.into()))
+    }
+}

@@ -1,0 +1,213 @@
+//! Users: accounts, roles and passwords.
+
+use serde::Serialize;
+use sqlx::Row;
+
+use super::AuthService;
+use crate::{
+    auth::{
+        password,
+        rbac::{Role, format_roles, parse_roles},
+    },
+    error::{ApiError, ApiResult},
+    ids::{TenantId, UserId, now_millis},
+    store::is_unique_violation,
+};
+
+#[derive(Debug, Clone, Serialize)]
+pub struct UserView {
+    pub id: UserId,
+    pub tenant_id: TenantId,
+    pub email: String,
+    pub display_name: String,
+    pub roles: Vec<Role>,
+    pub disabled: bool,
+    pub created_at: i64,
+}
+
+/// Changes an admin may make to a user.
+#[derive(Debug, Default)]
+pub struct UserChanges {
+    pub display_name: Option<String>,
+    pub roles: Option<Vec<Role>>,
+    pub disabled: Option<bool>,
+    pub password: Option<String>,
+}
+
+fn user_from_row(row: &sqlx::any::AnyRow) -> Result<UserView, sqlx::Error> {
+    Ok(UserView {
+        id: row.try_get::<String, _>("id")?.into(),
+        tenant_id: row.try_get::<String, _>("tenant_id")?.into(),
+        email: row.try_get("email")?,
+        display_name: row.try_get("display_name")?,
+        roles: parse_roles(&row.try_get::<String, _>("roles")?),
+        disabled: row.try_get::<Option<i64>, _>("disabled_at")?.is_some(),
+        created_at: row.try_get("created_at")?,
+    })
+}
+
+/// Normalised email: trimmed and lower-cased, so logins are case-insensitive.
+pub fn normalize_email(email: &str) -> Result<String, ApiError> {
+    let email = email.trim().to_lowercase();
+    let valid = email.len() <= 254
+        && email
+            .split_once('@')
+            .is_some_and(|(local, domain)| !local.is_empty() && !domain.is_empty())
+        && !email.contains(char::is_whitespace);
+    if !valid {
+        return Err(ApiError::invalid(
+            "invalid_email",
+            "email address is not valid",
+        ));
+    }
+    Ok(email)
+}
+
+impl AuthService {
+    pub async fn create_user(
+        &self,
+        tenant: &TenantId,
+        email: &str,
+        display_name: &str,
+        password: &str,
+        roles: &[Role],
+    ) -> ApiResult<UserView> {
+        let email = normalize_email(email)?;
+        password::check_strength(password).map_err(|m| ApiError::invalid("weak_password", m))?;
+        if roles.is_empty() {
+            return Err(ApiError::invalid(
+                "invalid_roles",
+                "a user needs at least one role",
+            ));
+        }
+        let display_name = if display_name.trim().is_empty() {
+            email.clone()
+        } else {
+            display_name.trim().to_owned()
+        };
+        let hash = password::hash(password.to_owned()).await?;
+        let id = UserId::generate();
+        let now = now_millis();
+        let result = sqlx::query(
+            "INSERT INTO users (id, tenant_id, email, display_name, password_hash, roles, created_at, updated_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $7)",
+        )
+        .bind(id.as_str())
+        .bind(tenant.as_str())
+        .bind(&email)
+        .bind(&display_name)
+        .bind(&hash)
+        .bind(format_roles(roles))
+        .bind(now)
+        .execute(&self.store.pool)
+        .await;
+        match result {
+            Ok(_) => {}
+            Err(e) if is_unique_violation(&e) => {
+                return Err(ApiError::conflict(
+                    "user_exists",
+                    "a user with this email already exists in the tenant",
+                ));
+            }
+            Err(e) => return Err(e.into()),
+        }
+        let mut roles = roles.to_vec();
+        roles.sort();
+        roles.dedup();
+        Ok(UserView {
+            id,
+            tenant_id: tenant.clone(),
+            email,
+            display_name,
+            roles,
+            disabled: false,
+            created_at: now,
+        })
+    }
+
+    pub async fn get_user(&self, tenant: &TenantId, user: &UserId) -> ApiResult<UserView> {
+        let row = sqlx::query("SELECT id, tenant_id, email, display_name, roles, disabled_at, created_at FROM users WHERE tenant_id = $1 AND id = $2")
+            .bind(tenant.as_str())
+            .bind(user.as_str())
+            .fetch_optional(&self.store.pool)
+            .await?
+            .ok_or(ApiError::NotFound("user"))?;
+        Ok(user_from_row(&row)?)
+    }
+
+    pub async fn list_users(&self, tenant: &TenantId) -> ApiResult<Vec<UserView>> {
+        let rows = sqlx::query("SELECT id, tenant_id, email, display_name, roles, disabled_at, created_at FROM users WHERE tenant_id = $1 ORDER BY email")
+            .bind(tenant.as_str())
+            .fetch_all(&self.store.pool)
+            .await?;
+        Ok(rows.iter().map(user_from_row).collect::<Result<_, _>>()?)
+    }
+
+    /// Applies `changes`; a role change, a disable or a password change ends
+    /// every session of the user (their live sockets close).
+    pub async fn update_user(
+        &self,
+        tenant: &TenantId,
+        user: &UserId,
+        changes: UserChanges,
+    ) -> ApiResult<UserView> {
+        let current = self.get_user(tenant, user).await?;
+        let now = now_millis();
+        let mut ends_sessions = false;
+        if let Some(name) = &changes.display_name {
+            let name = name.trim();
+            if name.is_empty() || name.len() > 200 {
+                return Err(ApiError::invalid(
+                    "invalid_display_name",
+                    "display name must be 1-200 characters",
+                ));
+            }
+        }
+        if let Some(roles) = &changes.roles {
+            if roles.is_empty() {
+                return Err(ApiError::invalid(
+                    "invalid_roles",
+                    "a user needs at least one role",
+                ));
+            }
+            let mut sorted = roles.clone();
+            sorted.sort();
+            sorted.dedup();
+            ends_sessions |= sorted != current.roles;
+        }
+        let hash = match &changes.password {
+            Some(p) => {
+                password::check_strength(p).map_err(|m| ApiError::invalid("weak_password", m))?;
+                ends_sessions = true;
+                Some(password::hash(p.clone()).await?)
+            }
+            None => None,
+        };
+        if let Some(disabled) = changes.disabled {
+            ends_sessions |= disabled && !current.disabled;
+        }
+        sqlx::query(
+            "UPDATE users SET
+                display_name = COALESCE($3, display_name),
+                roles = COALESCE($4, roles),
+                password_hash = COALESCE($5, password_hash),
+                disabled_at = CASE WHEN $6 = 1 THEN COALESCE(disabled_at, $7) WHEN $6 = 0 THEN NULL ELSE disabled_at END,
+                updated_at = $7
+             WHERE tenant_id = $1 AND id = $2",
+        )
+        .bind(tenant.as_str())
+        .bind(user.as_str())
+        .bind(changes.display_name.as_deref().map(str::trim))
+        .bind(changes.roles.as_deref().map(format_roles))
+        .bind(hash)
+        .bind(changes.disabled.map(|d| d as i64).unwrap_or(-1))
+        .bind(now)
+        .execute(&self.store.pool)
+        .await?;
+        if ends_sessions {
+            self.revoke_user_sessions(tenant, user, "user changed")
+                .await?;
+        }
+        self.get_user(tenant, user).await
+    }
+}
