@@ -20,7 +20,8 @@ use crate::{
     auth::{Caller, Permission, Scope, extract::AnyCaller},
     channels::{ChannelKey, Namespace, Operation},
     error::{ApiError, ApiResult},
-    gateway::{ChannelOpError, Gateway},
+    extension::Publisher,
+    gateway::{self, ChannelOpError, Gateway},
 };
 
 pub fn router() -> Router<AppState> {
@@ -42,11 +43,36 @@ struct BatchRequest {
     publications: Vec<PublishRequest>,
 }
 
+/// Where a publication went: its place in the stream, or `ephemeral: true`
+/// when the namespace's hook delivered it without one.
 #[derive(Serialize)]
 struct Published {
     channel: String,
-    epoch: String,
-    offset: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    epoch: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    offset: Option<u64>,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    ephemeral: bool,
+}
+
+impl Published {
+    fn new(channel: String, published: gateway::Published) -> Self {
+        match published {
+            gateway::Published::Stored(position) => Published {
+                channel,
+                epoch: Some(position.epoch.to_string()),
+                offset: Some(position.offset),
+                ephemeral: false,
+            },
+            gateway::Published::Ephemeral => Published {
+                channel,
+                epoch: None,
+                offset: None,
+                ephemeral: true,
+            },
+        }
+    }
 }
 
 #[derive(Serialize)]
@@ -97,13 +123,10 @@ async fn publish(
     idempotent(&state, &caller, key, "publish", &body, async |gw| {
         let req: PublishRequest = parse_body(&body)?;
         let (key, ns) = authorize(gw, &caller, &req).await?;
-        let position = gw.publish(&key, ns, &req.data).await?;
-        Ok(serde_json::to_string(&Published {
-            channel: req.channel,
-            epoch: position.epoch.to_string(),
-            offset: position.offset,
-        })
-        .unwrap_or_default())
+        let published = gw
+            .publish_from(Publisher::from(&caller), &key, ns, &req.data)
+            .await?;
+        Ok(serde_json::to_string(&Published::new(req.channel, published)).unwrap_or_default())
     })
     .await
 }
@@ -130,16 +153,27 @@ async fn publish_batch(
                 let code = e.code();
                 ApiError::invalid(code, format!("publications[{i}]: {e}"))
             })?;
+            // A hook may persist or refuse each item as it is published,
+            // which would break all-or-nothing: such channels take one
+            // publication per request.
+            if ns.hook.is_some() {
+                return Err(ApiError::invalid(
+                    "batch_not_supported",
+                    format!(
+                        "publications[{i}]: `{}` channels take one publication per request",
+                        ns.name
+                    ),
+                ));
+            }
             checked.push((key, ns, p));
         }
         let mut results = Vec::with_capacity(checked.len());
         for (key, ns, p) in checked {
             let position = gw.publish(&key, ns, &p.data).await?;
-            results.push(Published {
-                channel: p.channel.clone(),
-                epoch: position.epoch.to_string(),
-                offset: position.offset,
-            });
+            results.push(Published::new(
+                p.channel.clone(),
+                gateway::Published::Stored(position),
+            ));
         }
         Ok(serde_json::to_string(&BatchResponse { results }).unwrap_or_default())
     })

@@ -92,7 +92,10 @@ local top = tonumber(redis.call('GET', KEYS[2]) or '0')
 local from = tonumber(ARGV[3])
 local count = tonumber(ARGV[4])
 local entries
-if from > 0 then
+-- COUNT 0 answers nil, not an empty list, once the stream exists.
+if count == 0 then
+  entries = {}
+elseif from > 0 then
   entries = redis.call('XRANGE', KEYS[3], from .. '-1', '+', 'COUNT', count)
 else
   entries = redis.call('XREVRANGE', KEYS[3], '+', '-', 'COUNT', count)

@@ -113,13 +113,15 @@ impl Config {
             presence_ttl: env.secs("RELAIS_PRESENCE_TTL_SECS", Duration::from_secs(30))?,
             channel_history: match env.get("RELAIS_CHANNEL_HISTORY") {
                 None => Vec::new(),
-                Some(value) => crate::channels::parse_history_overrides(value).map_err(|reason| {
-                    ConfigError {
-                        name: "RELAIS_CHANNEL_HISTORY".into(),
-                        value: value.into(),
-                        reason,
-                    }
-                })?,
+                Some(value) => {
+                    crate::channels::parse_history_overrides(value).map_err(|reason| {
+                        ConfigError {
+                            name: "RELAIS_CHANNEL_HISTORY".into(),
+                            value: value.into(),
+                            reason,
+                        }
+                    })?
+                }
             },
             jwt_secret: env.secret_any(&["RELAIS_JWT_SECRET"]),
             access_token_ttl: env

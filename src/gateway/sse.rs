@@ -28,7 +28,7 @@ use super::{
     protocol::CloseReason,
     session::{Closed, FrameKind, Frames, OnGap, Session, Subscriptions},
 };
-use crate::{bus::Position, channels::Operation, error::ApiError};
+use crate::{auth::extract::bearer_token, bus::Position, channels::Operation, error::ApiError};
 
 /// Most channels one SSE stream may follow.
 const MAX_SSE_CHANNELS: usize = 32;
@@ -130,14 +130,8 @@ pub async fn stream(
     if !gw.origins.allows(origin, host) {
         return Err(ApiError::forbidden("origin not allowed"));
     }
-    let token = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| {
-            v.split_once(' ')
-                .filter(|(s, _)| s.eq_ignore_ascii_case("bearer"))
-                .map(|(_, t)| t.trim().to_owned())
-        })
+    let token = bearer_token(&headers)
+        .map(str::to_owned)
         .or(query.access_token)
         .ok_or(ApiError::Unauthenticated)?;
     let principal = gw.auth.authenticate(&token).await.inspect_err(|_| {

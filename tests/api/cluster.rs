@@ -546,3 +546,20 @@ async fn the_binary_runs_with_the_environment_the_compose_file_sets() {
     assert_eq!(ready["ready"], true, "{ready}");
     assert_eq!(ready["bus"], true);
 }
+
+#[tokio::test]
+async fn a_subscriber_joining_a_channel_with_history_learns_its_position() {
+    let a = first_node().await;
+    let b = a.spawn_peer().await;
+    let token = a.admin_token().await;
+    let key = a.api_key(&["publish"]).await;
+    for n in 0..3 {
+        a.publish(&key, "broadcast", json!({ "n": n })).await;
+    }
+    // No `recover`: the node reads only the position, with no history.
+    let mut on_b = b.ws_connected(&token).await;
+    let sub = on_b.subscribe("broadcast").await;
+    assert_eq!(sub["offset"], 3, "{sub}");
+    a.publish(&key, "broadcast", json!({ "n": 3 })).await;
+    assert_eq!(on_b.publications(1).await[0]["offset"], 4);
+}

@@ -220,6 +220,21 @@ async fn the_publish_hook_persists_first_transforms_and_rejects_with_its_code() 
     let body: Value = res.json().await.unwrap();
     assert_eq!(body["error"]["code"], "invalid_entry");
 
+    // A batch could not be all-or-nothing through a persisting hook: refused whole.
+    let res = app
+        .post(
+            "/api/v1/publish/batch",
+            Some(&key),
+            json!({"publications": [
+                {"channel": "broadcast", "data": 1},
+                {"channel": channel, "data": {"text": "in a batch"}},
+            ]}),
+        )
+        .await;
+    assert_eq!(res.status(), 422);
+    let body: Value = res.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "batch_not_supported");
+
     let got = sub.publications(1).await;
     assert_eq!(got[0]["offset"], 2, "the refused entry took no offset");
     assert_eq!(got[0]["data"]["by"], "backend");
