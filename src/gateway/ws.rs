@@ -28,7 +28,11 @@ use super::{
     session::{Closed, CommandError, FrameKind, Frames, OnGap, Session, Subscriptions},
 };
 use crate::{
-    auth::{Principal, tokens::unix_secs},
+    auth::{
+        Principal,
+        service::AccessRefused,
+        tokens::{TokenError, unix_secs},
+    },
     error::ApiError,
 };
 
@@ -185,17 +189,16 @@ async fn authenticate(
         .await;
         return Err(Some(CloseReason::ProtocolError));
     }
-    match gw.auth.authenticate(&token).await {
+    match gw.auth.verify_access(&token).await {
         Ok(principal) => Ok((principal, id)),
         Err(e) => {
-            let code = e.code();
-            send_error(socket, id, code, &e.to_string()).await;
-            Err(Some(if code == codes::TOKEN_EXPIRED {
-                CloseReason::TokenExpired
-            } else if code == codes::SESSION_REVOKED {
-                CloseReason::SessionRevoked
-            } else {
-                CloseReason::AuthenticationFailed
+            send_error(socket, id, e.code(), &e.to_string()).await;
+            Err(Some(match e {
+                AccessRefused::Token(TokenError::Expired) => CloseReason::TokenExpired,
+                AccessRefused::Revoked => CloseReason::SessionRevoked,
+                AccessRefused::Token(TokenError::Invalid) | AccessRefused::Store(_) => {
+                    CloseReason::AuthenticationFailed
+                }
             }))
         }
     }

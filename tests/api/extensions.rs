@@ -15,13 +15,13 @@ use std::{
 use futures_util::future::BoxFuture;
 use relais::{
     auth::{Principal, Role},
-    bus::Position,
+    bus::{Control, ControlMessage, Position},
     channels::{Access, ChannelKey, HistoryPolicy, KeyRule, Namespace},
     extension::{
         DomainError, PublishHook, PublishOutcome, Publisher, RpcCall, RpcHandler, SnapshotSource,
         method_not_found,
     },
-    gateway::Extensions,
+    gateway::{Extensions, Gateway},
     module::{Context, Module},
 };
 use serde_json::{Value, json, value::RawValue};
@@ -105,7 +105,21 @@ impl SnapshotSource for LedgerSnapshot {
     }
 }
 
-struct ExtRpc;
+/// A control message for every node, as "cancel assistant run X" would be.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Shout {
+    text: String,
+}
+
+impl Control for Shout {
+    const TOPIC: &'static str = "test.shout";
+}
+
+struct ExtRpc {
+    gateway: Arc<Gateway>,
+    /// What this node's control handler heard, in order.
+    heard: Arc<Mutex<Vec<String>>>,
+}
 
 impl RpcHandler for ExtRpc {
     fn call<'a>(&'a self, call: RpcCall<'a>) -> BoxFuture<'a, Result<Box<RawValue>, DomainError>> {
@@ -117,13 +131,28 @@ impl RpcHandler for ExtRpc {
                 "ext.whoami" => Ok(raw(json!({"user": call.who.user.as_str(), "data": data}))),
                 "ext.admin" if call.who.has_role(Role::Admin) => Ok(raw(json!({"ok": true}))),
                 "ext.admin" => Err(DomainError::forbidden("admins only")),
+                "ext.shout" => {
+                    let shout = Shout {
+                        text: data["text"].as_str().unwrap_or_default().to_owned(),
+                    };
+                    self.gateway
+                        .broker
+                        .control(ControlMessage::of(&shout))
+                        .await
+                        .map_err(DomainError::internal)?;
+                    Ok(raw(json!({"sent": true})))
+                }
+                "ext.heard" => Ok(raw(json!(*self.heard.lock().unwrap()))),
                 other => Err(method_not_found(other)),
             }
         })
     }
 }
 
-struct ExtModule;
+struct ExtModule {
+    gateway: Arc<Gateway>,
+    heard: Arc<Mutex<Vec<String>>>,
+}
 
 impl Module for ExtModule {
     fn name(&self) -> &'static str {
@@ -145,12 +174,26 @@ impl Module for ExtModule {
             hook: Some(Arc::new(LedgerHook)),
             snapshot: Some(Arc::new(LedgerSnapshot)),
         });
-        extensions.rpc("ext", Arc::new(ExtRpc));
+        extensions.rpc(
+            "ext",
+            Arc::new(ExtRpc {
+                gateway: self.gateway.clone(),
+                heard: self.heard.clone(),
+            }),
+        );
     }
 }
 
-pub fn module(_: &Context<'_>) -> anyhow::Result<Arc<dyn Module>> {
-    Ok(Arc::new(ExtModule))
+pub fn module(ctx: &Context<'_>) -> anyhow::Result<Arc<dyn Module>> {
+    let heard = Arc::new(Mutex::new(Vec::new()));
+    ctx.control.on::<Shout>({
+        let heard = heard.clone();
+        move |shout| heard.lock().unwrap().push(shout.text)
+    });
+    Ok(Arc::new(ExtModule {
+        gateway: ctx.gateway.clone(),
+        heard,
+    }))
 }
 
 /// A `ledger:` channel no other test uses.
@@ -468,4 +511,69 @@ async fn snapshot_then_live_across_two_nodes_has_no_gap_and_no_duplicate() {
         ws.send_json(json!({"type": "ping", "id": 9999})).await;
         assert_eq!(ws.recv().await["type"], "pong");
     }
+}
+
+/// Two nodes of a cluster sharing one Redis.
+async fn two_nodes() -> (TestApp, TestApp) {
+    let prefix = format!("relais-test-{}", uuid::Uuid::new_v4().simple());
+    let redis =
+        std::env::var("RELAIS_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
+    let a = spawn_app_with(&[
+        ("REDIS_URL", redis.as_str()),
+        ("RELAIS_REDIS_PREFIX", prefix.as_str()),
+        (
+            "RELAIS_JWT_SECRET",
+            "a-cluster-wide-secret-for-the-tests-0123456789",
+        ),
+    ])
+    .await;
+    let b = a.spawn_peer().await;
+    (a, b)
+}
+
+/// What the `ext` module of the node behind `ws` heard.
+async fn heard(ws: &mut Ws) -> Vec<String> {
+    let reply = ws
+        .request(json!({"type": "rpc", "method": "ext.heard"}))
+        .await;
+    serde_json::from_value(reply["data"].clone()).unwrap()
+}
+
+async fn until_heard(ws: &mut Ws, text: &str) -> Vec<String> {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let got = heard(ws).await;
+        if got.iter().any(|t| t == text) {
+            return got;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "never heard {text}: {got:?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_typed_control_message_reaches_every_node_once() {
+    let (a, b) = two_nodes().await;
+    let token = a.admin_token().await;
+    let mut on_a = a.ws_connected(&token).await;
+    let mut on_b = b.ws_connected(&token).await;
+    let reply = on_a
+        .request(json!({"type": "rpc", "method": "ext.shout", "data": {"text": "cancel run 7"}}))
+        .await;
+    assert_eq!(reply["data"]["sent"], true, "{reply}");
+    assert_eq!(
+        until_heard(&mut on_b, "cancel run 7").await,
+        vec!["cancel run 7"]
+    );
+    // B answers on the same control channel: once A hears it, A has also
+    // had its own message echoed back by Redis, and must not apply it twice.
+    on_b.request(json!({"type": "rpc", "method": "ext.shout", "data": {"text": "barrier"}}))
+        .await;
+    assert_eq!(
+        until_heard(&mut on_a, "barrier").await,
+        vec!["cancel run 7", "barrier"]
+    );
 }

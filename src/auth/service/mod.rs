@@ -19,7 +19,7 @@ use crate::{
 };
 
 pub use api_keys::{ApiKeyView, CreatedApiKey};
-pub use sessions::TokenPair;
+pub use sessions::{AccessRefused, TokenPair};
 pub use tenants::TenantView;
 pub use users::{UserChanges, UserView, normalize_email};
 

@@ -21,6 +21,36 @@ use crate::{
     ids::{SessionId, TenantId, UserId, now_millis},
 };
 
+/// Why an access token was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum AccessRefused {
+    #[error(transparent)]
+    Token(TokenError),
+    #[error("this session has been revoked")]
+    Revoked,
+    #[error("internal error")]
+    Store(#[from] sqlx::Error),
+}
+
+impl AccessRefused {
+    pub fn code(&self) -> &'static str {
+        match self {
+            AccessRefused::Token(e) => e.code(),
+            AccessRefused::Revoked => "session_revoked",
+            AccessRefused::Store(_) => "internal",
+        }
+    }
+}
+
+impl From<AccessRefused> for ApiError {
+    fn from(e: AccessRefused) -> Self {
+        match e {
+            AccessRefused::Store(e) => ApiError::from(e),
+            refused => ApiError::unauthorized(refused.code(), refused.to_string()),
+        }
+    }
+}
+
 /// What login and refresh return.
 #[derive(Debug, Serialize)]
 pub struct TokenPair {
@@ -187,10 +217,14 @@ impl AuthService {
 
     /// Verifies an access token and that its session is still live.
     pub async fn authenticate(&self, token: &str) -> ApiResult<Principal> {
-        let claims = self
-            .keys
-            .verify(token)
-            .map_err(|e: TokenError| ApiError::unauthorized(e.code(), e.to_string()))?;
+        self.verify_access(token).await.map_err(ApiError::from)
+    }
+
+    /// Who an access token speaks for, or why it is refused: the typed form
+    /// of [`AuthService::authenticate`], for callers that act on the reason
+    /// (the gateway picks its close code from it).
+    pub async fn verify_access(&self, token: &str) -> Result<Principal, AccessRefused> {
+        let claims = self.keys.verify(token).map_err(AccessRefused::Token)?;
         let row = sqlx::query(
             "SELECT s.revoked_at, u.disabled_at, u.roles FROM sessions s JOIN users u ON u.id = s.user_id
              WHERE s.id = $1 AND s.tenant_id = $2 AND s.user_id = $3",
@@ -200,14 +234,11 @@ impl AuthService {
         .bind(claims.sub.as_str())
         .fetch_optional(&self.store.pool)
         .await?
-        .ok_or_else(|| ApiError::unauthorized("invalid_token", "invalid token"))?;
+        .ok_or(AccessRefused::Token(TokenError::Invalid))?;
         if row.try_get::<Option<i64>, _>("revoked_at")?.is_some()
             || row.try_get::<Option<i64>, _>("disabled_at")?.is_some()
         {
-            return Err(ApiError::unauthorized(
-                "session_revoked",
-                "this session has been revoked",
-            ));
+            return Err(AccessRefused::Revoked);
         }
         Ok(Principal {
             tenant: claims.tid,
