@@ -124,6 +124,88 @@ async fn sse_delivers_publications_and_resumes_from_last_event_id() {
     assert_eq!((subscribed, recovered), (2, vec![3, 4]));
 }
 
+/// A browser may drop at any event of a replay and resume from its id: every
+/// id, `subscribed` events included, must carry every channel's position.
+#[tokio::test]
+async fn sse_ids_during_a_replay_carry_every_channel_and_resume_from_any_of_them() {
+    let app = spawn_app().await;
+    let (ana, token) = app.user("ana@example.com", &["member"]).await;
+    let key = app.api_key(&["publish"]).await;
+    let mine = format!("user:{ana}");
+    let channels = format!("broadcast,{mine}");
+    let mut sse = open(&app, &token, &channels, None).await;
+    let subscribed = sse.next().await;
+    assert_eq!(subscribed.event, "subscribed");
+    assert!(subscribed.id.is_some(), "subscribed events carry an id");
+    assert!(
+        subscribed.data.get("recovered").is_none(),
+        "a fresh stream recovers nothing"
+    );
+    assert_eq!(sse.next().await.event, "subscribed");
+    app.publish(&key, "broadcast", json!({"n": 1})).await;
+    app.publish(&key, &mine, json!({"n": 2})).await;
+    sse.next().await;
+    let resume_at = sse.next().await.id.unwrap();
+    drop(sse);
+
+    // Missed on both channels while away.
+    app.publish(&key, "broadcast", json!({"n": 3})).await;
+    app.publish(&key, &mine, json!({"n": 4})).await;
+    let mut sse = open(&app, &token, &channels, Some(&resume_at)).await;
+    let mut ids = Vec::new();
+    let mut replayed = Vec::new();
+    while replayed.len() < 2 {
+        let e = sse.next().await;
+        let id = e.id.clone().expect("every event has an id");
+        assert!(
+            id.contains("broadcast@") && id.contains(&format!("{mine}@")),
+            "{} event id {id} leaves a channel out",
+            e.event
+        );
+        if e.event == "subscribed" {
+            assert_eq!(e.data["recovered"], true);
+        } else {
+            replayed.push(e.data["data"]["n"].as_u64().unwrap());
+        }
+        ids.push(id);
+    }
+    replayed.sort();
+    assert_eq!(replayed, vec![3, 4]);
+    drop(sse);
+
+    // Drop right after the first replayed publication: resuming from its id
+    // still recovers what the other channel had not replayed yet.
+    let first_replay = &ids[2];
+    let mut sse = open(&app, &token, &channels, Some(first_replay)).await;
+    let mut again = Vec::new();
+    while again.len() < 1 {
+        let e = sse.next().await;
+        if e.event == "subscribed" {
+            assert_eq!(e.data["recovered"], true, "{:?}", e.data);
+        } else {
+            again.push(e.data["data"]["n"].as_u64().unwrap());
+        }
+    }
+    assert_eq!(again, vec![4]);
+
+    // An id that names one channel only: the other is told it was not
+    // recovered (false, never null).
+    let only_broadcast: String = resume_at
+        .split(';')
+        .filter(|p| p.starts_with("broadcast@"))
+        .collect();
+    let mut sse = open(&app, &token, &channels, Some(&only_broadcast)).await;
+    let mut seen = 0;
+    while seen < 2 {
+        let e = sse.next().await;
+        if e.event == "subscribed" {
+            let expected = e.data["channel"] == "broadcast";
+            assert_eq!(e.data["recovered"], expected, "{:?}", e.data);
+            seen += 1;
+        }
+    }
+}
+
 #[tokio::test]
 async fn sse_applies_channel_policies_and_authentication() {
     let app = spawn_app().await;
