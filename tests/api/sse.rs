@@ -178,7 +178,7 @@ async fn sse_ids_during_a_replay_carry_every_channel_and_resume_from_any_of_them
     let first_replay = &ids[2];
     let mut sse = open(&app, &token, &channels, Some(first_replay)).await;
     let mut again = Vec::new();
-    while again.len() < 1 {
+    while again.is_empty() {
         let e = sse.next().await;
         if e.event == "subscribed" {
             assert_eq!(e.data["recovered"], true, "{:?}", e.data);
