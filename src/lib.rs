@@ -5,27 +5,43 @@
 //!
 //! # Layout
 //!
-//! - [`config`]: typed settings from `RELAIS_*` environment variables.
-//! - [`app`]: builds the application and runs it until shutdown.
+//! `docs/architecture.md` is the map with the flows; in short, from the
+//! bottom up:
+//!
+//! - [`config`]: typed settings from `RELAIS_*` environment variables, one
+//!   file per section.
 //! - [`store`]: SQLite or PostgreSQL through one set of queries.
-//! - [`auth`]: users, sessions, tokens, API keys, roles; REST routes for them.
-//! - [`channels`]: channel names and the namespace policy registry.
-//! - [`bus`]: the broker interface (offsets, history, presence, revocation)
-//!   and its in-process implementation.
-//! - [`gateway`]: WebSocket and SSE connections, fan-out, outbound bounds.
+//! - [`ids`], [`error`], [`extension`]: id newtypes and random tokens, REST
+//!   errors, and the extension points domains implement (publish hooks,
+//!   snapshot sources, RPC handlers) with their [`extension::DomainError`].
+//! - [`channels`]: channel names, the namespace registry, history policies.
+//! - [`bus`]: the broker interface (offsets, history, presence, typed
+//!   control messages to every node) with its in-process and Redis
+//!   implementations; it delivers to a [`bus::Delivery`], never to the
+//!   gateway directly.
+//! - [`auth`]: tenants, users, sessions, tokens, API keys, roles; their routes.
+//! - [`gateway`]: connections and fan-out. [`gateway::session`] is the
+//!   transport-free core (subscribe, recover, snapshot, order, commands);
+//!   [`gateway::ws`] and [`gateway::sse`] are thin transports over it;
+//!   [`gateway::rpc`] routes client RPCs to domains.
 //! - [`api`]: the publish API (with idempotency) and operations endpoints.
 //! - [`metrics`]: Prometheus counters and gauges.
-//! - [`notify`]: notification types, triggers and their durable fan-out,
-//!   inboxes with live counters, preferences.
-//! - [`email`]: the durable outbox, its worker (SMTP or files), digests.
-//! - [`projects`]: projects and members, which drive recipients and the
-//!   `project:` channels; project events.
+//! - Domain modules, each a [`module::Module`] the application walks:
+//!   [`notify`] (notification types, triggers and their durable fan-out,
+//!   inboxes with live counters, preferences, digests and notification
+//!   emails), [`email`] (a generic durable outbox, its worker over SMTP or
+//!   files, per-kind send guards), [`projects`] (projects and members, the
+//!   `project:` channels, project events).
+//! - [`state`], [`module`], [`app`]: the shared REST state, the module seam,
+//!   and building and running the application.
 //!
-//! Flow of a publication: REST `publish` → [`gateway::Gateway::publish`] →
+//! Flow of a publication: REST `publish` or a WebSocket `publish` →
+//! [`gateway::Gateway::publish_from`] (the namespace's hook, if any) →
 //! [`bus::Broker::publish`] assigns the offset and stores it in history →
-//! [`gateway::hub::Hub::deliver`] pushes the once-encoded frame into each
-//! subscriber's bounded [`gateway::outbox::Outbox`] → each connection task
-//! writes its queue with one flush.
+//! [`bus::Delivery::deliver`] (the hub) pushes the once-encoded frame into
+//! each subscriber's bounded [`gateway::outbox::Outbox`] → each connection
+//! task hands its batch to [`gateway::session::Session::write_batch`], which
+//! drops duplicates, catches gaps and writes with one flush.
 
 pub mod api;
 pub mod app;
