@@ -22,10 +22,12 @@
 //! - [`worker`]: claims, asks the guard, sends, records.
 //! - [`transport`]: SMTP or files, and the retry backoff.
 //! - [`guard`]: the per-kind seam the queuing domains plug into.
-//! - [`routes`]: the tenant admin's view of the outbox, and retries.
+//! - [`routes`]: the tenant admin's view of the outbox, and retries;
+//!   [`store`]: the queries behind it.
 
 pub mod guard;
 pub mod routes;
+pub mod store;
 pub mod transport;
 pub mod worker;
 

@@ -11,9 +11,11 @@ use axum::{
     routing::{get, post},
 };
 use serde::{Deserialize, Serialize};
-use sqlx::{AssertSqlSafe, Row, any::AnyRow};
 
-use super::Outbox;
+use super::{
+    Outbox,
+    store::{self, Attempt, Email, Status},
+};
 use crate::{
     auth::{AuthService, extract::TenantAdmin},
     error::{ApiError, ApiResult},
@@ -64,24 +66,36 @@ struct AttemptView {
     detail: String,
 }
 
-const COLUMNS: &str = "id, user_id, notification_id, kind, to_address, subject, status, attempts, send_after, last_error, created_at, sent_at";
+impl From<Email> for EmailView {
+    fn from(e: Email) -> Self {
+        EmailView {
+            id: e.id,
+            user_id: e.user_id,
+            notification_id: e.notification_id,
+            kind: e.kind,
+            to: e.to_address,
+            subject: e.subject,
+            status: e.status,
+            attempts: e.attempts,
+            send_after: e.send_after,
+            last_error: e.last_error,
+            created_at: e.created_at,
+            sent_at: e.sent_at,
+            log: None,
+        }
+    }
+}
 
-fn view(row: &AnyRow) -> Result<EmailView, sqlx::Error> {
-    Ok(EmailView {
-        id: row.try_get("id")?,
-        user_id: row.try_get("user_id")?,
-        notification_id: row.try_get("notification_id")?,
-        kind: row.try_get("kind")?,
-        to: row.try_get("to_address")?,
-        subject: row.try_get("subject")?,
-        status: row.try_get("status")?,
-        attempts: row.try_get("attempts")?,
-        send_after: row.try_get("send_after")?,
-        last_error: row.try_get("last_error")?,
-        created_at: row.try_get("created_at")?,
-        sent_at: row.try_get("sent_at")?,
-        log: None,
-    })
+impl From<Attempt> for AttemptView {
+    fn from(a: Attempt) -> Self {
+        AttemptView {
+            attempt: a.attempt,
+            at: a.finished_at,
+            outcome: a.outcome,
+            smtp_code: a.smtp_code,
+            detail: a.detail,
+        }
+    }
 }
 
 #[derive(Deserialize)]
@@ -105,39 +119,22 @@ async fn list(
 ) -> ApiResult<Json<Page>> {
     let q = query(q)?;
     let limit = q.limit.unwrap_or(50).clamp(1, 200) as usize;
-    let status = q.status.unwrap_or_else(|| "dead".into());
-    if !matches!(status.as_str(), "pending" | "sent" | "cancelled" | "dead") {
-        return Err(ApiError::invalid(
-            "invalid_filter",
-            "status: pending, sent, cancelled or dead",
-        ));
-    }
-    // Ids are UUIDv7: ordered by creation, so they serve as the cursor.
-    let after = if q.cursor.is_some() {
-        " AND id < $3"
-    } else {
-        ""
+    let status = match &q.status {
+        Some(status) => Status::parse(status)?,
+        None => Status::Dead,
     };
-    let rows = sqlx::query(AssertSqlSafe(format!(
-        "SELECT {COLUMNS} FROM emails WHERE tenant_id = $1 AND status = $2{after} ORDER BY id DESC LIMIT {}",
-        limit + 1
-    )))
-    .bind(admin.tenant().as_str())
-    .bind(&status);
-    let rows = match &q.cursor {
-        Some(cursor) => rows.bind(cursor),
-        None => rows,
-    }
-    .fetch_all(&outbox.store.pool)
+    let page = store::list(
+        &outbox.store,
+        admin.tenant().as_str(),
+        status,
+        q.cursor.as_deref(),
+        limit,
+    )
     .await?;
-    let mut items = rows.iter().map(view).collect::<Result<Vec<_>, _>>()?;
-    let next_cursor = if items.len() > limit {
-        items.truncate(limit);
-        items.last().map(|e| e.id.clone())
-    } else {
-        None
-    };
-    Ok(Json(Page { items, next_cursor }))
+    Ok(Json(Page {
+        items: page.emails.into_iter().map(EmailView::from).collect(),
+        next_cursor: page.next_cursor,
+    }))
 }
 
 async fn find(
@@ -145,38 +142,12 @@ async fn find(
     TenantAdmin(admin): TenantAdmin,
     Path(id): Path<String>,
 ) -> ApiResult<Json<EmailView>> {
-    let tenant = admin.tenant().as_str();
-    let row = sqlx::query(AssertSqlSafe(format!(
-        "SELECT {COLUMNS} FROM emails WHERE tenant_id = $1 AND id = $2"
-    )))
-    .bind(tenant)
-    .bind(&id)
-    .fetch_optional(&outbox.store.pool)
-    .await?
-    .ok_or(ApiError::NotFound("email"))?;
-    let mut email = view(&row)?;
-    let attempts = sqlx::query(
-        "SELECT attempt, finished_at, outcome, smtp_code, detail FROM email_attempts WHERE email_id = $1 AND tenant_id = $2 ORDER BY id",
-    )
-    .bind(&id)
-    .bind(tenant)
-    .fetch_all(&outbox.store.pool)
-    .await?;
-    email.log = Some(
-        attempts
-            .iter()
-            .map(|r| {
-                Ok(AttemptView {
-                    attempt: r.try_get("attempt")?,
-                    at: r.try_get("finished_at")?,
-                    outcome: r.try_get("outcome")?,
-                    smtp_code: r.try_get("smtp_code")?,
-                    detail: r.try_get("detail")?,
-                })
-            })
-            .collect::<Result<_, sqlx::Error>>()?,
-    );
-    Ok(Json(email))
+    let (email, attempts) =
+        store::get_with_attempts(&outbox.store, admin.tenant().as_str(), &id).await?;
+    Ok(Json(EmailView {
+        log: Some(attempts.into_iter().map(AttemptView::from).collect()),
+        ..email.into()
+    }))
 }
 
 /// Puts a dead email back in the queue with a fresh set of attempts.
@@ -186,33 +157,7 @@ async fn retry(
     Path(id): Path<String>,
 ) -> ApiResult<Json<EmailView>> {
     let tenant = admin.tenant().as_str();
-    let now = outbox.now_millis();
-    let done = sqlx::query(
-        "UPDATE emails SET status = 'pending', attempts = 0, send_after = $3, lease_until = 0, updated_at = $3 WHERE tenant_id = $1 AND id = $2 AND status = 'dead'",
-    )
-    .bind(tenant)
-    .bind(&id)
-    .bind(now)
-    .execute(&outbox.store.pool)
-    .await?;
-    if done.rows_affected() == 0 {
-        let exists = sqlx::query("SELECT 1 AS x FROM emails WHERE tenant_id = $1 AND id = $2")
-            .bind(tenant)
-            .bind(&id)
-            .fetch_optional(&outbox.store.pool)
-            .await?;
-        return Err(match exists {
-            Some(_) => ApiError::conflict("not_dead", "only a dead-lettered email can be retried"),
-            None => ApiError::NotFound("email"),
-        });
-    }
+    store::revive(&outbox.store, tenant, &id, outbox.now_millis()).await?;
     outbox.wake();
-    let row = sqlx::query(AssertSqlSafe(format!(
-        "SELECT {COLUMNS} FROM emails WHERE tenant_id = $1 AND id = $2"
-    )))
-    .bind(tenant)
-    .bind(&id)
-    .fetch_one(&outbox.store.pool)
-    .await?;
-    Ok(Json(view(&row)?))
+    Ok(Json(store::get(&outbox.store, tenant, &id).await?.into()))
 }

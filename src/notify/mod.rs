@@ -17,7 +17,8 @@
 //!   claims triggers and paces their pages), [`fanout_page`] (reading,
 //!   planning and writing one page of recipients), [`recipients`] (who a
 //!   trigger names);
-//! - what users see: [`inbox`], [`counts`], [`live`], [`prefs`], [`routes`];
+//! - what users see: [`inbox`], [`counts`], [`live`], [`prefs`] (and
+//!   [`prefs_store`], their queries), [`routes`];
 //! - email: [`email_render`] (notification and digest texts), [`digest`]
 //!   (the digest scheduler), [`email_guard`] (the kinds of notification
 //!   email and the rules the outbox worker applies to them);
@@ -34,6 +35,7 @@ pub mod fanout_page;
 pub mod inbox;
 pub mod live;
 pub mod prefs;
+pub mod prefs_store;
 pub mod recipients;
 pub mod routes;
 pub mod template;
@@ -44,7 +46,6 @@ pub mod types;
 use std::sync::Arc;
 
 use axum::extract::FromRef;
-use sqlx::Row;
 
 use crate::{
     app::AppState,
@@ -122,17 +123,7 @@ impl Notify {
 
     /// One user's preferences (the defaults if never saved).
     pub async fn preferences(&self, tenant: &str, user: &str) -> anyhow::Result<Preferences> {
-        let row = sqlx::query(
-            "SELECT settings FROM notification_preferences WHERE tenant_id = $1 AND user_id = $2",
-        )
-        .bind(tenant)
-        .bind(user)
-        .fetch_optional(&self.store.pool)
-        .await?;
-        Ok(match row {
-            Some(row) => parse_stored(&row.try_get::<String, _>("settings")?),
-            None => Preferences::default(),
-        })
+        prefs_store::load(&self.store, tenant, user).await
     }
 }
 

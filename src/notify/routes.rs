@@ -19,6 +19,7 @@ use super::{
     inbox::{self, Action, ListQuery, Page, Target},
     live,
     prefs::Preferences,
+    prefs_store,
     trigger::TriggerRequest,
     type_store,
     types::TypeDef,
@@ -360,17 +361,13 @@ async fn get_preferences(
 }
 
 async fn save_preferences(notify: &Notify, user: &Principal, prefs: &Preferences) -> ApiResult<()> {
-    let settings = serde_json::to_string(prefs).map_err(anyhow::Error::from)?;
-    sqlx::query(
-        "INSERT INTO notification_preferences (tenant_id, user_id, settings, has_digest, updated_at) VALUES ($1, $2, $3, $4, $5) \
-         ON CONFLICT (tenant_id, user_id) DO UPDATE SET settings = excluded.settings, has_digest = excluded.has_digest, updated_at = excluded.updated_at",
+    prefs_store::save(
+        &notify.store,
+        user.tenant.as_str(),
+        user.user.as_str(),
+        prefs,
+        notify.clock.now_millis(),
     )
-    .bind(user.tenant.as_str())
-    .bind(user.user.as_str())
-    .bind(settings)
-    .bind(i64::from(prefs.has_digest()))
-    .bind(notify.clock.now_millis())
-    .execute(&notify.store.pool)
     .await?;
     Ok(())
 }
