@@ -159,3 +159,11 @@ where
         }
     }
 }
+
+/// Query-string errors in our format rather than axum's plain text.
+pub fn query<T>(
+    q: Result<axum::extract::Query<T>, axum::extract::rejection::QueryRejection>,
+) -> ApiResult<T> {
+    q.map(|axum::extract::Query(q)| q)
+        .map_err(|e| ApiError::invalid("invalid_query", e.body_text()))
+}

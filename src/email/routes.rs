@@ -18,7 +18,7 @@ use super::{
 };
 use crate::{
     auth::{AuthService, extract::TenantAdmin},
-    error::{ApiError, ApiResult},
+    error::{ApiResult, query},
 };
 
 pub fn router<S>() -> Router<S>
@@ -31,12 +31,6 @@ where
         .route("/api/v1/admin/emails", get(list))
         .route("/api/v1/admin/emails/{id}", get(find))
         .route("/api/v1/admin/emails/{id}/retry", post(retry))
-}
-
-/// Query-string errors in our format rather than axum's plain text.
-pub fn query<T>(q: Result<Query<T>, QueryRejection>) -> ApiResult<T> {
-    q.map(|Query(q)| q)
-        .map_err(|e| ApiError::invalid("invalid_query", e.body_text()))
 }
 
 #[derive(Serialize)]

@@ -31,8 +31,7 @@ use crate::{
         Caller, Permission, Principal, Scope,
         extract::{AnyCaller, AuthUser, TenantAdmin},
     },
-    email::routes::query,
-    error::{ApiError, ApiJson, ApiResult},
+    error::{ApiError, ApiJson, ApiResult, query},
 };
 
 pub fn router() -> Router<AppState> {
