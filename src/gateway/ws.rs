@@ -94,15 +94,14 @@ async fn run(mut socket: WebSocket, gw: Arc<Gateway>, _permit: OwnedSemaphorePer
             return;
         }
     };
+    let mut session = Session::open(gw.clone(), principal, OnGap::Unsubscribe);
     let span = tracing::info_span!(
         "ws",
-        conn = tracing::field::Empty,
-        tenant = %principal.tenant,
-        user = %principal.user
+        conn = session.id,
+        tenant = %session.principal().tenant,
+        user = %session.principal().user
     );
     async {
-        let mut session = Session::open(gw.clone(), principal, OnGap::Unsubscribe);
-        tracing::Span::current().record("conn", session.id);
         tracing::debug!("connected");
         let principal = session.principal();
         let connected = Reply::Connected {
@@ -116,7 +115,7 @@ async fn run(mut socket: WebSocket, gw: Arc<Gateway>, _permit: OwnedSemaphorePer
             ping_interval: gw.limits.ping_interval.as_secs(),
         };
         let reason = match socket.send(Message::Text(connected.to_json().into())).await {
-            Ok(()) => serve(&mut session, &mut socket).await,
+            Ok(()) => serve(&mut session, &gw, &mut socket).await,
             Err(_) => None,
         };
         session.close().await;
@@ -283,8 +282,11 @@ impl Frames for WsFrames<'_> {
 
 /// Runs the session over the socket until the connection ends; returns the
 /// close to send, if any.
-async fn serve(session: &mut Session, socket: &mut WebSocket) -> Option<CloseReason> {
-    let gw = session.gateway().clone();
+async fn serve(
+    session: &mut Session,
+    gw: &Gateway,
+    socket: &mut WebSocket,
+) -> Option<CloseReason> {
     let limits = &gw.limits;
     let mut tick = tokio::time::interval_at(
         tokio::time::Instant::now() + limits.ping_interval,
@@ -292,7 +294,6 @@ async fn serve(session: &mut Session, socket: &mut WebSocket) -> Option<CloseRea
     );
     let mut last_seen = Instant::now();
     let mut turn = 0u32;
-    let outbox = session.outbox().clone();
     loop {
         // The outbox goes first: a wake-up for a delivery then costs no
         // poll of the socket's read side or of the heartbeat timer. So
@@ -300,6 +301,7 @@ async fn serve(session: &mut Session, socket: &mut WebSocket) -> Option<CloseRea
         // READ_FIRST_EVERY-th turn the socket and the timer go first.
         turn = turn.wrapping_add(1);
         let read_first = turn.is_multiple_of(READ_FIRST_EVERY);
+        let outbox = session.outbox();
         let event = tokio::select! {
             biased;
             _ = outbox.wait(), if !read_first => Event::Outbox,
@@ -308,7 +310,7 @@ async fn serve(session: &mut Session, socket: &mut WebSocket) -> Option<CloseRea
             _ = outbox.wait(), if read_first => Event::Outbox,
         };
         match event {
-            Event::Outbox => match outbox.drain() {
+            Event::Outbox => match session.outbox().drain() {
                 Drained::Close(reason) => return Some(reason),
                 Drained::Items(items) => {
                     let mut frames = WsFrames(socket);
