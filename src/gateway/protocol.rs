@@ -160,6 +160,8 @@ impl Reply<'_> {
 /// whether to reconnect.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CloseReason {
+    /// 1007: a text frame that is not valid UTF-8. Fix the client.
+    InvalidPayload,
     /// 1009: a message exceeded the size limit. Do not resend it.
     MessageTooBig,
     /// 4000: protocol violation (first frame not `connect`, unsupported version).
@@ -186,6 +188,7 @@ pub enum CloseReason {
 impl CloseReason {
     pub fn code(self) -> u16 {
         match self {
+            CloseReason::InvalidPayload => 1007,
             CloseReason::MessageTooBig => 1009,
             CloseReason::ProtocolError => 4000,
             CloseReason::AuthenticationFailed => 4001,
@@ -201,6 +204,7 @@ impl CloseReason {
 
     pub fn text(self) -> &'static str {
         match self {
+            CloseReason::InvalidPayload => "invalid UTF-8 in a text frame",
             CloseReason::MessageTooBig => "message too big",
             CloseReason::ProtocolError => "protocol error",
             CloseReason::AuthenticationFailed => "authentication failed",

@@ -208,6 +208,7 @@ fn read_error_reason(e: &axum::Error) -> Option<CloseReason> {
     let inner = e.source_ref();
     match inner.and_then(|s| s.downcast_ref::<tungstenite::Error>()) {
         Some(tungstenite::Error::Capacity(_)) => Some(CloseReason::MessageTooBig),
+        Some(tungstenite::Error::Utf8(_)) => Some(CloseReason::InvalidPayload),
         Some(tungstenite::Error::Protocol(_)) => Some(CloseReason::ProtocolError),
         _ => None,
     }

@@ -216,6 +216,21 @@ async fn an_oversized_message_closes_with_1009_and_others_are_unaffected() {
 }
 
 #[tokio::test]
+async fn a_text_frame_that_is_not_utf8_closes_with_1007() {
+    use tokio_tungstenite::tungstenite::protocol::frame::{
+        Frame,
+        coding::{Data, OpCode},
+    };
+    let app = spawn_app().await;
+    let token = app.admin_token().await;
+    let mut ws = app.ws_connected(&token).await;
+    let invalid = vec![b'{', 0xff, 0xfe, b'}'];
+    let frame = Frame::message(invalid, OpCode::Data(Data::Text), true);
+    ws.send_raw(Message::Frame(frame)).await;
+    assert_eq!(ws.closed().await, Some(1007));
+}
+
+#[tokio::test]
 async fn a_flood_of_commands_is_refused_then_disconnected_with_4005() {
     let app = spawn_app_with(&[
         ("RELAIS_WS_COMMANDS_PER_SEC", "5"),
