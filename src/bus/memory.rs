@@ -19,8 +19,8 @@ use parking_lot::Mutex;
 use serde_json::value::RawValue;
 
 use super::{
-    Broker, BusError, ControlMessage, ControlRouter, Delivery, Position, PresenceEntry,
-    Publication, Recovery,
+    Broker, BusError, ControlMessage, ControlRouter, Delivery, HistoryPage, Position,
+    PresenceEntry, Publication, Recovery,
 };
 use crate::{
     channels::{ChannelKey, HistoryPolicy},
@@ -141,6 +141,38 @@ impl MemoryBroker {
     }
 }
 
+/// Up to `limit` publications after `since`, if history still holds
+/// everything that followed it.
+fn page_after(stream: &Stream, since: &Position, limit: usize) -> HistoryPage {
+    let top = stream.position();
+    let oldest = stream.history.front().map(|(_, p)| p.offset);
+    let complete = since.epoch == stream.epoch
+        && since.offset <= stream.top
+        && (since.offset == stream.top || oldest.is_some_and(|o| o <= since.offset + 1));
+    if !complete {
+        return HistoryPage {
+            top,
+            publications: Vec::new(),
+            complete: false,
+            more: false,
+        };
+    }
+    let publications: Vec<_> = stream
+        .history
+        .iter()
+        .filter(|(_, p)| p.offset > since.offset)
+        .take(limit)
+        .map(|(_, p)| p.clone())
+        .collect();
+    let last = publications.last().map_or(since.offset, |p| p.offset);
+    HistoryPage {
+        more: last < stream.top,
+        top,
+        publications,
+        complete: true,
+    }
+}
+
 fn after(stream: &Stream, since: &Position, limit: usize) -> Recovery {
     let top = stream.position();
     let fail = |top| Recovery {
@@ -230,6 +262,21 @@ impl Broker for MemoryBroker {
                     recovered: false,
                 },
             }
+        });
+        Box::pin(async move { result })
+    }
+
+    fn page_after<'a>(
+        &'a self,
+        channel: &'a ChannelKey,
+        history: HistoryPolicy,
+        since: &'a Position,
+        limit: usize,
+    ) -> BoxFuture<'a, Result<HistoryPage, BusError>> {
+        let result = self.stream(channel).map(|stream| {
+            let mut s = stream.lock();
+            s.trim(history, Instant::now());
+            page_after(&s, since, limit)
         });
         Box::pin(async move { result })
     }

@@ -132,6 +132,20 @@ pub struct Recovery {
     pub recovered: bool,
 }
 
+/// A page of history after a position.
+#[derive(Debug)]
+pub struct HistoryPage {
+    /// The channel's current position.
+    pub top: Position,
+    /// The first publications after the requested position, in order.
+    pub publications: Vec<Arc<Publication>>,
+    /// `false` when what followed the position is gone (another epoch, or
+    /// trimmed from history): `publications` is then empty.
+    pub complete: bool,
+    /// More publications follow the last one of this page.
+    pub more: bool,
+}
+
 /// Who is present in a channel.
 #[derive(Debug, Clone, Serialize)]
 pub struct PresenceEntry {
@@ -206,6 +220,16 @@ pub trait Broker: Send + Sync + 'static {
         since: Option<&'a Position>,
         limit: usize,
     ) -> BoxFuture<'a, Result<Recovery, BusError>>;
+
+    /// The first `limit` publications after `since`, for paging forward
+    /// through history (`history` with `since`).
+    fn page_after<'a>(
+        &'a self,
+        channel: &'a ChannelKey,
+        history: HistoryPolicy,
+        since: &'a Position,
+        limit: usize,
+    ) -> BoxFuture<'a, Result<HistoryPage, BusError>>;
 
     /// The most recent publications (up to `limit`), oldest first.
     fn latest<'a>(

@@ -40,8 +40,8 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use super::{
-    Broker, BusError, ControlMessage, ControlRouter, Delivery, Position, PresenceEntry,
-    Publication, Recovery,
+    Broker, BusError, ControlMessage, ControlRouter, Delivery, HistoryPage, Position,
+    PresenceEntry, Publication, Recovery,
 };
 use crate::{
     channels::{ChannelKey, HistoryPolicy},
@@ -694,6 +694,41 @@ impl Broker for RedisBroker {
                 top,
                 publications,
                 recovered: true,
+            })
+        })
+    }
+
+    fn page_after<'a>(
+        &'a self,
+        channel: &'a ChannelKey,
+        history: HistoryPolicy,
+        since: &'a Position,
+        limit: usize,
+    ) -> BoxFuture<'a, Result<HistoryPage, BusError>> {
+        Box::pin(async move {
+            let (top, publications) = self
+                .read(channel, history, since.offset + 1, limit.max(1))
+                .await?;
+            let complete = since.epoch == top.epoch
+                && since.offset <= top.offset
+                && (since.offset == top.offset
+                    || publications
+                        .first()
+                        .is_some_and(|p| p.offset == since.offset + 1));
+            if !complete {
+                return Ok(HistoryPage {
+                    top,
+                    publications: Vec::new(),
+                    complete: false,
+                    more: false,
+                });
+            }
+            let last = publications.last().map_or(since.offset, |p| p.offset);
+            Ok(HistoryPage {
+                more: last < top.offset,
+                top,
+                publications,
+                complete: true,
             })
         })
     }

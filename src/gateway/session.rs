@@ -704,12 +704,16 @@ impl Session {
         let limit = limit.unwrap_or(100).clamp(1, HISTORY_MAX);
         let broker = &self.gw.broker;
         let page = match &since {
-            Some(position) => {
-                broker
-                    .recover(&key, ns.history, Some(position), limit)
-                    .await
-            }
-            None => broker.latest(&key, ns.history, limit).await,
+            Some(position) => broker.page_after(&key, ns.history, position, limit).await,
+            None => broker
+                .latest(&key, ns.history, limit)
+                .await
+                .map(|r| crate::bus::HistoryPage {
+                    top: r.top,
+                    publications: r.publications,
+                    complete: r.recovered,
+                    more: false,
+                }),
         }
         .map_err(ChannelOpError::from)?;
         let mut frame = String::with_capacity(
@@ -723,11 +727,12 @@ impl Session {
         frame.push_str(&serde_json::to_string(&id).unwrap_or_default());
         let _ = write!(
             frame,
-            r#","channel":{},"epoch":{},"offset":{},"complete":{},"publications":["#,
+            r#","channel":{},"epoch":{},"offset":{},"complete":{},"more":{},"publications":["#,
             serde_json::to_string(key.name().as_str()).unwrap_or_default(),
             serde_json::to_string(&*page.top.epoch).unwrap_or_default(),
             page.top.offset,
-            page.recovered,
+            page.complete,
+            page.more,
         );
         for (i, publication) in page.publications.iter().enumerate() {
             if i > 0 {

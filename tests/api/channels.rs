@@ -329,3 +329,65 @@ async fn history_returns_the_latest_publications_or_those_after_a_position() {
         "forbidden"
     );
 }
+
+/// Pages forward through `channel`'s history with `since`, `limit` at a time.
+pub async fn page_forward(ws: &mut Ws, channel: &str, epoch: &Value, limit: u64) -> Vec<Vec<u64>> {
+    let mut pages = Vec::new();
+    let mut offset = 0;
+    loop {
+        let page = ws
+            .request(
+                json!({"type": "history", "channel": channel, "limit": limit,
+                            "since": {"epoch": epoch, "offset": offset}}),
+            )
+            .await;
+        assert_eq!(page["complete"], true, "{page}");
+        let offsets: Vec<u64> = page["publications"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p["offset"].as_u64().unwrap())
+            .collect();
+        offset = offsets.last().copied().unwrap_or(offset);
+        pages.push(offsets);
+        if page["more"] == false {
+            return pages;
+        }
+        assert!(pages.len() < 100, "paging does not end");
+    }
+}
+
+#[tokio::test]
+async fn history_pages_forward_with_since_and_says_when_more_follow() {
+    let app = spawn_app().await;
+    let token = app.admin_token().await;
+    let key = app.api_key(&["publish"]).await;
+    let mut epoch = Value::Null;
+    for n in 1..=7 {
+        epoch = app.publish(&key, "broadcast", json!(n)).await["epoch"].clone();
+    }
+    let mut ws = app.ws_connected(&token).await;
+    assert_eq!(
+        page_forward(&mut ws, "broadcast", &epoch, 3).await,
+        vec![vec![1, 2, 3], vec![4, 5, 6], vec![7]]
+    );
+    // `room` keeps 5: what followed offset 1 is partly gone.
+    let mut room_epoch = Value::Null;
+    for n in 1..=7 {
+        room_epoch = app.publish(&key, "room:r", json!(n)).await["epoch"].clone();
+    }
+    let gone = ws
+        .request(json!({"type": "history", "channel": "room:r", "limit": 3,
+                        "since": {"epoch": room_epoch, "offset": 1}}))
+        .await;
+    assert_eq!(gone["complete"], false, "{gone}");
+    assert_eq!(gone["publications"].as_array().unwrap().len(), 0);
+    let kept = ws
+        .request(json!({"type": "history", "channel": "room:r", "limit": 3,
+                        "since": {"epoch": room_epoch, "offset": 2}}))
+        .await;
+    assert_eq!(
+        (kept["complete"].clone(), kept["more"].clone()),
+        (json!(true), json!(true))
+    );
+}

@@ -563,3 +563,25 @@ async fn a_subscriber_joining_a_channel_with_history_learns_its_position() {
     a.publish(&key, "broadcast", json!({ "n": 3 })).await;
     assert_eq!(on_b.publications(1).await[0]["offset"], 4);
 }
+
+#[tokio::test]
+async fn history_pages_forward_through_redis() {
+    let a = first_node().await;
+    let b = a.spawn_peer().await;
+    let token = a.admin_token().await;
+    let key = a.api_key(&["publish"]).await;
+    let mut epoch = Value::Null;
+    for n in 1..=7 {
+        epoch = a.publish(&key, "broadcast", json!(n)).await["epoch"].clone();
+    }
+    let mut on_b = b.ws_connected(&token).await;
+    assert_eq!(
+        crate::channels::page_forward(&mut on_b, "broadcast", &epoch, 3).await,
+        vec![vec![1, 2, 3], vec![4, 5, 6], vec![7]]
+    );
+    let stale = on_b
+        .request(json!({"type": "history", "channel": "broadcast",
+                        "since": {"epoch": "gone", "offset": 2}}))
+        .await;
+    assert_eq!(stale["complete"], false, "{stale}");
+}
