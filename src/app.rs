@@ -271,7 +271,6 @@ impl Application {
         workers.close();
 
         let app = router(state, &modules);
-        let signal_gateway = gateway.clone();
         // Small frames must leave at once: with Nagle's algorithm a frame can
         // wait for the peer's delayed ACK (tens of milliseconds).
         let listener = listener.tap_io(|tcp| {
@@ -279,25 +278,47 @@ impl Application {
                 tracing::debug!(error = %e, "could not set TCP_NODELAY");
             }
         });
-        let server = axum::serve(listener, app).with_graceful_shutdown(async move {
-            shutdown.await;
-            tracing::info!("shutting down: refusing new connections and draining");
-            signal_gateway.begin_shutdown();
+        // The listener keeps accepting while live connections drain, so a
+        // load balancer reads `/readyz` 503 and new upgrades get an HTTP
+        // 503 `shutting_down` instead of a refused TCP connection. It stops
+        // only once the drain is over.
+        let drained = CancellationToken::new();
+        let server = axum::serve(listener, app).with_graceful_shutdown({
+            let drained = drained.clone();
+            async move { drained.cancelled().await }
         });
         let mut server = tokio::spawn(async move { server.await });
         tokio::select! {
-            result = &mut server => { result??; }
-            _ = stop.cancelled() => {
-                let drained = tokio::time::timeout(config.limits.shutdown_grace, async {
-                    let _ = (&mut server).await;
-                    gateway.tasks.wait().await;
-                })
-                .await;
-                if drained.is_err() {
-                    tracing::warn!(remaining = gateway.hub.connection_count(), "grace period over; dropping remaining connections");
-                    server.abort();
-                }
+            result = &mut server => {
+                // The server ended on its own (an accept loop failure).
+                stop.cancel();
+                bus_stop.cancel();
+                result??;
+                return Ok(());
             }
+            _ = shutdown => {}
+        }
+        tracing::info!("shutting down: telling clients to reconnect elsewhere and draining");
+        gateway.begin_shutdown();
+        // Every connection task ends once its client has the close (4007),
+        // or the grace period does: the process never exits under live
+        // sockets that were not told.
+        if tokio::time::timeout(config.limits.shutdown_grace, gateway.tasks.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                remaining = gateway.hub.connection_count(),
+                "grace period over; dropping remaining connections"
+            );
+        }
+        drained.cancel();
+        // In-flight HTTP requests finish; upgraded sockets are gone already.
+        if tokio::time::timeout(Duration::from_secs(5), &mut server)
+            .await
+            .is_err()
+        {
+            server.abort();
         }
         stop.cancel();
         bus_stop.cancel();

@@ -174,12 +174,14 @@ impl Gateway {
 
     /// A slot for one more connection; refused at the limit or during shutdown.
     pub fn admit(&self) -> Result<OwnedSemaphorePermit, ApiError> {
-        let permit = if self.shutdown.is_cancelled() {
-            None
-        } else {
-            self.permits.clone().try_acquire_owned().ok()
-        };
-        permit.ok_or_else(|| {
+        if self.shutdown.is_cancelled() {
+            self.metrics.connections_refused.inc();
+            return Err(ApiError::Unavailable(
+                "shutting_down",
+                "this node is shutting down; connect to another".into(),
+            ));
+        }
+        self.permits.clone().try_acquire_owned().map_err(|_| {
             self.metrics.connections_refused.inc();
             ApiError::Unavailable(
                 "too_many_connections",

@@ -585,3 +585,33 @@ async fn history_pages_forward_through_redis() {
         .await;
     assert_eq!(stale["complete"], false, "{stale}");
 }
+
+/// A node stopped with SIGTERM in cluster mode tells every client to
+/// reconnect elsewhere (4007) before it exits; it used to exit first now and
+/// then, and clients saw 1006.
+#[tokio::test]
+async fn sigterm_closes_every_socket_with_4007_before_the_node_exits() {
+    let a = first_node().await;
+    let token = a.admin_token().await;
+    for _ in 0..5 {
+        let mut node = NodeProcess::start(a.env());
+        let mut clients = Vec::new();
+        for _ in 0..20 {
+            let mut ws = node.ws_connected(&token).await;
+            ws.subscribe("broadcast").await;
+            clients.push(ws);
+        }
+        // Clients read concurrently, as browsers do, while the node stops.
+        let closes = clients
+            .into_iter()
+            .map(|mut ws| tokio::spawn(async move { ws.closed().await }));
+        let closes: Vec<_> = closes.collect();
+        let status = tokio::task::spawn_blocking(move || node.terminate())
+            .await
+            .unwrap();
+        assert!(status.success(), "the node exits cleanly: {status}");
+        for close in closes {
+            assert_eq!(close.await.unwrap(), Some(4007));
+        }
+    }
+}

@@ -228,6 +228,44 @@ async fn graceful_shutdown_tells_clients_to_reconnect_and_stops_accepting() {
     );
 }
 
+/// While live sockets drain, the node still answers HTTP: `/readyz` says 503
+/// (a load balancer stops sending traffic) and upgrades get a JSON 503
+/// `shutting_down`, not a refused TCP connection.
+#[tokio::test]
+async fn during_the_drain_readyz_and_upgrades_answer_503() {
+    let mut app = spawn_app().await;
+    let token = app.admin_token().await;
+    // Never reads: the server waits for its close handshake, so the drain
+    // lasts until the close-wait bound.
+    let mut slow = app.ws_connected(&token).await;
+    app.begin_shutdown();
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let ready = loop {
+        let res = app.get("/readyz", None).await;
+        if res.status() == 503 {
+            break res.json::<Value>().await.unwrap();
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "readyz never said 503"
+        );
+    };
+    assert_eq!(
+        (ready["ready"].clone(), ready["draining"].clone()),
+        (json!(false), json!(true))
+    );
+    match Ws::try_open(app.addr, None).await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(res)) => {
+            assert_eq!(res.status(), 503);
+            let body: Value = serde_json::from_slice(res.body().as_deref().unwrap()).unwrap();
+            assert_eq!(body["error"]["code"], "shutting_down");
+        }
+        other => panic!("expected 503, got {:?}", other.map(|_| ())),
+    }
+    assert_eq!(slow.closed().await, Some(4007));
+    app.shutdown().await.expect("the server returns cleanly");
+}
+
 #[tokio::test]
 async fn metrics_count_connections_subscriptions_and_deliveries() {
     let app = spawn_app().await;

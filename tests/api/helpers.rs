@@ -161,10 +161,15 @@ impl TestApp {
     }
 
     /// Triggers graceful shutdown and waits for the server to return.
-    pub async fn shutdown(&mut self) -> anyhow::Result<()> {
+    /// Starts the graceful shutdown without waiting for it.
+    pub fn begin_shutdown(&mut self) {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
+    }
+
+    pub async fn shutdown(&mut self) -> anyhow::Result<()> {
+        self.begin_shutdown();
         match self.server.take() {
             Some(server) => tokio::time::timeout(WAIT, server)
                 .await
@@ -462,6 +467,16 @@ impl NodeProcess {
         let reply = ws.request(json!({"type": "connect", "token": token})).await;
         assert_eq!(reply["type"], "connected", "{reply}");
         ws
+    }
+
+    /// SIGTERM, as an orchestrator stops a node; waits for the process to exit.
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        let status = std::process::Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .expect("run kill");
+        assert!(status.success());
+        self.child.wait().expect("wait for the node")
     }
 
     pub fn kill(&mut self) {
