@@ -59,12 +59,14 @@ struct Published {
 impl Published {
     fn new(channel: String, published: gateway::Published) -> Self {
         match published {
-            gateway::Published::Stored(position) => Published {
-                channel,
-                epoch: Some(position.epoch.to_string()),
-                offset: Some(position.offset),
-                ephemeral: false,
-            },
+            gateway::Published::Stored(position) | gateway::Published::Replayed(position) => {
+                Published {
+                    channel,
+                    epoch: Some(position.epoch.to_string()),
+                    offset: Some(position.offset),
+                    ephemeral: false,
+                }
+            }
             gateway::Published::Ephemeral => Published {
                 channel,
                 epoch: None,
@@ -120,13 +122,15 @@ async fn publish(
     body: Bytes,
 ) -> ApiResult<Response> {
     let IdempotencyKey(key) = idempotency_key?;
-    idempotent(&state, &caller, key, "publish", &body, async |gw| {
+    idempotent(&state, &caller, key, "publish", &body, async |gw, once| {
         let req: PublishRequest = parse_body(&body)?;
         let (key, ns) = authorize(gw, &caller, &req).await?;
         let published = gw
-            .publish_from(Publisher::from(&caller), &key, ns, &req.data)
+            .publish_from(Publisher::from(&caller), &key, ns, &req.data, once)
             .await?;
-        Ok(serde_json::to_string(&Published::new(req.channel, published)).unwrap_or_default())
+        let replayed = matches!(published, gateway::Published::Replayed(_));
+        let body = serde_json::to_string(&Published::new(req.channel, published));
+        Ok((body.unwrap_or_default(), replayed))
     })
     .await
 }
@@ -138,65 +142,90 @@ async fn publish_batch(
     body: Bytes,
 ) -> ApiResult<Response> {
     let IdempotencyKey(key) = idempotency_key?;
-    idempotent(&state, &caller, key, "publish/batch", &body, async |gw| {
-        let req: BatchRequest = parse_body(&body)?;
-        if req.publications.is_empty() || req.publications.len() > gw.limits.max_batch {
-            return Err(ApiError::invalid(
-                "invalid_batch",
-                format!("a batch holds 1 to {} publications", gw.limits.max_batch),
-            ));
-        }
-        // Validate and authorise all first: a bad item publishes nothing.
-        let mut checked = Vec::with_capacity(req.publications.len());
-        for (i, p) in req.publications.iter().enumerate() {
-            let (key, ns) = authorize(gw, &caller, p).await.map_err(|e| {
-                let code = e.code();
-                ApiError::invalid(code, format!("publications[{i}]: {e}"))
-            })?;
-            // A hook may persist or refuse each item as it is published,
-            // which would break all-or-nothing: such channels take one
-            // publication per request.
-            if ns.hook.is_some() {
+    idempotent(
+        &state,
+        &caller,
+        key,
+        "publish/batch",
+        &body,
+        async |gw, once| {
+            let req: BatchRequest = parse_body(&body)?;
+            if req.publications.is_empty() || req.publications.len() > gw.limits.max_batch {
                 return Err(ApiError::invalid(
-                    "batch_not_supported",
-                    format!(
-                        "publications[{i}]: `{}` channels take one publication per request",
-                        ns.name
-                    ),
+                    "invalid_batch",
+                    format!("a batch holds 1 to {} publications", gw.limits.max_batch),
                 ));
             }
-            checked.push((key, ns, p));
-        }
-        let mut results = Vec::with_capacity(checked.len());
-        for (key, ns, p) in checked {
-            let position = gw.publish(&key, ns, &p.data).await?;
-            results.push(Published::new(
-                p.channel.clone(),
-                gateway::Published::Stored(position),
-            ));
-        }
-        Ok(serde_json::to_string(&BatchResponse { results }).unwrap_or_default())
-    })
+            // Validate and authorise all first: a bad item publishes nothing.
+            let mut checked = Vec::with_capacity(req.publications.len());
+            for (i, p) in req.publications.iter().enumerate() {
+                let (key, ns) = authorize(gw, &caller, p).await.map_err(|e| {
+                    let code = e.code();
+                    ApiError::invalid(code, format!("publications[{i}]: {e}"))
+                })?;
+                // A hook may persist or refuse each item as it is published,
+                // which would break all-or-nothing: such channels take one
+                // publication per request.
+                if ns.hook.is_some() {
+                    return Err(ApiError::invalid(
+                        "batch_not_supported",
+                        format!(
+                            "publications[{i}]: `{}` channels take one publication per request",
+                            ns.name
+                        ),
+                    ));
+                }
+                checked.push((key, ns, p));
+            }
+            let mut results = Vec::with_capacity(checked.len());
+            let mut all_replayed = true;
+            for (i, (key, ns, p)) in checked.into_iter().enumerate() {
+                let item_once = once.map(|id| format!("{id}:{i}"));
+                let published = gw
+                    .publish_from(
+                        Publisher::from(&caller),
+                        &key,
+                        ns,
+                        &p.data,
+                        item_once.as_deref(),
+                    )
+                    .await?;
+                all_replayed &= matches!(published, gateway::Published::Replayed(_));
+                results.push(Published::new(p.channel.clone(), published));
+            }
+            let body = serde_json::to_string(&BatchResponse { results });
+            Ok((body.unwrap_or_default(), all_replayed))
+        },
+    )
     .await
+}
+
+/// The bus-level id of what a request with `Idempotency-Key: key` publishes
+/// on `route` (`publish` or `publish/batch`; a batch suffixes `:<index>`).
+pub fn publication_id(tenant: &crate::ids::TenantId, route: &str, key: &str) -> String {
+    crate::auth::tokens::sha256_hex(&format!("{tenant}\n{route}\n{key}"))
 }
 
 /// Runs `work` once per `Idempotency-Key` (when the header is present) and
 /// replays its stored response to retries.
+///
+/// `work` gets a publication id derived from the key: the bus publishes at
+/// most once per id, so a publish that timed out but took effect (a stalled
+/// Redis) is found by the retry instead of being made twice. `work` returns
+/// its body and whether everything in it had already been published.
 async fn idempotent(
     state: &AppState,
     caller: &Caller,
     key: Option<String>,
     route: &str,
     body: &[u8],
-    work: impl AsyncFnOnce(&Gateway) -> ApiResult<String>,
+    work: impl AsyncFnOnce(&Gateway, Option<&str>) -> ApiResult<(String, bool)>,
 ) -> ApiResult<Response> {
     let Some(key) = key else {
-        return Ok(json_response(
-            StatusCode::OK,
-            work(&state.gateway).await?,
-            false,
-        ));
+        let (body, _) = work(&state.gateway, None).await?;
+        return Ok(json_response(StatusCode::OK, body, false));
     };
+    let publication_id = publication_id(caller.tenant(), route, &key);
     let tenant = caller.tenant();
     let store: &Arc<Idempotency> = &state.idempotency;
     match store
@@ -208,10 +237,10 @@ async fn idempotent(
             body,
             true,
         )),
-        Claim::Fresh => match work(&state.gateway).await {
-            Ok(body) => {
+        Claim::Fresh => match work(&state.gateway, Some(&publication_id)).await {
+            Ok((body, replayed)) => {
                 store.complete(tenant, &key, 200, &body).await?;
-                Ok(json_response(StatusCode::OK, body, false))
+                Ok(json_response(StatusCode::OK, body, replayed))
             }
             Err(e) => {
                 store.release(tenant, &key).await?;

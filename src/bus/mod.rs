@@ -204,6 +204,22 @@ pub trait Broker: Send + Sync + 'static {
         data: &'a RawValue,
     ) -> BoxFuture<'a, Result<Position, BusError>>;
 
+    /// [`Broker::publish`] at most once per `id` (derived from a request's
+    /// `Idempotency-Key`): if a publication was already made under `id`,
+    /// its position is returned with `true` and nothing is published. Only a
+    /// broker whose publish can time out after taking effect (Redis) needs
+    /// to remember ids; in-process publishing either happens or fails.
+    fn publish_once<'a>(
+        &'a self,
+        channel: &'a ChannelKey,
+        history: HistoryPolicy,
+        data: &'a RawValue,
+        id: &'a str,
+    ) -> BoxFuture<'a, Result<(Position, bool), BusError>> {
+        let _ = id;
+        Box::pin(async move { Ok((self.publish(channel, history, data).await?, false)) })
+    }
+
     /// Delivers an event to current subscribers without storing it.
     fn publish_ephemeral(
         &self,

@@ -57,9 +57,22 @@ const READY_TIMEOUT: Duration = Duration::from_secs(3);
 /// Shortest lifetime of a channel's epoch and counter in Redis.
 const MIN_STREAM_TTL: Duration = Duration::from_secs(60);
 
-/// `KEYS`: epoch, counter, history. `ARGV`: candidate epoch, history size,
-/// TTL (s), pub/sub channel, data, now (ms). Returns `{epoch, offset}`.
+/// `KEYS`: epoch, counter, history, and optionally a publication id's key.
+/// `ARGV`: candidate epoch, history size, TTL (s), pub/sub channel, data,
+/// now (ms), TTL of the id (s). Returns `{epoch, offset, replayed}`.
+///
+/// With an id, a publication already made under it is not made again: its
+/// position is returned with `replayed` = 1. A caller whose command timed
+/// out (Redis stalled, the script ran later) retries with the same id and
+/// learns the position of what did happen instead of publishing twice.
 const PUBLISH: &str = r#"
+if KEYS[4] then
+  local done = redis.call('GET', KEYS[4])
+  if done then
+    local sep = string.find(done, '\n', 1, true)
+    return {string.sub(done, 1, sep - 1), tonumber(string.sub(done, sep + 1)), 1}
+  end
+end
 local epoch = redis.call('GET', KEYS[1])
 if not epoch then
   epoch = ARGV[1]
@@ -75,8 +88,15 @@ end
 redis.call('EXPIRE', KEYS[1], ARGV[3])
 redis.call('EXPIRE', KEYS[2], ARGV[3])
 redis.call('PUBLISH', ARGV[4], 'p\n' .. epoch .. '\n' .. offset .. '\n' .. ARGV[5])
-return {epoch, offset}
+if KEYS[4] then
+  redis.call('SET', KEYS[4], epoch .. '\n' .. offset, 'EX', ARGV[7])
+end
+return {epoch, offset, 0}
 "#;
+
+/// How long a publication id is remembered: a retry with the same
+/// `Idempotency-Key` within this window resolves to the publication made.
+const PUBLICATION_ID_TTL: Duration = Duration::from_secs(3600);
 
 /// `KEYS`: epoch, counter, history. `ARGV`: candidate epoch, TTL (s), first
 /// offset wanted (0 = the latest), count. Returns `{epoch, top, entries}`
@@ -265,6 +285,44 @@ impl RedisBroker {
     fn unavailable(&self, e: redis::RedisError) -> BusError {
         self.metrics.bus_errors.inc();
         BusError::Unavailable(e.to_string())
+    }
+
+    /// Runs the publish script; with `id`, at most once per id.
+    async fn run_publish(
+        &self,
+        channel: &ChannelKey,
+        history: HistoryPolicy,
+        data: &RawValue,
+        id: Option<&str>,
+    ) -> Result<(Position, bool), BusError> {
+        let base = self.key_base(channel);
+        let mut conn = self.conn.clone();
+        let mut invocation = self.publish_script.prepare_invoke();
+        invocation
+            .key(format!("{base}:epoch"))
+            .key(format!("{base}:top"))
+            .key(format!("{base}:hist"));
+        if let Some(id) = id {
+            invocation.key(format!("{}:pubid:{}:{id}", self.prefix, channel.tenant()));
+        }
+        let (epoch, offset, replayed): (String, u64, u8) = invocation
+            .arg(crate::ids::random_token(6))
+            .arg(history.size)
+            .arg(Self::ttl_secs(history))
+            .arg(self.pubsub_name(channel))
+            .arg(data.get())
+            .arg(crate::ids::now_millis())
+            .arg(PUBLICATION_ID_TTL.as_secs())
+            .invoke_async(&mut conn)
+            .await
+            .map_err(|e| self.unavailable(e))?;
+        Ok((
+            Position {
+                epoch: epoch.into(),
+                offset,
+            },
+            replayed == 1,
+        ))
     }
 
     /// Reads the channel's position and history (`from` = first offset
@@ -609,27 +667,19 @@ impl Broker for RedisBroker {
         data: &'a RawValue,
     ) -> BoxFuture<'a, Result<Position, BusError>> {
         Box::pin(async move {
-            let base = self.key_base(channel);
-            let mut conn = self.conn.clone();
-            let (epoch, offset): (String, u64) = self
-                .publish_script
-                .key(format!("{base}:epoch"))
-                .key(format!("{base}:top"))
-                .key(format!("{base}:hist"))
-                .arg(crate::ids::random_token(6))
-                .arg(history.size)
-                .arg(Self::ttl_secs(history))
-                .arg(self.pubsub_name(channel))
-                .arg(data.get())
-                .arg(crate::ids::now_millis())
-                .invoke_async(&mut conn)
-                .await
-                .map_err(|e| self.unavailable(e))?;
-            Ok(Position {
-                epoch: epoch.into(),
-                offset,
-            })
+            let (position, _) = self.run_publish(channel, history, data, None).await?;
+            Ok(position)
         })
+    }
+
+    fn publish_once<'a>(
+        &'a self,
+        channel: &'a ChannelKey,
+        history: HistoryPolicy,
+        data: &'a RawValue,
+        id: &'a str,
+    ) -> BoxFuture<'a, Result<(Position, bool), BusError>> {
+        Box::pin(self.run_publish(channel, history, data, Some(id)))
     }
 
     fn publish_ephemeral(

@@ -95,6 +95,9 @@ impl From<ChannelOpError> for ApiError {
 pub enum Published {
     /// Into the channel's stream, at this position.
     Stored(Position),
+    /// Already published under the same publication id (a retried
+    /// request), at this position; nothing was published again.
+    Replayed(Position),
     /// To current subscribers only (a hook chose ephemeral delivery).
     Ephemeral,
 }
@@ -239,25 +242,27 @@ impl Gateway {
     /// Publishes already-authorised `data` from a client or an app backend:
     /// the namespace's publish hook (if any) validates, persists or
     /// transforms it first, or makes it ephemeral.
+    ///
+    /// With `once` (an id derived from the request's `Idempotency-Key`), a
+    /// publication already made under that id is not made again: a retry
+    /// after a timed-out publish learns the position of what happened.
     pub async fn publish_from(
         &self,
         publisher: Publisher<'_>,
         key: &ChannelKey,
         ns: &Namespace,
         data: &RawValue,
+        once: Option<&str>,
     ) -> Result<Published, ChannelOpError> {
-        let Some(hook) = &ns.hook else {
-            return Ok(Published::Stored(self.publish(key, ns, data).await?));
-        };
         if data.get().len() > self.limits.max_publication_bytes {
             return Err(ChannelOpError::TooLarge(self.limits.max_publication_bytes));
         }
-        match hook.on_publish(publisher, key, data).await? {
-            PublishOutcome::Publish(data) => {
-                let position = self.broker.publish(key, ns.history, &data).await?;
-                self.metrics.publications.inc();
-                Ok(Published::Stored(position))
-            }
+        let outcome = match &ns.hook {
+            Some(hook) => hook.on_publish(publisher, key, data).await?,
+            None => return self.publish_stored(key, ns, data, once).await,
+        };
+        match outcome {
+            PublishOutcome::Publish(data) => self.publish_stored(key, ns, &data, once).await,
             PublishOutcome::Ephemeral(data) => {
                 let frame = crate::bus::Publication::ephemeral_frame(key, &data);
                 self.broker.publish_ephemeral(key, frame).await?;
@@ -265,6 +270,24 @@ impl Gateway {
                 Ok(Published::Ephemeral)
             }
         }
+    }
+
+    async fn publish_stored(
+        &self,
+        key: &ChannelKey,
+        ns: &Namespace,
+        data: &RawValue,
+        once: Option<&str>,
+    ) -> Result<Published, ChannelOpError> {
+        let Some(id) = once else {
+            return Ok(Published::Stored(self.publish(key, ns, data).await?));
+        };
+        let (position, replayed) = self.broker.publish_once(key, ns.history, data, id).await?;
+        if replayed {
+            return Ok(Published::Replayed(position));
+        }
+        self.metrics.publications.inc();
+        Ok(Published::Stored(position))
     }
 
     /// Publishes already-authorised `data` as it is, with no hook: for

@@ -621,10 +621,10 @@ impl Session {
             .await?;
         let published = self
             .gw
-            .publish_from(Publisher::User(&self.principal), &key, &ns, data)
+            .publish_from(Publisher::User(&self.principal), &key, &ns, data, None)
             .await?;
         let reply = match &published {
-            Published::Stored(position) => Reply::Published {
+            Published::Stored(position) | Published::Replayed(position) => Reply::Published {
                 id,
                 channel: key.name().as_str(),
                 epoch: Some(&position.epoch),

@@ -615,3 +615,91 @@ async fn sigterm_closes_every_socket_with_4007_before_the_node_exits() {
         }
     }
 }
+
+/// Redis stalls during an idempotent publish (its clients paused for longer
+/// than the command timeout): the request fails with 503, and the retry the
+/// documents call safe delivers the publication exactly once.
+#[tokio::test]
+async fn a_retried_publish_after_a_redis_stall_is_delivered_once() {
+    let port = free_port();
+    let _redis = OwnRedis::start(port);
+    let url = format!("redis://127.0.0.1:{port}");
+    let a = spawn_app_with(&[("REDIS_URL", url.as_str())]).await;
+    let token = a.admin_token().await;
+    let key = a.api_key(&["publish"]).await;
+    let mut ws = a.ws_connected(&token).await;
+    ws.subscribe("broadcast").await;
+    let publish = |idempotency_key: &'static str| {
+        a.http
+            .post(a.url("/api/v1/publish"))
+            .bearer_auth(&key)
+            .header("idempotency-key", idempotency_key)
+            .json(&json!({"channel": "broadcast", "data": idempotency_key}))
+            .send()
+    };
+
+    // Writes wait 3 s; the hub gives up on a command after 2 s.
+    let paused = std::process::Command::new("redis-cli")
+        .args(["-p", &port.to_string(), "CLIENT", "PAUSE", "3000", "WRITE"])
+        .output()
+        .unwrap();
+    assert!(paused.status.success());
+    assert_eq!(publish("k1").await.unwrap().status(), 503);
+    // Retried until Redis answers again.
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let retried: Value = loop {
+        let retry = publish("k1").await.unwrap();
+        if retry.status() == 200 {
+            break retry.json().await.unwrap();
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "Redis never came back"
+        );
+    };
+
+    // The other outcome of a stall: the script ran after the hub gave up (as
+    // Redis does when its process resumes). Run it as the stalled request
+    // would have, under the id the hub derives from the key, then retry.
+    let tenant = a.state.auth.find_tenant("default").await.unwrap().unwrap();
+    let (channel, ns) = a.state.gateway.resolve(&tenant.id, "broadcast").unwrap();
+    let data = serde_json::value::to_raw_value(&json!("k2")).unwrap();
+    let id = relais::api::publish::publication_id(&tenant.id, "publish", "k2");
+    let (made, replayed) = a
+        .state
+        .gateway
+        .broker
+        .publish_once(&channel, ns.history, &data, &id)
+        .await
+        .unwrap();
+    assert!(!replayed);
+    let retry = publish("k2").await.unwrap();
+    assert_eq!(retry.status(), 200);
+    assert_eq!(
+        retry
+            .headers()
+            .get("idempotent-replayed")
+            .map(|v| v.to_str().unwrap()),
+        Some("true")
+    );
+    let body: Value = retry.json().await.unwrap();
+    assert_eq!(body["offset"], made.offset);
+
+    a.publish(&key, "broadcast", json!("marker")).await;
+    let mut seen = Vec::new();
+    loop {
+        let p = ws.publications(1).await.remove(0);
+        if p["data"] == "marker" {
+            break;
+        }
+        seen.push((p["data"].clone(), p["offset"].clone()));
+    }
+    assert_eq!(
+        seen,
+        vec![
+            (json!("k1"), retried["offset"].clone()),
+            (json!("k2"), json!(made.offset))
+        ],
+        "each publication delivered once"
+    );
+}
