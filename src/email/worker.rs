@@ -297,7 +297,17 @@ pub async fn run(mailer: Arc<Mailer>, stop: CancellationToken) {
     let concurrency = mailer.outbox.config.concurrency;
     let poll = mailer.outbox.poll_interval;
     tracing::info!(transport = %mailer.transport.describe(), "email outbox worker started");
+    let mut counted: Option<tokio::time::Instant> = None;
     loop {
+        // The backlog gauge, at most once per poll interval.
+        if counted.is_none_or(|at| at.elapsed() >= poll) {
+            counted = Some(tokio::time::Instant::now());
+            let outbox = &mailer.outbox;
+            match super::store::backlog(&outbox.store, outbox.now_millis()).await {
+                Ok((due, scheduled)) => outbox.metrics.backlog.set_email_outbox(due, scheduled),
+                Err(e) => tracing::debug!(error = %e, "counting the email backlog failed"),
+            }
+        }
         // One wave at a time: every claimed email starts at once, so each
         // finishes within its lease (an attempt is bounded by half of it).
         match mailer.claim(concurrency).await {
