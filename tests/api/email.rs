@@ -643,7 +643,10 @@ async fn without_smtp_emails_are_written_as_files_in_the_data_folder() {
     let raw = std::fs::read_to_string(file).unwrap();
     assert!(raw.contains("To: alice@example.com"), "{raw}");
     assert!(raw.contains("Message-ID: <"));
-    assert!(raw.contains("\r\nAuto-Submitted: auto-generated\r\n"), "{raw}");
+    assert!(
+        raw.contains("\r\nAuto-Submitted: auto-generated\r\n"),
+        "{raw}"
+    );
 }
 
 const PREFERENCES: &str = "https://app.example.com/settings/notifications";
