@@ -5,7 +5,7 @@
 
 use prometheus_client::{
     encoding::text::encode,
-    metrics::{counter::Counter, gauge::Gauge},
+    metrics::{counter::Counter, family::Family, gauge::Gauge},
     registry::Registry,
 };
 
@@ -39,6 +39,8 @@ pub struct Metrics {
     pub emails_cancelled: Counter,
     /// Emails pushed back to the end of the recipient's quiet hours.
     pub emails_deferred: Counter,
+    /// Work waiting in the durable queues, and the build.
+    pub backlog: Backlog,
 }
 
 impl Metrics {
@@ -159,9 +161,65 @@ impl Metrics {
             "Bus operations that failed (Redis unreachable or too slow)",
             self.bus_errors.clone(),
         );
+        self.backlog.register(&mut registry);
         let mut out = String::new();
         // Writing to a String cannot fail.
         let _ = encode(&mut out, &registry);
         out
+    }
+}
+
+/// The labels of a gauge family (`state="due"`, `version="0.1.0"`).
+type Labels = Vec<(&'static str, &'static str)>;
+
+/// What waits in the durable queues (set by their workers on each tick,
+/// from the shared store, so every node reports the same cluster-wide
+/// figure), and which build is running.
+#[derive(Default)]
+pub struct Backlog {
+    /// Emails not yet sent, dead or cancelled: `state="due"` (their time
+    /// has come) or `state="scheduled"` (a fallback delay, quiet hours or a
+    /// retry backoff still runs).
+    email_outbox: Family<Labels, Gauge>,
+    /// Notification triggers accepted and not yet fanned out:
+    /// `state="pending"` (not started) or `state="processing"`.
+    notification_triggers: Family<Labels, Gauge>,
+}
+
+impl Backlog {
+    pub fn set_email_outbox(&self, due: i64, scheduled: i64) {
+        self.email_outbox
+            .get_or_create(&vec![("state", "due")])
+            .set(due);
+        self.email_outbox
+            .get_or_create(&vec![("state", "scheduled")])
+            .set(scheduled);
+    }
+
+    pub fn set_notification_triggers(&self, pending: i64, processing: i64) {
+        self.notification_triggers
+            .get_or_create(&vec![("state", "pending")])
+            .set(pending);
+        self.notification_triggers
+            .get_or_create(&vec![("state", "processing")])
+            .set(processing);
+    }
+
+    fn register(&self, registry: &mut Registry) {
+        registry.register(
+            "email_outbox_backlog",
+            "Emails waiting to be sent (state: due now, or scheduled later), cluster-wide",
+            self.email_outbox.clone(),
+        );
+        registry.register(
+            "notification_triggers_backlog",
+            "Notification triggers accepted and not yet fanned out (state: pending, processing), cluster-wide",
+            self.notification_triggers.clone(),
+        );
+        let build = Family::<Labels, Gauge>::default();
+        build
+            .get_or_create(&vec![("version", env!("CARGO_PKG_VERSION"))])
+            .set(1);
+        registry.register("build_info", "The running build: always 1", build);
     }
 }

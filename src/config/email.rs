@@ -25,6 +25,10 @@ pub struct EmailConfig {
     pub concurrency: usize,
     /// How often the digest scheduler looks for users whose local digest hour has come.
     pub digest_tick: Duration,
+    /// The app's page where a user changes their notification preferences
+    /// (`RELAIS_EMAIL_PREFERENCES_URL`); a path is prefixed with the public
+    /// URL. Linked from every email's footer and sent as `List-Unsubscribe`.
+    pub preferences_url: String,
 }
 
 #[derive(Debug, Clone)]
@@ -101,6 +105,10 @@ impl EmailConfig {
                 .secs("RELAIS_EMAIL_FALLBACK_DELAY_SECS", Duration::from_secs(300))?,
             concurrency: env.parse("RELAIS_EMAIL_CONCURRENCY", 8usize)?.clamp(1, 256),
             digest_tick: env.secs("RELAIS_DIGEST_TICK_SECS", Duration::from_secs(60))?,
+            preferences_url: env
+                .get("RELAIS_EMAIL_PREFERENCES_URL")
+                .unwrap_or("/settings/notifications")
+                .to_owned(),
         })
     }
 }

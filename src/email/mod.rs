@@ -112,6 +112,10 @@ pub struct NewEmail {
     pub html: String,
     pub critical: bool,
     pub send_after: i64,
+    /// Where the recipient stops emails like this one (an absolute
+    /// `http(s)` address): sent as `List-Unsubscribe`. `None` for emails
+    /// the recipient cannot opt out of.
+    pub list_unsubscribe: Option<String>,
 }
 
 /// Inserts emails; a duplicate `dedupe_key` is skipped. Returns how many
@@ -137,6 +141,7 @@ pub async fn insert_many(
         &'a str,
         i64,
         i64,
+        Option<&'a str>,
     );
     let rows: Vec<Row> = emails
         .iter()
@@ -154,6 +159,7 @@ pub async fn insert_many(
                 e.html.as_str(),
                 i64::from(e.critical),
                 e.send_after,
+                e.list_unsubscribe.as_deref(),
             )
         })
         .collect();
@@ -173,12 +179,13 @@ pub async fn insert_many(
             Column::Text("html_body"),
             Column::Int("critical"),
             Column::Int("send_after"),
+            Column::Text("list_unsubscribe"),
         ],
     );
     // `WHERE TRUE`: SQLite's grammar needs it before ON CONFLICT here.
     let sql = format!(
-        "INSERT INTO emails (id, tenant_id, user_id, notification_id, kind, dedupe_key, to_address, subject, text_body, html_body, critical, send_after, status, attempts, lease_until, created_at, updated_at) \
-         SELECT r.id, r.tenant_id, r.user_id, r.notification_id, r.kind, r.dedupe_key, r.to_address, r.subject, r.text_body, r.html_body, r.critical, r.send_after, 'pending', 0, 0, $1, $1 \
+        "INSERT INTO emails (id, tenant_id, user_id, notification_id, kind, dedupe_key, to_address, subject, text_body, html_body, critical, send_after, list_unsubscribe, status, attempts, lease_until, created_at, updated_at) \
+         SELECT r.id, r.tenant_id, r.user_id, r.notification_id, r.kind, r.dedupe_key, r.to_address, r.subject, r.text_body, r.html_body, r.critical, r.send_after, r.list_unsubscribe, 'pending', 0, 0, $1, $1 \
          FROM ({rows_sql}) r WHERE TRUE ON CONFLICT (dedupe_key) DO NOTHING"
     );
     let inserted = sqlx::query(AssertSqlSafe(sql))

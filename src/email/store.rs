@@ -246,6 +246,20 @@ pub async fn revive(
     })
 }
 
+/// Emails still to send across all tenants: `(due, scheduled)`, those whose
+/// `send_after` has come by `now` (the outbox clock) and the others. Two
+/// counts on the `(status, send_after)` index, for the backlog gauge.
+pub async fn backlog(store: &Store, now: i64) -> Result<(i64, i64), sqlx::Error> {
+    let row = sqlx::query(
+        "SELECT (SELECT COUNT(*) FROM emails WHERE status = 'pending' AND send_after <= $1) AS due, \
+         (SELECT COUNT(*) FROM emails WHERE status = 'pending' AND send_after > $1) AS scheduled",
+    )
+    .bind(now)
+    .fetch_one(&store.pool)
+    .await?;
+    Ok((row.try_get("due")?, row.try_get("scheduled")?))
+}
+
 #[cfg(test)]
 mod tests {
     use axum::http::StatusCode;

@@ -5,7 +5,10 @@ use std::{path::PathBuf, time::Duration};
 
 use lettre::{
     AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor,
-    message::{Mailbox, MultiPart},
+    message::{
+        Mailbox, MultiPart,
+        header::{Header, HeaderName, HeaderValue},
+    },
     transport::smtp::authentication::Credentials,
 };
 use secrecy::ExposeSecret;
@@ -30,6 +33,9 @@ pub struct Outgoing<'a> {
     pub subject: &'a str,
     pub text: &'a str,
     pub html: &'a str,
+    /// Where the recipient opts out (absolute `http(s)`), for
+    /// `List-Unsubscribe`; `None` for emails they cannot opt out of.
+    pub list_unsubscribe: Option<&'a str>,
     pub date: std::time::SystemTime,
 }
 
@@ -115,25 +121,79 @@ fn smtp_transport(c: &SmtpConfig) -> anyhow::Result<AsyncSmtpTransport<Tokio1Exe
     Ok(builder.build())
 }
 
+/// `Auto-Submitted: auto-generated` (RFC 3834): sent by a program, not a
+/// person, so auto-responders do not answer it.
+#[derive(Clone)]
+struct AutoSubmitted;
+
+impl Header for AutoSubmitted {
+    fn name() -> HeaderName {
+        HeaderName::new_from_ascii_str("Auto-Submitted")
+    }
+    fn parse(_: &str) -> Result<Self, Box<dyn std::error::Error + Send + Sync>> {
+        Ok(AutoSubmitted)
+    }
+    fn display(&self) -> HeaderValue {
+        HeaderValue::new(Self::name(), "auto-generated".into())
+    }
+}
+
+/// `List-Unsubscribe: <url>` (RFC 2369): mail clients show an
+/// "unsubscribe" action that opens the recipient's preferences.
+#[derive(Clone)]
+struct ListUnsubscribe(String);
+
+impl Header for ListUnsubscribe {
+    fn name() -> HeaderName {
+        HeaderName::new_from_ascii_str("List-Unsubscribe")
+    }
+    fn parse(s: &str) -> Result<Self, Box<dyn std::error::Error + Send + Sync>> {
+        Ok(ListUnsubscribe(
+            s.trim()
+                .trim_start_matches('<')
+                .trim_end_matches('>')
+                .into(),
+        ))
+    }
+    fn display(&self) -> HeaderValue {
+        HeaderValue::new(Self::name(), format!("<{}>", self.0))
+    }
+}
+
 /// The message, with a `Message-ID` derived from the outbox row id so a
-/// repeated send is the same message.
+/// repeated send is the same message, `Auto-Submitted` always, and
+/// `List-Unsubscribe` when the recipient may opt out. There is no
+/// `List-Unsubscribe-Post` (RFC 8058 one-click): the address is a page
+/// where the recipient changes their preferences, not an endpoint that
+/// unsubscribes on a bare POST.
 fn build(from: &Mailbox, email: &Outgoing<'_>) -> Result<Message, String> {
     let to: Mailbox = email
         .to
         .parse()
         .map_err(|e| format!("recipient address `{}` is invalid: {e}", email.to))?;
     let domain = from.email.domain().to_owned();
-    Message::builder()
+    let mut builder = Message::builder()
         .from(from.clone())
         .to(to)
         .subject(email.subject)
         .message_id(Some(format!("<{}@{domain}>", email.id)))
         .date(email.date)
+        .header(AutoSubmitted);
+    // Only an absolute web address makes sense in a mail client.
+    if let Some(url) = email.list_unsubscribe.filter(|u| is_web_url(u)) {
+        builder = builder.header(ListUnsubscribe(url.to_owned()));
+    }
+    builder
         .multipart(MultiPart::alternative_plain_html(
             email.text.to_owned(),
             email.html.to_owned(),
         ))
         .map_err(|e| format!("the message could not be built: {e}"))
+}
+
+fn is_web_url(url: &str) -> bool {
+    (url.starts_with("https://") || url.starts_with("http://"))
+        && !url.contains(|c: char| c.is_whitespace() || c == '>' || c.is_control())
 }
 
 /// Writes atomically under a name derived from the email id, so writing the
@@ -184,11 +244,29 @@ mod tests {
             subject: "Sujet é",
             text: "texte",
             html: "<p>html</p>",
+            list_unsubscribe: None,
             date: std::time::SystemTime::UNIX_EPOCH,
         };
         let raw = String::from_utf8(build(&from, &email).unwrap().formatted()).unwrap();
         assert!(raw.contains("Message-ID: <0190-abc@example.com>"), "{raw}");
         assert!(raw.contains("multipart/alternative"));
+        assert!(raw.contains("Auto-Submitted: auto-generated\r\n"), "{raw}");
+        assert!(!raw.contains("List-Unsubscribe"), "{raw}");
+        let with = |url| {
+            let email = Outgoing {
+                list_unsubscribe: Some(url),
+                ..email
+            };
+            String::from_utf8(build(&from, &email).unwrap().formatted()).unwrap()
+        };
+        let raw = with("https://app.example.com/settings/notifications");
+        assert!(
+            raw.contains("List-Unsubscribe: <https://app.example.com/settings/notifications>\r\n"),
+            "{raw}"
+        );
+        assert!(!raw.contains("List-Unsubscribe-Post"), "{raw}");
+        // A relative link is no use in a mail client.
+        assert!(!with("/settings/notifications").contains("List-Unsubscribe"));
         assert!(
             build(
                 &from,

@@ -36,6 +36,7 @@ struct Claimed {
     text: String,
     html: String,
     critical: bool,
+    list_unsubscribe: Option<String>,
     attempts: i64,
     /// The lease this node took; every update checks it is still ours.
     lease: i64,
@@ -53,6 +54,7 @@ fn claimed(row: &AnyRow) -> Result<Claimed, sqlx::Error> {
         text: row.try_get("text_body")?,
         html: row.try_get("html_body")?,
         critical: row.try_get::<i64, _>("critical")? != 0,
+        list_unsubscribe: row.try_get("list_unsubscribe")?,
         attempts: row.try_get("attempts")?,
         lease: row.try_get("lease_until")?,
     })
@@ -86,7 +88,7 @@ impl Mailer {
             "UPDATE emails SET lease_until = $1, attempts = attempts + 1, updated_at = $3 \
              WHERE id IN (SELECT id FROM emails WHERE status = 'pending' AND send_after <= $3 AND lease_until < $2 ORDER BY critical DESC, send_after LIMIT {limit}) \
              AND status = 'pending' AND lease_until < $2 \
-             RETURNING id, tenant_id, user_id, notification_id, kind, to_address, subject, text_body, html_body, critical, attempts, lease_until"
+             RETURNING id, tenant_id, user_id, notification_id, kind, to_address, subject, text_body, html_body, critical, list_unsubscribe, attempts, lease_until"
         )))
         .bind(lease_until)
         .bind(real_now)
@@ -130,6 +132,7 @@ impl Mailer {
             subject: &email.subject,
             text: &email.text,
             html: &email.html,
+            list_unsubscribe: email.list_unsubscribe.as_deref(),
             date: std::time::UNIX_EPOCH + Duration::from_millis(now.max(0) as u64),
         };
         // lettre's timeout is per command; bound the whole attempt too, well
@@ -294,7 +297,17 @@ pub async fn run(mailer: Arc<Mailer>, stop: CancellationToken) {
     let concurrency = mailer.outbox.config.concurrency;
     let poll = mailer.outbox.poll_interval;
     tracing::info!(transport = %mailer.transport.describe(), "email outbox worker started");
+    let mut counted: Option<tokio::time::Instant> = None;
     loop {
+        // The backlog gauge, at most once per poll interval.
+        if counted.is_none_or(|at| at.elapsed() >= poll) {
+            counted = Some(tokio::time::Instant::now());
+            let outbox = &mailer.outbox;
+            match super::store::backlog(&outbox.store, outbox.now_millis()).await {
+                Ok((due, scheduled)) => outbox.metrics.backlog.set_email_outbox(due, scheduled),
+                Err(e) => tracing::debug!(error = %e, "counting the email backlog failed"),
+            }
+        }
         // One wave at a time: every claimed email starts at once, so each
         // finishes within its lease (an attempt is bounded by half of it).
         match mailer.claim(concurrency).await {

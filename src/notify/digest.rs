@@ -176,7 +176,14 @@ async fn one(notify: &Notify, job: &Job<'_>) -> anyhow::Result<bool> {
         })
         .collect::<Result<Vec<_>, sqlx::Error>>()?;
     let locale = job.prefs.locale.unwrap_or(notify.default_locale());
-    let rendered = email_render::digest(locale, job.frequency == Frequency::Weekly, &items, total);
+    let preferences = notify.preferences_link();
+    let rendered = email_render::digest(
+        locale,
+        job.frequency == Frequency::Weekly,
+        &items,
+        total,
+        preferences.as_deref(),
+    );
     let email = NewEmail {
         tenant: job.tenant.to_owned(),
         user: job.user.to_owned(),
@@ -195,6 +202,7 @@ async fn one(notify: &Notify, job: &Job<'_>) -> anyhow::Result<bool> {
         html: rendered.html,
         critical: false,
         send_after: job.now,
+        list_unsubscribe: preferences,
     };
     let inserted = email::insert_many(&mut tx, &[email], job.now).await?;
     tx.commit().await?;

@@ -21,6 +21,7 @@ struct Strings {
     /// `{n}` is replaced by the count.
     unread_count: &'static str,
     more: &'static str,
+    preferences: &'static str,
 }
 
 fn strings(locale: Locale) -> &'static Strings {
@@ -32,6 +33,7 @@ fn strings(locale: Locale) -> &'static Strings {
             weekly: "Your weekly digest",
             unread_count: "{n} unread notifications",
             more: "and {n} more in your inbox",
+            preferences: "Manage your notification preferences",
         },
         Locale::Fr => &Strings {
             open: "Ouvrir",
@@ -40,12 +42,31 @@ fn strings(locale: Locale) -> &'static Strings {
             weekly: "Votre récapitulatif hebdomadaire",
             unread_count: "{n} notifications non lues",
             more: "et {n} autres dans votre boîte de réception",
+            preferences: "Gérer vos préférences de notification",
         },
     }
 }
 
-fn layout(locale: Locale, title: &str, inner_html: &str) -> String {
+/// The footer of the text part: why the email came, and where to change that.
+fn text_footer(locale: Locale, preferences: Option<&str>) -> String {
     let s = strings(locale);
+    match preferences {
+        Some(url) => format!("\n\n-- \n{}\n{}: {url}\n", s.footer, s.preferences),
+        None => format!("\n\n-- \n{}\n", s.footer),
+    }
+}
+
+fn layout(locale: Locale, title: &str, inner_html: &str, preferences: Option<&str>) -> String {
+    let s = strings(locale);
+    let footer = match preferences {
+        Some(url) => format!(
+            "{}<br><a href=\"{}\" style=\"color:#52606d\">{}</a>",
+            escape(s.footer),
+            escape(url),
+            escape(s.preferences)
+        ),
+        None => escape(s.footer),
+    };
     format!(
         "<!DOCTYPE html>\n<html lang=\"{lang}\"><head><meta charset=\"utf-8\"><title>{title}</title></head>\
          <body style=\"margin:0;padding:24px;background:#f4f5f7;font-family:Arial,Helvetica,sans-serif;color:#1f2933\">\
@@ -55,7 +76,6 @@ fn layout(locale: Locale, title: &str, inner_html: &str) -> String {
          </div></body></html>\n",
         lang = locale.as_str(),
         title = escape(title),
-        footer = escape(s.footer),
     )
 }
 
@@ -71,12 +91,14 @@ fn paragraphs(text: &str) -> String {
         .collect()
 }
 
-/// The email of one notification. `link` is already absolute when possible.
+/// The email of one notification. `link` is already absolute when possible;
+/// `preferences`, the page the footer links to, is absolute or `None`.
 pub fn notification(
     ty: &CompiledType,
     locale: Locale,
     ctx: &Context<'_>,
     link: Option<&str>,
+    preferences: Option<&str>,
 ) -> Rendered {
     let t = ty.texts(locale);
     let title = t.title.render(ctx, false);
@@ -94,6 +116,7 @@ pub fn notification(
     if let Some(link) = link {
         text.push_str(&format!("\n\n{}: {link}\n", s.open));
     }
+    text.push_str(&text_footer(locale, preferences));
     let inner = match &t.email_html {
         Some(tpl) => tpl.render(ctx, true),
         None => {
@@ -115,7 +138,7 @@ pub fn notification(
     Rendered {
         subject,
         text,
-        html: layout(locale, &title, &inner),
+        html: layout(locale, &title, &inner, preferences),
     }
 }
 
@@ -128,7 +151,13 @@ pub struct DigestItem {
 }
 
 /// A digest of `total` unread notifications, of which `items` are listed.
-pub fn digest(locale: Locale, weekly: bool, items: &[DigestItem], total: usize) -> Rendered {
+pub fn digest(
+    locale: Locale,
+    weekly: bool,
+    items: &[DigestItem],
+    total: usize,
+    preferences: Option<&str>,
+) -> Rendered {
     let s = strings(locale);
     let heading = if weekly { s.weekly } else { s.daily };
     let count = s.unread_count.replace("{n}", &total.to_string());
@@ -167,9 +196,10 @@ pub fn digest(locale: Locale, weekly: bool, items: &[DigestItem], total: usize) 
         text.push_str(&format!("\n{more}\n"));
         inner.push_str(&format!("<p>{}</p>", escape(&more)));
     }
+    text.push_str(&text_footer(locale, preferences));
     Rendered {
         subject,
         text,
-        html: layout(locale, heading, &inner),
+        html: layout(locale, heading, &inner, preferences),
     }
 }

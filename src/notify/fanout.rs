@@ -51,7 +51,19 @@ pub(super) struct Claimed {
 /// The fan-out worker: claims open triggers (new, or abandoned by a crashed
 /// node once their lease lapsed) and processes them page by page.
 pub async fn run(notify: Arc<Notify>, stop: CancellationToken) {
+    let mut counted: Option<tokio::time::Instant> = None;
     loop {
+        // The backlog gauge, at most once per poll interval.
+        if counted.is_none_or(|at| at.elapsed() >= notify.config.poll_interval) {
+            counted = Some(tokio::time::Instant::now());
+            match super::trigger::backlog(&notify.store).await {
+                Ok((pending, processing)) => notify
+                    .metrics
+                    .backlog
+                    .set_notification_triggers(pending, processing),
+                Err(e) => tracing::debug!(error = %e, "counting the trigger backlog failed"),
+            }
+        }
         match claim(&notify).await {
             Ok(Some(trigger)) => {
                 let id = trigger.id.clone();

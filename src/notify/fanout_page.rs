@@ -286,7 +286,13 @@ pub(super) async fn write_page(
             recipient_email: &p.recipient.email,
         };
         let link = p.url.as_deref().map(|u| notify.absolute(u));
-        let rendered = email_render::notification(ty, p.locale, &ctx, link.as_deref());
+        let preferences = notify.preferences_link();
+        let rendered =
+            email_render::notification(ty, p.locale, &ctx, link.as_deref(), preferences.as_deref());
+        // Emails the recipient cannot (mandatory) or should not (critical)
+        // opt out of from their mail client carry no `List-Unsubscribe`.
+        let critical = def.priority == super::types::Priority::Critical;
+        let list_unsubscribe = preferences.filter(|_| !def.mandatory && !critical);
         emails.push(NewEmail {
             tenant: tenant.to_owned(),
             user: p.recipient.id.clone(),
@@ -297,8 +303,9 @@ pub(super) async fn write_page(
             subject: rendered.subject,
             text: rendered.text,
             html: rendered.html,
-            critical: def.priority == super::types::Priority::Critical,
+            critical,
             send_after,
+            list_unsubscribe,
         });
     }
     let emailed = email::insert_many(&mut tx, &emails, now).await?;

@@ -84,6 +84,9 @@ impl Notify {
         public_url: Option<String>,
         metrics: Arc<Metrics>,
     ) -> Self {
+        if let Some(warning) = public_url_warning(&email, public_url.as_deref()) {
+            tracing::warn!("{warning}");
+        }
         let clock = Clock::default();
         let outbox = Arc::new(Outbox::new(
             store.clone(),
@@ -121,10 +124,30 @@ impl Notify {
         }
     }
 
+    /// The preferences page as an absolute `http(s)` address, or `None`
+    /// when no public URL makes it one (a relative link is useless in an
+    /// email).
+    pub fn preferences_link(&self) -> Option<String> {
+        let url = self.absolute(&self.email.preferences_url);
+        (url.starts_with("https://") || url.starts_with("http://")).then_some(url)
+    }
+
     /// One user's preferences (the defaults if never saved).
     pub async fn preferences(&self, tenant: &str, user: &str) -> anyhow::Result<Preferences> {
         prefs_store::load(&self.store, tenant, user).await
     }
+}
+
+/// Emails sent through a real server with no public URL carry relative
+/// links (to the notification, to the preferences) that no mail client can
+/// open: worth a warning at start. Files (the embedded default) are for
+/// looking at, so they go unremarked.
+fn public_url_warning(email: &EmailConfig, public_url: Option<&str>) -> Option<&'static str> {
+    (email.smtp.is_some() && public_url.is_none()).then_some(
+        "RELAIS_SMTP_HOST is set but RELAIS_PUBLIC_URL is not: links in emails will be \
+         relative (unusable in a mail client) and emails will carry no List-Unsubscribe; \
+         set RELAIS_PUBLIC_URL to the address of your app, e.g. https://app.example.com",
+    )
 }
 
 /// Stored documents were validated when saved; an unreadable one (from a
@@ -138,5 +161,47 @@ pub fn parse_stored(settings: &str) -> Preferences {
 impl FromRef<AppState> for Arc<Outbox> {
     fn from_ref(state: &AppState) -> Self {
         state.notify.outbox.clone()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::config::{SmtpConfig, SmtpTls};
+
+    #[test]
+    fn smtp_without_a_public_url_is_warned_about() {
+        let mut email = EmailConfig {
+            smtp: None,
+            from: "Relais <relais@localhost>".into(),
+            max_attempts: 1,
+            retry_base: Duration::from_secs(1),
+            retry_max: Duration::from_secs(1),
+            fallback_delay: Duration::from_secs(1),
+            concurrency: 1,
+            digest_tick: Duration::from_secs(1),
+            preferences_url: "/settings/notifications".into(),
+        };
+        // Files: nothing to warn about.
+        assert_eq!(public_url_warning(&email, None), None);
+        email.smtp = Some(SmtpConfig {
+            host: "smtp.example.com".into(),
+            port: 587,
+            tls: SmtpTls::StartTls,
+            username: None,
+            password: None,
+            timeout: Duration::from_secs(1),
+        });
+        assert!(
+            public_url_warning(&email, None)
+                .unwrap()
+                .contains("RELAIS_PUBLIC_URL")
+        );
+        assert_eq!(
+            public_url_warning(&email, Some("https://app.example.com")),
+            None
+        );
     }
 }

@@ -253,3 +253,16 @@ pub enum Recipients {
     /// nobody but its actor.
     MayBeNone,
 }
+
+/// Triggers accepted and not yet fanned out, across all tenants:
+/// `(pending, processing)`. Two counts on the `(status, lease_until)`
+/// index, for the backlog gauge.
+pub async fn backlog(store: &crate::store::Store) -> Result<(i64, i64), sqlx::Error> {
+    let row = sqlx::query(
+        "SELECT (SELECT COUNT(*) FROM notification_triggers WHERE status = 'pending') AS pending, \
+         (SELECT COUNT(*) FROM notification_triggers WHERE status = 'processing') AS processing",
+    )
+    .fetch_one(&store.pool)
+    .await?;
+    Ok((row.try_get("pending")?, row.try_get("processing")?))
+}

@@ -584,6 +584,11 @@ async fn daily_digests_go_at_each_users_local_hour_once_per_day() {
         !digest.text_body().contains("22:00"),
         "critical ones are not repeated"
     );
+    // A digest is something one may stop, from the mail client too.
+    assert_eq!(
+        digest.header("List-Unsubscribe").as_deref(),
+        Some("<https://app.example.com/settings/notifications>")
+    );
     assert_eq!(received_by(&settle(&sink).await, "ny@example.com").len(), 0);
 
     // 13:05 UTC = 08:05 in New York.
@@ -638,4 +643,99 @@ async fn without_smtp_emails_are_written_as_files_in_the_data_folder() {
     let raw = std::fs::read_to_string(file).unwrap();
     assert!(raw.contains("To: alice@example.com"), "{raw}");
     assert!(raw.contains("Message-ID: <"));
+    assert!(
+        raw.contains("\r\nAuto-Submitted: auto-generated\r\n"),
+        "{raw}"
+    );
+}
+
+const PREFERENCES: &str = "https://app.example.com/settings/notifications";
+
+#[tokio::test]
+async fn every_email_is_marked_automatic_and_those_one_may_opt_out_of_say_where() {
+    let sink = SmtpSink::start().await;
+    let app = app_with_smtp(&sink, &[]).await;
+    let key = app.api_key(&["notify"]).await;
+    let (alice, alice_token) = app.user("alice@example.com", &["member"]).await;
+    let (bob, _) = app.user("bob@example.com", &["member"]).await;
+    let res = app
+        .http
+        .put(app.url("/api/v1/me/preferences"))
+        .bearer_auth(&alice_token)
+        .json(&json!({"locale": "fr"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+
+    // An ordinary type: the recipient may opt out, in French and in English.
+    done(
+        &app,
+        &key,
+        &trigger(&app, &key, task_assigned(&[&alice, &bob])).await,
+    )
+    .await;
+    app.state.notify.clock.advance(Duration::from_secs(301));
+    let got = sink.wait_for(2, WAIT).await;
+    for (to, words) in [
+        ("alice@example.com", "Gérer vos préférences de notification"),
+        ("bob@example.com", "Manage your notification preferences"),
+    ] {
+        let mail = received_by(&got, to)[0];
+        assert_eq!(
+            mail.header("Auto-Submitted").as_deref(),
+            Some("auto-generated")
+        );
+        assert_eq!(
+            mail.header("List-Unsubscribe"),
+            Some(format!("<{PREFERENCES}>"))
+        );
+        // No one-click endpoint: the link is a page, not a POST target.
+        assert_eq!(mail.header("List-Unsubscribe-Post"), None);
+        let text = mail.text_body();
+        assert!(text.contains(&format!("{words}: {PREFERENCES}")), "{text}");
+        let html = mail.html_body();
+        assert!(
+            html.contains(&format!("href=\"{PREFERENCES}\"")) && html.contains(words),
+            "{html}"
+        );
+    }
+
+    // Mandatory (account.password_changed) and critical (system.maintenance)
+    // emails are automatic too, but offer no unsubscribing.
+    let body = json!({"type": "account.password_changed", "payload": {"changed_at": "21/11/2026 10:00"}, "recipients": {"users": [alice]}});
+    done(&app, &key, &trigger(&app, &key, body).await).await;
+    done(&app, &key, &trigger(&app, &key, maintenance(&[&bob])).await).await;
+    let got = sink.wait_for(4, WAIT).await;
+    for mail in &got[2..] {
+        assert_eq!(
+            mail.header("Auto-Submitted").as_deref(),
+            Some("auto-generated")
+        );
+        assert_eq!(mail.header("List-Unsubscribe"), None, "{}", mail.raw);
+        assert_eq!(mail.header("List-Unsubscribe-Post"), None);
+    }
+}
+
+#[tokio::test]
+async fn without_a_public_url_emails_carry_no_relative_preferences_link() {
+    let sink = SmtpSink::start().await;
+    let app = app_with_smtp(&sink, &[("RELAIS_PUBLIC_URL", "")]).await;
+    let key = app.api_key(&["notify"]).await;
+    let (bob, _) = app.user("bob@example.com", &["member"]).await;
+    done(
+        &app,
+        &key,
+        &trigger(&app, &key, task_assigned(&[&bob])).await,
+    )
+    .await;
+    app.state.notify.clock.advance(Duration::from_secs(301));
+    let mail = &sink.wait_for(1, WAIT).await[0];
+    assert_eq!(
+        mail.header("Auto-Submitted").as_deref(),
+        Some("auto-generated")
+    );
+    assert_eq!(mail.header("List-Unsubscribe"), None);
+    assert!(!mail.text_body().contains("/settings/notifications"));
+    assert!(!mail.html_body().contains("/settings/notifications"));
 }

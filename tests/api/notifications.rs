@@ -1009,3 +1009,59 @@ pub async fn french_title(key: &str, app: &TestApp, token: &str) -> String {
         .unwrap()
         .replace("{{ announcement.title }}", "Maintenance")
 }
+
+/// Reads `/metrics` until `line` (a metric with its labels, then its value)
+/// is there.
+async fn wait_metric_line(app: &TestApp, line: &str) {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let text = app.get("/metrics", None).await.text().await.unwrap();
+        if text.lines().any(|l| l == line) {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no `{line}` in /metrics:\n{text}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn metrics_show_the_queues_backlogs_and_the_build() {
+    let app = spawn_app_with(&[("RELAIS_NOTIFY_POLL_SECS", "0.1")]).await;
+    let key = app.api_key(&["notify"]).await;
+    let (bob, _) = app.user("bob@example.com", &["member"]).await;
+    wait_metric_line(
+        &app,
+        &format!(
+            "relais_build_info{{version=\"{}\"}} 1",
+            env!("CARGO_PKG_VERSION")
+        ),
+    )
+    .await;
+    done(
+        &app,
+        &key,
+        &trigger(&app, &key, task_assigned(&[&bob], "Brief")).await,
+    )
+    .await;
+    // Fanned out: no trigger waits; its fallback email waits for its delay.
+    wait_metric_line(
+        &app,
+        "relais_notification_triggers_backlog{state=\"pending\"} 0",
+    )
+    .await;
+    wait_metric_line(
+        &app,
+        "relais_notification_triggers_backlog{state=\"processing\"} 0",
+    )
+    .await;
+    wait_metric_line(&app, "relais_email_outbox_backlog{state=\"scheduled\"} 1").await;
+    wait_metric_line(&app, "relais_email_outbox_backlog{state=\"due\"} 0").await;
+    // Its time comes, it is written out, and nothing waits any more.
+    app.state.notify.clock.advance(Duration::from_secs(301));
+    wait_metric_line(&app, "relais_email_outbox_backlog{state=\"scheduled\"} 0").await;
+    wait_metric_line(&app, "relais_email_outbox_backlog{state=\"due\"} 0").await;
+    assert_eq!(app.metric("relais_emails_sent_total").await, 1.0);
+}
