@@ -5,13 +5,12 @@ use std::sync::Arc;
 
 use axum::{
     Router,
-    body::Bytes,
     extract::State,
     http::{HeaderValue, StatusCode, header},
     response::{IntoResponse, Response},
     routing::post,
 };
-use serde::{Deserialize, Serialize, de::DeserializeOwned};
+use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
 use super::idempotency::{Claim, Idempotency, IdempotencyKey};
@@ -19,7 +18,7 @@ use crate::{
     app::AppState,
     auth::{Caller, Permission, Scope, extract::AnyCaller},
     channels::{ChannelKey, Namespace, Operation},
-    error::{ApiError, ApiResult},
+    error::{ApiError, ApiResult, JsonBody, parse_json},
     extension::Publisher,
     gateway::{self, ChannelOpError, Gateway},
 };
@@ -80,13 +79,6 @@ struct BatchResponse {
     results: Vec<Published>,
 }
 
-fn parse_body<T: DeserializeOwned>(body: &[u8]) -> ApiResult<T> {
-    serde_json::from_slice(body).map_err(|e| match e.classify() {
-        serde_json::error::Category::Data => ApiError::invalid("invalid_body", e.to_string()),
-        _ => ApiError::BadRequest(format!("malformed JSON: {e}")),
-    })
-}
-
 /// Checks everything about one publication before anything is published.
 async fn authorize<'g>(
     gw: &'g Gateway,
@@ -117,11 +109,11 @@ async fn publish(
     State(state): State<AppState>,
     AnyCaller(caller): AnyCaller,
     idempotency_key: Result<IdempotencyKey, ApiError>,
-    body: Bytes,
+    JsonBody(body): JsonBody,
 ) -> ApiResult<Response> {
     let IdempotencyKey(key) = idempotency_key?;
     idempotent(&state, &caller, key, "publish", &body, async |gw| {
-        let req: PublishRequest = parse_body(&body)?;
+        let req: PublishRequest = parse_json(&body)?;
         let (key, ns) = authorize(gw, &caller, &req).await?;
         let published = gw
             .publish_from(Publisher::from(&caller), &key, ns, &req.data)
@@ -135,11 +127,11 @@ async fn publish_batch(
     State(state): State<AppState>,
     AnyCaller(caller): AnyCaller,
     idempotency_key: Result<IdempotencyKey, ApiError>,
-    body: Bytes,
+    JsonBody(body): JsonBody,
 ) -> ApiResult<Response> {
     let IdempotencyKey(key) = idempotency_key?;
     idempotent(&state, &caller, key, "publish/batch", &body, async |gw| {
-        let req: BatchRequest = parse_body(&body)?;
+        let req: BatchRequest = parse_json(&body)?;
         if req.publications.is_empty() || req.publications.len() > gw.limits.max_batch {
             return Err(ApiError::invalid(
                 "invalid_batch",

@@ -19,7 +19,7 @@ use crate::{
     api::idempotency::IdempotencyKey,
     app::AppState,
     auth::{Caller, Permission, Scope, extract::AnyCaller},
-    error::{ApiError, ApiJson, ApiResult},
+    error::{ApiError, ApiJson, ApiResult, OptionalJson},
     notify::{
         Notify,
         fanout::{Recipients, TriggerRequest},
@@ -171,17 +171,13 @@ async fn put_member(
     State(notify): State<Arc<Notify>>,
     AnyCaller(caller): AnyCaller,
     Path((id, user)): Path<(String, String)>,
-    body: axum::body::Bytes,
+    OptionalJson(req): OptionalJson<MemberRequest>,
 ) -> ApiResult<Json<Project>> {
     manager(&caller)?;
-    let req: MemberRequest = if body.iter().all(u8::is_ascii_whitespace) {
-        MemberRequest {
-            role: default_role(),
-        }
-    } else {
-        serde_json::from_slice(&body)
-            .map_err(|e| ApiError::invalid("invalid_body", e.to_string()))?
-    };
+    // The body is optional: none means the default role.
+    let req = req.unwrap_or_else(|| MemberRequest {
+        role: default_role(),
+    });
     let tenant = caller.tenant().as_str();
     store::load(&notify.store, tenant, &id).await?;
     let member = MemberSpec {
