@@ -5,7 +5,7 @@
 use std::{future::Future, net::SocketAddr, path::Path, sync::Arc, time::Duration};
 
 use anyhow::Context;
-use axum::{Router, extract::DefaultBodyLimit, routing::get, serve::ListenerExt};
+use axum::{Router, extract::DefaultBodyLimit, middleware, routing::get, serve::ListenerExt};
 use secrecy::{ExposeSecret, SecretString};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -19,7 +19,7 @@ use crate::{
     channels::ChannelRegistry,
     config::Config,
     email::{self, transport::Transport, worker::Mailer},
-    error::ApiError,
+    error::{self, ApiError},
     gateway::{Extensions, Gateway, hub::Hub, sse, ws},
     metrics::Metrics,
     module::{Context as ModuleContext, Module, ModuleFactory},
@@ -393,8 +393,12 @@ pub fn router(state: AppState, modules: &[Arc<dyn Module>]) -> Router {
     router
         .route("/ws", get(ws::upgrade))
         .route("/api/v1/sse", get(sse::stream))
+        // After every route: it applies to the routes present.
+        .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .fallback(|| async { ApiError::NotFound("route") })
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        // Errors the framework makes itself get our JSON body too.
+        .layer(middleware::map_response(error::json_errors))
         .layer(
             TraceLayer::new_for_http().make_span_with(|req: &axum::http::Request<_>| {
                 // `tenant` and `user` are filled in by the auth extractors.

@@ -44,6 +44,8 @@ pub enum ApiError {
     TooDeep(#[from] DepthError),
     #[error("expected `Content-Type: application/json`")]
     UnsupportedMediaType,
+    #[error("method not allowed on this route")]
+    MethodNotAllowed,
     #[error("{1}")]
     Unavailable(&'static str, String),
     #[error("internal error")]
@@ -75,6 +77,7 @@ impl ApiError {
             ApiError::Conflict(..) => StatusCode::CONFLICT,
             ApiError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::Unavailable(..) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -96,6 +99,7 @@ impl ApiError {
             ApiError::PayloadTooLarge => "payload_too_large",
             ApiError::TooDeep(_) => "too_deep",
             ApiError::UnsupportedMediaType => "unsupported_media_type",
+            ApiError::MethodNotAllowed => "method_not_allowed",
             ApiError::Internal(_) => "internal",
         }
     }
@@ -242,4 +246,51 @@ pub fn query<T>(
 ) -> ApiResult<T> {
     q.map(|axum::extract::Query(q)| q)
         .map_err(|e| ApiError::invalid("invalid_query", e.body_text()))
+}
+
+/// A response layer (`axum::middleware::map_response`) that gives every
+/// error response not already in our format the JSON error body: those the
+/// framework makes itself (a path or query it cannot parse, a refused
+/// WebSocket upgrade, a 405), keeping their status and headers.
+pub async fn json_errors(response: Response) -> Response {
+    let status = response.status();
+    if !(status.is_client_error() || status.is_server_error()) || has_json_body(&response) {
+        return response;
+    }
+    let (mut parts, body) = response.into_parts();
+    let text = axum::body::to_bytes(body, 4096)
+        .await
+        .ok()
+        .and_then(|b| String::from_utf8(b.to_vec()).ok())
+        .map(|t| t.trim().to_owned())
+        .filter(|t| !t.is_empty());
+    let code = match status {
+        StatusCode::BAD_REQUEST => "bad_request",
+        StatusCode::NOT_FOUND => "not_found",
+        StatusCode::METHOD_NOT_ALLOWED => "method_not_allowed",
+        StatusCode::PAYLOAD_TOO_LARGE => "payload_too_large",
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => "unsupported_media_type",
+        StatusCode::UNPROCESSABLE_ENTITY => "invalid_request",
+        StatusCode::UPGRADE_REQUIRED => "upgrade_required",
+        s if s.is_server_error() => "internal",
+        _ => "bad_request",
+    };
+    let message = text
+        .or_else(|| status.canonical_reason().map(str::to_owned))
+        .unwrap_or_default();
+    let body = error_response(status, code, message).into_body();
+    parts.headers.remove(header::CONTENT_LENGTH);
+    parts.headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    Response::from_parts(parts, body)
+}
+
+fn has_json_body(response: &Response) -> bool {
+    response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"))
 }

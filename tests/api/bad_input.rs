@@ -449,3 +449,48 @@ async fn json_bodies_need_a_json_content_type() {
         .unwrap();
     assert_eq!(res.status(), 200);
 }
+
+#[tokio::test]
+async fn errors_made_by_the_framework_are_json_too() {
+    let app = spawn_app().await;
+    let key = app.api_key(&["publish", "projects"]).await;
+    let token = app.admin_token().await;
+    // Above the 4 MiB body limit: a body read raw, and one parsed.
+    let big = format!(
+        r#"{{"channel":"broadcast","data":"{}"}}"#,
+        "x".repeat(5 << 20)
+    );
+    for (path, bearer) in [("/api/v1/publish", &key), ("/api/v1/auth/login", &token)] {
+        let res = app
+            .http
+            .post(app.url(path))
+            .bearer_auth(bearer)
+            .header("content-type", "application/json")
+            .body(big.clone())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(error_code(res, 413).await, "payload_too_large", "{path}");
+    }
+    // A method the route does not serve: JSON, and the `Allow` header kept.
+    let res = app
+        .http
+        .delete(app.url("/api/v1/publish"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.headers()["allow"], "POST");
+    assert_eq!(error_code(res, 405).await, "method_not_allowed");
+    let res = app.http.put(app.url("/healthz")).send().await.unwrap();
+    assert_eq!(error_code(res, 405).await, "method_not_allowed");
+    // A path segment that is not UTF-8, which the router cannot decode.
+    let res = app.get("/api/v1/projects/%FF%FE", Some(&key)).await;
+    assert_eq!(error_code(res, 400).await, "bad_request");
+    // A query the streaming endpoint cannot parse, and a plain GET on /ws.
+    let res = app.get("/api/v1/sse", Some(&token)).await;
+    assert_eq!(error_code(res, 400).await, "bad_request");
+    let res = app.get("/ws", None).await;
+    let status = res.status().as_u16();
+    assert!(matches!(status, 400 | 426), "{status}");
+    error_code(res, status).await;
+}
