@@ -12,7 +12,7 @@ use tokio_util::sync::CancellationToken;
 use tower_http::trace::TraceLayer;
 
 use crate::{
-    api::{self, console, idempotency::Idempotency},
+    api::{self, console, cors, idempotency::Idempotency},
     auth::{self, AuthService, key_cache::KeyCache, tokens::JwtKeys},
     bootstrap::{self, BootstrapReport},
     bus::{Broker, ControlRouter, Revocation, memory::MemoryBroker, redis::RedisBroker},
@@ -399,6 +399,7 @@ pub fn router(state: AppState, modules: &[Arc<dyn Module>]) -> Router {
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         // Errors the framework makes itself get our JSON body too.
         .layer(middleware::map_response(error::json_errors))
+        .layer(cors::layer(&state.gateway.origins))
         .layer(
             TraceLayer::new_for_http().make_span_with(|req: &axum::http::Request<_>| {
                 // `tenant` and `user` are filled in by the auth extractors.
