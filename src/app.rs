@@ -21,7 +21,7 @@ use crate::{
     email::{self, transport::Transport, worker::Mailer},
     error::{self, ApiError},
     gateway::{Extensions, Gateway, hub::Hub, sse, ws},
-    metrics::Metrics,
+    metrics::{self, Metrics},
     module::{Context as ModuleContext, Module, ModuleFactory},
     notify::{self, Notify},
     projects,
@@ -400,6 +400,10 @@ pub fn router(state: AppState, modules: &[Arc<dyn Module>]) -> Router {
         // Errors the framework makes itself get our JSON body too.
         .layer(middleware::map_response(error::json_errors))
         .layer(cors::layer(&state.gateway.origins))
+        .layer(middleware::from_fn_with_state(
+            state.metrics.clone(),
+            metrics::record_http,
+        ))
         .layer(
             TraceLayer::new_for_http().make_span_with(|req: &axum::http::Request<_>| {
                 // `tenant` and `user` are filled in by the auth extractors.

@@ -1,7 +1,7 @@
 //! `POST /api/v1/publish` and `POST /api/v1/publish/batch`: app backends
 //! publish to channels of their tenant.
 
-use std::sync::Arc;
+use std::{sync::Arc, time::Instant};
 
 use axum::{
     Router,
@@ -115,9 +115,11 @@ async fn publish(
     idempotent(&state, &caller, key, "publish", &body, async |gw| {
         let req: PublishRequest = parse_json(&body)?;
         let (key, ns) = authorize(gw, &caller, &req).await?;
+        let started = Instant::now();
         let published = gw
             .publish_from(Publisher::from(&caller), &key, ns, &req.data)
             .await?;
+        gw.metrics.publish_duration.observe(started.elapsed());
         Ok(serde_json::to_string(&Published::new(req.channel, published)).unwrap_or_default())
     })
     .await
@@ -161,7 +163,9 @@ async fn publish_batch(
         }
         let mut results = Vec::with_capacity(checked.len());
         for (key, ns, p) in checked {
+            let started = Instant::now();
             let position = gw.publish(&key, ns, &p.data).await?;
+            gw.metrics.publish_duration.observe(started.elapsed());
             results.push(Published::new(
                 p.channel.clone(),
                 gateway::Published::Stored(position),

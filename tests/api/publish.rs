@@ -262,6 +262,41 @@ async fn the_openapi_document_describes_every_route() {
 }
 
 #[tokio::test]
+async fn metrics_show_http_and_publish_latency() {
+    let app = spawn_app().await;
+    let key = app.api_key(&["publish"]).await;
+    app.publish(&key, "broadcast", json!(1)).await;
+    app.publish(&key, "broadcast", json!(2)).await;
+    app.get("/api/v1/nothing-here", None).await;
+    let text = app.get("/metrics", None).await.text().await.unwrap();
+    assert!(
+        text.contains("# TYPE relais_http_request_duration_seconds histogram"),
+        "{text}"
+    );
+    assert!(text.contains("# TYPE relais_publish_duration_seconds histogram"));
+    assert_eq!(
+        app.metric(r#"relais_http_request_duration_seconds_count{method="POST",route="/api/v1/publish",status="2xx"}"#)
+            .await,
+        2.0
+    );
+    assert_eq!(
+        app.metric(r#"relais_http_request_duration_seconds_count{method="GET",route="unmatched",status="4xx"}"#)
+            .await,
+        1.0
+    );
+    for le in ["0.0005", "2.5", "+Inf"] {
+        let bucket = format!(
+            r#"relais_http_request_duration_seconds_bucket{{le="{le}",method="POST",route="/api/v1/publish",status="2xx"}}"#
+        );
+        assert!(text.contains(&bucket), "{bucket} in {text}");
+    }
+    assert_eq!(
+        app.metric("relais_publish_duration_seconds_count").await,
+        2.0
+    );
+}
+
+#[tokio::test]
 async fn projects_are_listed_in_pages() {
     let app = spawn_app().await;
     let key = app.api_key(&["projects"]).await;
