@@ -5,23 +5,23 @@
 use std::{future::Future, net::SocketAddr, path::Path, sync::Arc, time::Duration};
 
 use anyhow::Context;
-use axum::{Router, extract::DefaultBodyLimit, routing::get, serve::ListenerExt};
+use axum::{Router, extract::DefaultBodyLimit, middleware, routing::get, serve::ListenerExt};
 use secrecy::{ExposeSecret, SecretString};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tower_http::trace::TraceLayer;
 
 use crate::{
-    api::{self, console, idempotency::Idempotency},
+    api::{self, console, cors, idempotency::Idempotency},
     auth::{self, AuthService, key_cache::KeyCache, tokens::JwtKeys},
     bootstrap::{self, BootstrapReport},
     bus::{Broker, ControlRouter, Revocation, memory::MemoryBroker, redis::RedisBroker},
     channels::ChannelRegistry,
     config::Config,
     email::{self, transport::Transport, worker::Mailer},
-    error::ApiError,
+    error::{self, ApiError},
     gateway::{Extensions, Gateway, hub::Hub, sse, ws},
-    metrics::Metrics,
+    metrics::{self, Metrics},
     module::{Context as ModuleContext, Module, ModuleFactory},
     notify::{self, Notify},
     projects,
@@ -414,8 +414,17 @@ pub fn router(state: AppState, modules: &[Arc<dyn Module>]) -> Router {
     router
         .route("/ws", get(ws::upgrade))
         .route("/api/v1/sse", get(sse::stream))
+        // After every route: it applies to the routes present.
+        .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .fallback(|| async { ApiError::NotFound("route") })
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        // Errors the framework makes itself get our JSON body too.
+        .layer(middleware::map_response(error::json_errors))
+        .layer(cors::layer(&state.gateway.origins))
+        .layer(middleware::from_fn_with_state(
+            state.metrics.clone(),
+            metrics::record_http,
+        ))
         .layer(
             TraceLayer::new_for_http().make_span_with(|req: &axum::http::Request<_>| {
                 // `tenant` and `user` are filled in by the auth extractors.

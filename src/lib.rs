@@ -55,6 +55,7 @@ pub mod error;
 pub mod extension;
 pub mod gateway;
 pub mod ids;
+pub mod json_depth;
 pub mod metrics;
 pub mod module;
 pub mod notify;

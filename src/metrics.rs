@@ -4,9 +4,9 @@
 //! once at start-up.
 
 use prometheus_client::{
-    encoding::text::encode,
-    metrics::{counter::Counter, family::Family, gauge::Gauge},
-    registry::Registry,
+    encoding::{EncodeLabelSet, text::encode},
+    metrics::{counter::Counter, family::Family, gauge::Gauge, histogram::Histogram},
+    registry::{Registry, Unit},
 };
 
 #[derive(Default)]
@@ -41,6 +41,10 @@ pub struct Metrics {
     pub emails_deferred: Counter,
     /// Work waiting in the durable queues, and the build.
     pub backlog: Backlog,
+    /// REST requests: time to the response head, by route, method and status class.
+    pub http_requests: HttpLatency,
+    /// REST publications: time the bus took to accept each one.
+    pub publish_duration: Latency,
 }
 
 impl Metrics {
@@ -162,6 +166,18 @@ impl Metrics {
             self.bus_errors.clone(),
         );
         self.backlog.register(&mut registry);
+        registry.register_with_unit(
+            "http_request_duration",
+            "REST requests: time to the response head, by route, method and status class",
+            Unit::Seconds,
+            self.http_requests.0.clone(),
+        );
+        registry.register_with_unit(
+            "publish_duration",
+            "REST publications: time to publish one on the bus",
+            Unit::Seconds,
+            self.publish_duration.0.clone(),
+        );
         let mut out = String::new();
         // Writing to a String cannot fail.
         let _ = encode(&mut out, &registry);
@@ -222,4 +238,109 @@ impl Backlog {
             .set(1);
         registry.register("build_info", "The running build: always 1", build);
     }
+}
+/// Latency buckets, in seconds: from half a millisecond to 2.5 s.
+const LATENCY_BUCKETS: [f64; 12] = [
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+];
+
+fn latency_histogram() -> Histogram {
+    Histogram::new(LATENCY_BUCKETS)
+}
+
+/// A latency histogram in seconds, with [`LATENCY_BUCKETS`].
+#[derive(Clone)]
+pub struct Latency(Histogram);
+
+impl Default for Latency {
+    fn default() -> Self {
+        Latency(latency_histogram())
+    }
+}
+
+impl Latency {
+    pub fn observe(&self, elapsed: std::time::Duration) {
+        self.0.observe(elapsed.as_secs_f64());
+    }
+}
+
+/// The labels of an HTTP request's latency.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct HttpLabels {
+    /// The method, or `other` for one the API does not use.
+    pub method: &'static str,
+    /// The route's pattern (`/api/v1/projects/{id}`), or `unmatched`.
+    pub route: String,
+    /// The status class: `2xx`, `4xx`, …
+    pub status: &'static str,
+}
+
+/// HTTP request latency by [`HttpLabels`].
+#[derive(Clone)]
+pub struct HttpLatency(Family<HttpLabels, Histogram, fn() -> Histogram>);
+
+impl Default for HttpLatency {
+    fn default() -> Self {
+        HttpLatency(Family::new_with_constructor(latency_histogram))
+    }
+}
+
+impl HttpLatency {
+    /// Records one request. `route` is the matched route pattern (`None`
+    /// when no route matched), so the label set stays small.
+    pub fn observe(
+        &self,
+        method: &axum::http::Method,
+        route: Option<&str>,
+        status: axum::http::StatusCode,
+        elapsed: std::time::Duration,
+    ) {
+        use axum::http::Method;
+        let method = match *method {
+            Method::GET => "GET",
+            Method::HEAD => "HEAD",
+            Method::POST => "POST",
+            Method::PUT => "PUT",
+            Method::PATCH => "PATCH",
+            Method::DELETE => "DELETE",
+            Method::OPTIONS => "OPTIONS",
+            _ => "other",
+        };
+        let status = match status.as_u16() / 100 {
+            1 => "1xx",
+            2 => "2xx",
+            3 => "3xx",
+            4 => "4xx",
+            _ => "5xx",
+        };
+        let labels = HttpLabels {
+            method,
+            route: route.unwrap_or("unmatched").to_owned(),
+            status,
+        };
+        self.0.get_or_create(&labels).observe(elapsed.as_secs_f64());
+    }
+}
+
+/// Middleware recording each request in [`Metrics::http_requests`]; added
+/// with `Router::layer`, so the matched route is known.
+pub async fn record_http(
+    axum::extract::State(metrics): axum::extract::State<std::sync::Arc<Metrics>>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let started = std::time::Instant::now();
+    let method = request.method().clone();
+    let route = request
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .cloned();
+    let response = next.run(request).await;
+    metrics.http_requests.observe(
+        &method,
+        route.as_ref().map(|r| r.as_str()),
+        response.status(),
+        started.elapsed(),
+    );
+    response
 }

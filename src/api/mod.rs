@@ -2,6 +2,7 @@
 //! operations, and the developer console.
 
 pub mod console;
+pub mod cors;
 pub mod idempotency;
 pub mod ops;
 pub mod publish;

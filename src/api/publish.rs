@@ -1,17 +1,16 @@
 //! `POST /api/v1/publish` and `POST /api/v1/publish/batch`: app backends
 //! publish to channels of their tenant.
 
-use std::sync::Arc;
+use std::{sync::Arc, time::Instant};
 
 use axum::{
     Router,
-    body::Bytes,
     extract::State,
     http::{HeaderValue, StatusCode, header},
     response::{IntoResponse, Response},
     routing::post,
 };
-use serde::{Deserialize, Serialize, de::DeserializeOwned};
+use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
 use super::idempotency::{Claim, Idempotency, IdempotencyKey};
@@ -19,7 +18,7 @@ use crate::{
     app::AppState,
     auth::{Caller, Permission, Scope, extract::AnyCaller},
     channels::{ChannelKey, Namespace, Operation},
-    error::{ApiError, ApiResult},
+    error::{ApiError, ApiResult, JsonBody, parse_json},
     extension::Publisher,
     gateway::{self, ChannelOpError, Gateway},
 };
@@ -82,13 +81,6 @@ struct BatchResponse {
     results: Vec<Published>,
 }
 
-fn parse_body<T: DeserializeOwned>(body: &[u8]) -> ApiResult<T> {
-    serde_json::from_slice(body).map_err(|e| match e.classify() {
-        serde_json::error::Category::Data => ApiError::invalid("invalid_body", e.to_string()),
-        _ => ApiError::BadRequest(format!("malformed JSON: {e}")),
-    })
-}
-
 /// Checks everything about one publication before anything is published.
 async fn authorize<'g>(
     gw: &'g Gateway,
@@ -119,15 +111,17 @@ async fn publish(
     State(state): State<AppState>,
     AnyCaller(caller): AnyCaller,
     idempotency_key: Result<IdempotencyKey, ApiError>,
-    body: Bytes,
+    JsonBody(body): JsonBody,
 ) -> ApiResult<Response> {
     let IdempotencyKey(key) = idempotency_key?;
     idempotent(&state, &caller, key, "publish", &body, async |gw, once| {
-        let req: PublishRequest = parse_body(&body)?;
+        let req: PublishRequest = parse_json(&body)?;
         let (key, ns) = authorize(gw, &caller, &req).await?;
+        let started = Instant::now();
         let published = gw
             .publish_from(Publisher::from(&caller), &key, ns, &req.data, once)
             .await?;
+        gw.metrics.publish_duration.observe(started.elapsed());
         let replayed = matches!(published, gateway::Published::Replayed(_));
         let body = serde_json::to_string(&Published::new(req.channel, published));
         Ok((body.unwrap_or_default(), replayed))
@@ -139,7 +133,7 @@ async fn publish_batch(
     State(state): State<AppState>,
     AnyCaller(caller): AnyCaller,
     idempotency_key: Result<IdempotencyKey, ApiError>,
-    body: Bytes,
+    JsonBody(body): JsonBody,
 ) -> ApiResult<Response> {
     let IdempotencyKey(key) = idempotency_key?;
     idempotent(
@@ -149,7 +143,7 @@ async fn publish_batch(
         "publish/batch",
         &body,
         async |gw, once| {
-            let req: BatchRequest = parse_body(&body)?;
+            let req: BatchRequest = parse_json(&body)?;
             if req.publications.is_empty() || req.publications.len() > gw.limits.max_batch {
                 return Err(ApiError::invalid(
                     "invalid_batch",
@@ -181,6 +175,7 @@ async fn publish_batch(
             let mut all_replayed = true;
             for (i, (key, ns, p)) in checked.into_iter().enumerate() {
                 let item_once = once.map(|id| format!("{id}:{i}"));
+                let started = Instant::now();
                 let published = gw
                     .publish_from(
                         Publisher::from(&caller),
@@ -190,6 +185,7 @@ async fn publish_batch(
                         item_once.as_deref(),
                     )
                     .await?;
+                gw.metrics.publish_duration.observe(started.elapsed());
                 all_replayed &= matches!(published, gateway::Published::Replayed(_));
                 results.push(Published::new(p.channel.clone(), published));
             }

@@ -90,15 +90,9 @@ struct LogoutRequest {
 async fn logout(
     State(auth): State<Arc<AuthService>>,
     AuthUser(me): AuthUser,
-    body: axum::body::Bytes,
+    crate::error::OptionalJson(req): crate::error::OptionalJson<LogoutRequest>,
 ) -> ApiResult<StatusCode> {
-    let all = if body.iter().all(u8::is_ascii_whitespace) {
-        false
-    } else {
-        serde_json::from_slice::<LogoutRequest>(&body)
-            .map_err(|e| crate::error::ApiError::invalid("invalid_body", e.to_string()))?
-            .all
-    };
+    let all = req.is_some_and(|r| r.all);
     if all {
         auth.revoke_user_sessions(&me.tenant, &me.user, "logout all")
             .await?;

@@ -31,7 +31,7 @@ use crate::{
         Caller, Permission, Principal, Scope,
         extract::{AnyCaller, AuthUser, TenantAdmin},
     },
-    error::{ApiError, ApiJson, ApiResult, query},
+    error::{ApiError, ApiJson, ApiResult, OptionalJson, query},
 };
 
 pub fn router() -> Router<AppState> {
@@ -321,15 +321,10 @@ struct AllRequest {
 async fn read_all(
     State(notify): State<Arc<Notify>>,
     AuthUser(user): AuthUser,
-    body: axum::body::Bytes,
+    OptionalJson(req): OptionalJson<AllRequest>,
 ) -> ApiResult<Json<Value>> {
     // The body is optional: none means every category.
-    let req: AllRequest = if body.iter().all(u8::is_ascii_whitespace) {
-        AllRequest::default()
-    } else {
-        serde_json::from_slice(&body)
-            .map_err(|e| ApiError::invalid("invalid_body", e.to_string()))?
-    };
+    let req = req.unwrap_or_default();
     apply(
         &notify,
         &user,

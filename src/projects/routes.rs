@@ -4,12 +4,12 @@ use std::sync::Arc;
 
 use axum::{
     Json, Router,
-    extract::{Path, State},
+    extract::{Path, Query, State, rejection::QueryRejection},
     http::StatusCode,
     response::Response,
     routing::{get, post, put},
 };
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json, value::RawValue};
 
 use super::{
@@ -19,7 +19,7 @@ use crate::{
     api::idempotency::IdempotencyKey,
     app::AppState,
     auth::{Caller, Permission, Scope, extract::AnyCaller},
-    error::{ApiError, ApiJson, ApiResult},
+    error::{ApiError, ApiJson, ApiResult, OptionalJson, query},
     notify::{
         Notify,
         fanout::{Recipients, TriggerRequest},
@@ -95,22 +95,46 @@ async fn create(
     Ok((StatusCode::CREATED, Json(project)))
 }
 
+/// `GET /api/v1/projects` query: a page size and the cursor of the last page.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ListQuery {
+    cursor: Option<String>,
+    limit: Option<u32>,
+}
+
+#[derive(Serialize)]
+struct Page {
+    items: Vec<Project>,
+    /// Pass as `cursor` for the next page; absent on the last page.
+    next_cursor: Option<String>,
+}
+
+/// Projects per page by default, and at most.
+const PAGE_DEFAULT: u32 = 100;
+const PAGE_MAX: u32 = 1000;
+
 async fn list(
     State(notify): State<Arc<Notify>>,
     AnyCaller(caller): AnyCaller,
-) -> ApiResult<Json<Vec<Project>>> {
+    q: Result<Query<ListQuery>, QueryRejection>,
+) -> ApiResult<Json<Page>> {
+    let q = query(q)?;
+    let limit = q.limit.unwrap_or(PAGE_DEFAULT).clamp(1, PAGE_MAX) as usize;
     let tenant = caller.tenant().as_str();
     // Managers see every project; other users see those they belong to.
-    let projects = match &caller {
-        Caller::User(p) if !p.can(Permission::ManageProjects) => {
-            store::list_for_member(&notify.store, tenant, p.user.as_str()).await?
-        }
+    let member = match &caller {
+        Caller::User(p) if !p.can(Permission::ManageProjects) => Some(p.user.as_str()),
         _ => {
             manager(&caller)?;
-            store::list(&notify.store, tenant).await?
+            None
         }
     };
-    Ok(Json(projects))
+    let page = store::list(&notify.store, tenant, member, q.cursor.as_deref(), limit).await?;
+    Ok(Json(Page {
+        items: page.projects,
+        next_cursor: page.next_cursor,
+    }))
 }
 
 async fn find(
@@ -171,17 +195,13 @@ async fn put_member(
     State(notify): State<Arc<Notify>>,
     AnyCaller(caller): AnyCaller,
     Path((id, user)): Path<(String, String)>,
-    body: axum::body::Bytes,
+    OptionalJson(req): OptionalJson<MemberRequest>,
 ) -> ApiResult<Json<Project>> {
     manager(&caller)?;
-    let req: MemberRequest = if body.iter().all(u8::is_ascii_whitespace) {
-        MemberRequest {
-            role: default_role(),
-        }
-    } else {
-        serde_json::from_slice(&body)
-            .map_err(|e| ApiError::invalid("invalid_body", e.to_string()))?
-    };
+    // The body is optional: none means the default role.
+    let req = req.unwrap_or_else(|| MemberRequest {
+        role: default_role(),
+    });
     let tenant = caller.tenant().as_str();
     store::load(&notify.store, tenant, &id).await?;
     let member = MemberSpec {

@@ -14,9 +14,6 @@ const PROJECT_COLUMNS: &str = "id, name, external_ref, created_at, updated_at";
 
 const UPSERT_MEMBER: &str = "INSERT INTO project_members (project_id, user_id, tenant_id, role, added_at) VALUES ($1, $2, $3, $4, $5) ON CONFLICT (project_id, user_id) DO UPDATE SET role = excluded.role";
 
-/// Most projects one list returns.
-const LIST_LIMIT: i64 = 1000;
-
 fn project_from_row(row: &AnyRow) -> Result<Project, sqlx::Error> {
     Ok(Project {
         id: row.try_get("id")?,
@@ -106,37 +103,59 @@ pub async fn create(
     load(store, tenant, &id).await
 }
 
-/// Every project of the tenant (without members), by id.
-pub async fn list(store: &Store, tenant: &str) -> Result<Vec<Project>, ProjectError> {
-    let rows = sqlx::query(AssertSqlSafe(format!(
-        "SELECT {PROJECT_COLUMNS} FROM projects WHERE tenant_id = $1 ORDER BY id LIMIT {LIST_LIMIT}"
-    )))
-    .bind(tenant)
-    .fetch_all(&store.pool)
-    .await?;
-    Ok(rows
-        .iter()
-        .map(project_from_row)
-        .collect::<Result<_, _>>()?)
+/// One page of projects, by id.
+pub struct ProjectPage {
+    pub projects: Vec<Project>,
+    /// The id to pass as `after` for the next page; `None` on the last.
+    pub next_cursor: Option<String>,
 }
 
-/// The projects `user` belongs to (without members), by id.
-pub async fn list_for_member(
+/// Up to `limit` of the tenant's projects (without members) by id, after
+/// the project `after` when given; only those `member` belongs to when given.
+pub async fn list(
     store: &Store,
     tenant: &str,
-    user: &str,
-) -> Result<Vec<Project>, ProjectError> {
-    let rows = sqlx::query(AssertSqlSafe(format!(
-        "SELECT {PROJECT_COLUMNS} FROM projects WHERE tenant_id = $1 AND id IN (SELECT project_id FROM project_members WHERE tenant_id = $1 AND user_id = $2) ORDER BY id LIMIT {LIST_LIMIT}"
-    )))
-    .bind(tenant)
-    .bind(user)
-    .fetch_all(&store.pool)
-    .await?;
-    Ok(rows
+    member: Option<&str>,
+    after: Option<&str>,
+    limit: usize,
+) -> Result<ProjectPage, ProjectError> {
+    let mut filter = String::new();
+    let mut next = 2;
+    if member.is_some() {
+        filter.push_str(&format!(
+            " AND id IN (SELECT project_id FROM project_members WHERE tenant_id = $1 AND user_id = ${next})"
+        ));
+        next += 1;
+    }
+    if after.is_some() {
+        filter.push_str(&format!(" AND id > ${next}"));
+    }
+    let sql = format!(
+        "SELECT {PROJECT_COLUMNS} FROM projects WHERE tenant_id = $1{filter} ORDER BY id LIMIT {}",
+        limit + 1
+    );
+    let mut query = sqlx::query(AssertSqlSafe(sql)).bind(tenant);
+    if let Some(member) = member {
+        query = query.bind(member);
+    }
+    if let Some(after) = after {
+        query = query.bind(after);
+    }
+    let rows = query.fetch_all(&store.pool).await?;
+    let mut projects = rows
         .iter()
         .map(project_from_row)
-        .collect::<Result<_, _>>()?)
+        .collect::<Result<Vec<_>, _>>()?;
+    let next_cursor = if projects.len() > limit {
+        projects.truncate(limit);
+        projects.last().map(|p| p.id.clone())
+    } else {
+        None
+    };
+    Ok(ProjectPage {
+        projects,
+        next_cursor,
+    })
 }
 
 /// Renames a project and returns it.

@@ -326,5 +326,186 @@ async fn rest_errors_are_typed_json() {
         .send()
         .await
         .unwrap();
-    assert_eq!(res.status(), 400, "missing content type");
+    assert_eq!(res.status(), 415, "missing content type");
+    assert_eq!(
+        res.json::<Value>().await.unwrap()["error"]["code"],
+        "unsupported_media_type"
+    );
+}
+
+/// The error code of a JSON error response, after checking its status.
+async fn error_code(res: reqwest::Response, status: u16) -> String {
+    assert_eq!(res.status(), status);
+    assert!(
+        res.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("application/json"),
+        "{:?}",
+        res.headers()
+    );
+    let body: Value = res.json().await.expect("a JSON error body");
+    assert!(body["error"]["message"].is_string(), "{body}");
+    body["error"]["code"].as_str().unwrap().to_owned()
+}
+
+/// `levels` arrays inside one another around `1`.
+fn nested(levels: usize) -> String {
+    format!("{}1{}", "[".repeat(levels), "]".repeat(levels))
+}
+
+#[tokio::test]
+async fn json_nested_deeper_than_64_levels_is_refused_by_every_rest_body() {
+    let app = spawn_app().await;
+    let key = app.api_key(&["publish"]).await;
+    let (_, token) = app.user("ana@example.com", &["member"]).await;
+    let post = |path: &str, bearer: &str, body: String| {
+        app.http
+            .post(app.url(path))
+            .bearer_auth(bearer)
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+    };
+    // The body's object is level 1: `data` may hold 63 more.
+    let body = |levels| format!(r#"{{"channel":"broadcast","data":{}}}"#, nested(levels));
+    let res = post("/api/v1/publish", &key, body(63)).await.unwrap();
+    assert_eq!(res.status(), 200);
+    for levels in [64, 32_000] {
+        let res = post("/api/v1/publish", &key, body(levels)).await.unwrap();
+        assert_eq!(res.status(), 400, "{levels} levels");
+        let error: Value = res.json().await.unwrap();
+        assert_eq!(error["error"]["code"], "too_deep");
+        assert!(
+            error["error"]["message"].as_str().unwrap().contains("64"),
+            "{error}"
+        );
+    }
+    let batch = format!(
+        r#"{{"publications":[{{"channel":"broadcast","data":{}}}]}}"#,
+        nested(70)
+    );
+    let res = post("/api/v1/publish/batch", &key, batch).await.unwrap();
+    assert_eq!(error_code(res, 400).await, "too_deep");
+    // A parsed body (login), and an optional one (read-all).
+    let login = format!(r#"{{"tenant":"default","email":{}}}"#, nested(100));
+    let res = post("/api/v1/auth/login", "", login).await.unwrap();
+    assert_eq!(error_code(res, 400).await, "too_deep");
+    let read_all = format!(r#"{{"category":{}}}"#, nested(100));
+    let res = post("/api/v1/inbox/read-all", &token, read_all)
+        .await
+        .unwrap();
+    assert_eq!(error_code(res, 400).await, "too_deep");
+    // Nothing was published by the refused requests.
+    let res = post(
+        "/api/v1/publish",
+        &key,
+        r#"{"channel":"broadcast","data":"[[[[ in a string"}"#.into(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(res.json::<Value>().await.unwrap()["offset"], 2);
+}
+
+#[tokio::test]
+async fn json_bodies_need_a_json_content_type() {
+    let app = spawn_app().await;
+    let key = app.api_key(&["publish"]).await;
+    let (_, token) = app.user("ana@example.com", &["member"]).await;
+    let publication = r#"{"channel":"broadcast","data":1}"#;
+    let batch = r#"{"publications":[{"channel":"broadcast","data":1}]}"#;
+    for (path, body) in [
+        ("/api/v1/publish", publication),
+        ("/api/v1/publish/batch", batch),
+    ] {
+        for content_type in [
+            None,
+            Some("text/plain"),
+            Some("application/x-www-form-urlencoded"),
+        ] {
+            let mut req = app.http.post(app.url(path)).bearer_auth(&key).body(body);
+            if let Some(content_type) = content_type {
+                req = req.header("content-type", content_type);
+            }
+            let res = req.send().await.unwrap();
+            assert_eq!(
+                error_code(res, 415).await,
+                "unsupported_media_type",
+                "{path} with {content_type:?}"
+            );
+        }
+        let res = app
+            .http
+            .post(app.url(path))
+            .bearer_auth(&key)
+            .header("content-type", "Application/JSON; charset=utf-8")
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 200, "{path}");
+    }
+    // An optional body needs the header only when there is one.
+    let res = app
+        .http
+        .post(app.url("/api/v1/inbox/read-all"))
+        .bearer_auth(&token)
+        .body(r#"{"category":"general"}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(error_code(res, 415).await, "unsupported_media_type");
+    let res = app
+        .http
+        .post(app.url("/api/v1/inbox/read-all"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+}
+
+#[tokio::test]
+async fn errors_made_by_the_framework_are_json_too() {
+    let app = spawn_app().await;
+    let key = app.api_key(&["publish", "projects"]).await;
+    let token = app.admin_token().await;
+    // Above the 4 MiB body limit: a body read raw, and one parsed.
+    let big = format!(
+        r#"{{"channel":"broadcast","data":"{}"}}"#,
+        "x".repeat(5 << 20)
+    );
+    for (path, bearer) in [("/api/v1/publish", &key), ("/api/v1/auth/login", &token)] {
+        let res = app
+            .http
+            .post(app.url(path))
+            .bearer_auth(bearer)
+            .header("content-type", "application/json")
+            .body(big.clone())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(error_code(res, 413).await, "payload_too_large", "{path}");
+    }
+    // A method the route does not serve: JSON, and the `Allow` header kept.
+    let res = app
+        .http
+        .delete(app.url("/api/v1/publish"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.headers()["allow"], "POST");
+    assert_eq!(error_code(res, 405).await, "method_not_allowed");
+    let res = app.http.put(app.url("/healthz")).send().await.unwrap();
+    assert_eq!(error_code(res, 405).await, "method_not_allowed");
+    // A path segment that is not UTF-8, which the router cannot decode.
+    let res = app.get("/api/v1/projects/%FF%FE", Some(&key)).await;
+    assert_eq!(error_code(res, 400).await, "bad_request");
+    // A query the streaming endpoint cannot parse, and a plain GET on /ws.
+    let res = app.get("/api/v1/sse", Some(&token)).await;
+    assert_eq!(error_code(res, 400).await, "bad_request");
+    let res = app.get("/ws", None).await;
+    let status = res.status().as_u16();
+    assert!(matches!(status, 400 | 426), "{status}");
+    error_code(res, status).await;
 }

@@ -209,6 +209,100 @@ async fn origins_outside_the_allowlist_are_refused() {
 }
 
 #[tokio::test]
+async fn the_rest_api_serves_cors_to_allowed_origins_only() {
+    let app = spawn_app_with(&[("RELAIS_ALLOWED_ORIGINS", "https://app.example.com")]).await;
+    let preflight = |origin: &'static str| {
+        app.http
+            .request(reqwest::Method::OPTIONS, app.url("/api/v1/auth/login"))
+            .header("origin", origin)
+            .header("access-control-request-method", "POST")
+            .header(
+                "access-control-request-headers",
+                "content-type, authorization",
+            )
+            .send()
+    };
+    let res = preflight("https://app.example.com").await.unwrap();
+    assert_eq!(res.status(), 200);
+    let headers = res.headers();
+    assert_eq!(
+        headers["access-control-allow-origin"],
+        "https://app.example.com"
+    );
+    let list = |name: &str| headers[name].to_str().unwrap().to_ascii_lowercase();
+    assert!(list("access-control-allow-methods").contains("post"));
+    for header in [
+        "authorization",
+        "content-type",
+        "idempotency-key",
+        "last-event-id",
+    ] {
+        assert!(
+            list("access-control-allow-headers").contains(header),
+            "{header}"
+        );
+    }
+    assert_eq!(headers["access-control-max-age"], "600");
+    assert!(headers.get("access-control-allow-credentials").is_none());
+
+    let res = preflight("https://evil.example").await.unwrap();
+    assert!(
+        res.headers().get("access-control-allow-origin").is_none(),
+        "{:?}",
+        res.headers()
+    );
+
+    // The actual request: the origin is echoed and the headers a client
+    // reads are exposed; another origin gets no grant.
+    for (origin, allowed) in [
+        ("https://app.example.com", true),
+        ("https://evil.example", false),
+    ] {
+        let res = app
+            .http
+            .post(app.url("/api/v1/auth/login"))
+            .header("origin", origin)
+            .json(&json!({"tenant": "default", "email": ADMIN_EMAIL, "password": ADMIN_PASSWORD}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 200);
+        let headers = res.headers();
+        assert_eq!(
+            headers.get("access-control-allow-origin").is_some(),
+            allowed,
+            "{origin}"
+        );
+        if allowed {
+            let exposed = headers["access-control-expose-headers"]
+                .to_str()
+                .unwrap()
+                .to_ascii_lowercase();
+            assert!(exposed.contains("retry-after") && exposed.contains("idempotent-replayed"));
+        }
+    }
+}
+
+#[tokio::test]
+async fn any_origin_gets_cors_with_a_star_allowlist() {
+    let app = spawn_app_with(&[("RELAIS_ALLOWED_ORIGINS", "*")]).await;
+    let res = app
+        .http
+        .request(reqwest::Method::OPTIONS, app.url("/api/v1/inbox"))
+        .header("origin", "https://anywhere.example")
+        .header("access-control-request-method", "GET")
+        .header("access-control-request-headers", "authorization")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    assert_eq!(
+        res.headers()["access-control-allow-origin"],
+        "https://anywhere.example"
+    );
+}
+
+#[tokio::test]
 async fn graceful_shutdown_tells_clients_to_reconnect_and_stops_accepting() {
     let mut app = spawn_app().await;
     let token = app.admin_token().await;

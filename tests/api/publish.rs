@@ -260,3 +260,122 @@ async fn the_openapi_document_describes_every_route() {
         );
     }
 }
+
+#[tokio::test]
+async fn metrics_show_http_and_publish_latency() {
+    let app = spawn_app().await;
+    let key = app.api_key(&["publish"]).await;
+    app.publish(&key, "broadcast", json!(1)).await;
+    app.publish(&key, "broadcast", json!(2)).await;
+    app.get("/api/v1/nothing-here", None).await;
+    let text = app.get("/metrics", None).await.text().await.unwrap();
+    assert!(
+        text.contains("# TYPE relais_http_request_duration_seconds histogram"),
+        "{text}"
+    );
+    assert!(text.contains("# TYPE relais_publish_duration_seconds histogram"));
+    assert_eq!(
+        app.metric(r#"relais_http_request_duration_seconds_count{method="POST",route="/api/v1/publish",status="2xx"}"#)
+            .await,
+        2.0
+    );
+    assert_eq!(
+        app.metric(r#"relais_http_request_duration_seconds_count{method="GET",route="unmatched",status="4xx"}"#)
+            .await,
+        1.0
+    );
+    for le in ["0.0005", "2.5", "+Inf"] {
+        let bucket = format!(
+            r#"relais_http_request_duration_seconds_bucket{{le="{le}",method="POST",route="/api/v1/publish",status="2xx"}}"#
+        );
+        assert!(text.contains(&bucket), "{bucket} in {text}");
+    }
+    assert_eq!(
+        app.metric("relais_publish_duration_seconds_count").await,
+        2.0
+    );
+}
+
+#[tokio::test]
+async fn projects_are_listed_in_pages() {
+    let app = spawn_app().await;
+    let key = app.api_key(&["projects"]).await;
+    let (ana, ana_token) = app.user("ana@example.com", &["member"]).await;
+    let mut ids = Vec::new();
+    let mut anas = Vec::new();
+    for i in 0..5 {
+        let members = if i % 2 == 0 {
+            json!([{"user_id": ana}])
+        } else {
+            json!([])
+        };
+        let res = app
+            .post(
+                "/api/v1/projects",
+                Some(&key),
+                json!({"name": format!("p{i}"), "members": members}),
+            )
+            .await;
+        assert_eq!(res.status(), 201);
+        let id = res.json::<Value>().await.unwrap()["id"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        if i % 2 == 0 {
+            anas.push(id.clone());
+        }
+        ids.push(id);
+    }
+    ids.sort();
+    anas.sort();
+    let page = |query: String, bearer: String| {
+        let app = &app;
+        async move {
+            let res = app
+                .get(&format!("/api/v1/projects{query}"), Some(&bearer))
+                .await;
+            assert_eq!(res.status(), 200, "{query}");
+            res.json::<Value>().await.unwrap()
+        }
+    };
+    let listed = |page: &Value| -> Vec<String> {
+        page["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p["id"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    // Every project, two at a time, by id.
+    let mut seen = Vec::new();
+    let mut query = "?limit=2".to_owned();
+    loop {
+        let p = page(query.clone(), key.clone()).await;
+        let items = listed(&p);
+        assert!(items.len() <= 2);
+        seen.extend(items);
+        match p["next_cursor"].as_str() {
+            Some(cursor) => query = format!("?limit=2&cursor={cursor}"),
+            None => break,
+        }
+    }
+    assert_eq!(seen, ids);
+    // One page when it holds everything.
+    let all = page(String::new(), key.clone()).await;
+    assert_eq!(listed(&all), ids);
+    assert!(all["next_cursor"].is_null());
+    // A member sees their projects only, paged the same way.
+    let first = page("?limit=1".into(), ana_token.clone()).await;
+    let cursor = first["next_cursor"].as_str().unwrap().to_owned();
+    let rest = page(format!("?cursor={cursor}"), ana_token.clone()).await;
+    let mut member_seen = listed(&first);
+    member_seen.extend(listed(&rest));
+    assert_eq!(member_seen, anas);
+    // Unknown query parameters are refused.
+    let res = app.get("/api/v1/projects?page=2", Some(&key)).await;
+    assert_eq!(res.status(), 422);
+    assert_eq!(
+        res.json::<Value>().await.unwrap()["error"]["code"],
+        "invalid_query"
+    );
+}
