@@ -241,4 +241,5 @@ pub mod codes {
     pub const WRONG_USER: &str = "wrong_user";
     pub const UNSUPPORTED_PROTOCOL: &str = "unsupported_protocol";
     pub const METHOD_NOT_FOUND: &str = "method_not_found";
+    pub const TOO_DEEP: &str = "too_deep";
 }

@@ -266,6 +266,11 @@ impl Session {
             }
             Verdict::Disconnect => return Err(CloseReason::RateLimited),
         }
+        // The same nesting limit as every REST body, checked before parsing.
+        if let Err(e) = crate::json_depth::check_depth(text, crate::json_depth::MAX_JSON_DEPTH) {
+            let error = CommandError::new(codes::TOO_DEEP, e.to_string());
+            return self.refuse(out, None, error).await;
+        }
         let command = match serde_json::from_str::<Command>(text) {
             Ok(command) => command,
             Err(e) => {

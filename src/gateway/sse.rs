@@ -11,7 +11,7 @@
 use std::{collections::HashMap, convert::Infallible, sync::Arc};
 
 use axum::{
-    extract::{Query, State, ws::Utf8Bytes},
+    extract::{Query, State, rejection::QueryRejection, ws::Utf8Bytes},
     http::{HeaderMap, header},
     response::{
         IntoResponse, Response,
@@ -123,8 +123,9 @@ fn close_event(reason: CloseReason) -> Event {
 pub async fn stream(
     State(gw): State<Arc<Gateway>>,
     headers: HeaderMap,
-    Query(query): Query<SseQuery>,
+    query: Result<Query<SseQuery>, QueryRejection>,
 ) -> Result<Response, ApiError> {
+    let query = crate::error::query(query)?;
     let origin = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok());
     let host = headers.get(header::HOST).and_then(|v| v.to_str().ok());
     if !gw.origins.allows(origin, host) {

@@ -509,3 +509,29 @@ async fn errors_made_by_the_framework_are_json_too() {
     assert!(matches!(status, 400 | 426), "{status}");
     error_code(res, status).await;
 }
+
+#[tokio::test]
+async fn the_websocket_applies_the_same_nesting_limit_as_rest() {
+    let app = spawn_app().await;
+    let token = app.admin_token().await;
+    let mut ws = app.ws_connected(&token).await;
+    ws.subscribe("broadcast").await;
+    // The command's object is level 1, as a REST body's is.
+    let command = |levels| {
+        format!(
+            r#"{{"id":7,"type":"publish","channel":"broadcast","data":{}}}"#,
+            nested(levels)
+        )
+    };
+    ws.send_raw(Message::text(command(63))).await;
+    assert_eq!(ws.recv().await["type"], "published");
+    assert_eq!(ws.publications(1).await[0]["offset"], 1);
+    ws.send_raw(Message::text(command(64))).await;
+    let refused = ws.recv().await;
+    assert_eq!(refused["code"], "too_deep", "{refused}");
+    // Still connected, and nothing was published.
+    let history = ws
+        .request(json!({"type": "history", "channel": "broadcast"}))
+        .await;
+    assert_eq!(history["offset"], 1);
+}
