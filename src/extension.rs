@@ -157,6 +157,10 @@ pub trait SnapshotSource: Send + Sync {
 
 /// One `rpc` command.
 pub struct RpcCall<'a> {
+    /// To publish what the call changes (e.g. new unread counts). Handlers
+    /// get it here rather than holding it: the gateway holds the handlers,
+    /// and a handler holding the gateway would keep both alive forever.
+    pub gateway: &'a crate::gateway::Gateway,
     pub who: &'a Principal,
     /// The full method name, e.g. `chat.mark_read`.
     pub method: &'a str,

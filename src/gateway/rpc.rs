@@ -33,6 +33,7 @@ impl RpcRegistry {
 
     pub async fn call(
         &self,
+        gateway: &super::Gateway,
         who: &Principal,
         method: &str,
         data: Option<&RawValue>,
@@ -45,6 +46,13 @@ impl RpcRegistry {
             .handlers
             .get(prefix)
             .ok_or_else(|| method_not_found(method))?;
-        handler.call(RpcCall { who, method, data }).await
+        handler
+            .call(RpcCall {
+                gateway,
+                who,
+                method,
+                data,
+            })
+            .await
     }
 }

@@ -661,7 +661,7 @@ impl Session {
         let result = self
             .gw
             .rpc()
-            .call(&self.principal, method, data.as_deref())
+            .call(&self.gw, &self.principal, method, data.as_deref())
             .await?;
         let reply = Reply::RpcResult { id, data: &result };
         Ok(self.reply(out, reply.to_json()).await)

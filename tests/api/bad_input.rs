@@ -501,9 +501,10 @@ async fn errors_made_by_the_framework_are_json_too() {
     // A path segment that is not UTF-8, which the router cannot decode.
     let res = app.get("/api/v1/projects/%FF%FE", Some(&key)).await;
     assert_eq!(error_code(res, 400).await, "bad_request");
-    // A query the streaming endpoint cannot parse, and a plain GET on /ws.
+    // A query the streaming endpoint cannot parse (as every query: 422
+    // `invalid_query`), and a plain GET on /ws.
     let res = app.get("/api/v1/sse", Some(&token)).await;
-    assert_eq!(error_code(res, 400).await, "bad_request");
+    assert_eq!(error_code(res, 422).await, "invalid_query");
     let res = app.get("/ws", None).await;
     let status = res.status().as_u16();
     assert!(matches!(status, 400 | 426), "{status}");

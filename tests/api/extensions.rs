@@ -21,7 +21,7 @@ use relais::{
         DomainError, PublishHook, PublishOutcome, Publisher, RpcCall, RpcHandler, SnapshotSource,
         method_not_found,
     },
-    gateway::{Extensions, Gateway},
+    gateway::Extensions,
     module::{Context, Module},
 };
 use serde_json::{Value, json, value::RawValue};
@@ -116,7 +116,6 @@ impl Control for Shout {
 }
 
 struct ExtRpc {
-    gateway: Arc<Gateway>,
     /// What this node's control handler heard, in order.
     heard: Arc<Mutex<Vec<String>>>,
 }
@@ -135,7 +134,7 @@ impl RpcHandler for ExtRpc {
                     let shout = Shout {
                         text: data["text"].as_str().unwrap_or_default().to_owned(),
                     };
-                    self.gateway
+                    call.gateway
                         .broker
                         .control(ControlMessage::of(&shout))
                         .await
@@ -150,7 +149,6 @@ impl RpcHandler for ExtRpc {
 }
 
 struct ExtModule {
-    gateway: Arc<Gateway>,
     heard: Arc<Mutex<Vec<String>>>,
 }
 
@@ -177,7 +175,6 @@ impl Module for ExtModule {
         extensions.rpc(
             "ext",
             Arc::new(ExtRpc {
-                gateway: self.gateway.clone(),
                 heard: self.heard.clone(),
             }),
         );
@@ -190,10 +187,7 @@ pub fn module(ctx: &Context<'_>) -> anyhow::Result<Arc<dyn Module>> {
         let heard = heard.clone();
         move |shout| heard.lock().unwrap().push(shout.text)
     });
-    Ok(Arc::new(ExtModule {
-        gateway: ctx.gateway.clone(),
-        heard,
-    }))
+    Ok(Arc::new(ExtModule { heard }))
 }
 
 /// A `ledger:` channel no other test uses.
