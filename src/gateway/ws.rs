@@ -282,11 +282,7 @@ impl Frames for WsFrames<'_> {
 
 /// Runs the session over the socket until the connection ends; returns the
 /// close to send, if any.
-async fn serve(
-    session: &mut Session,
-    gw: &Gateway,
-    socket: &mut WebSocket,
-) -> Option<CloseReason> {
+async fn serve(session: &mut Session, gw: &Gateway, socket: &mut WebSocket) -> Option<CloseReason> {
     let limits = &gw.limits;
     let mut tick = tokio::time::interval_at(
         tokio::time::Instant::now() + limits.ping_interval,
