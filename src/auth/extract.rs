@@ -43,21 +43,31 @@ fn api_key_header(parts: &Parts) -> Option<&str> {
     parts.headers.get("x-api-key")?.to_str().ok().map(str::trim)
 }
 
-/// Resolves a bearer credential of either kind.
+/// Resolves a bearer credential of either kind. A refused one is counted
+/// in `relais_auth_failures_total`.
 pub async fn caller_from_credential(
     auth: &AuthService,
     credential: &str,
 ) -> Result<Caller, ApiError> {
     let caller = if credential.starts_with(API_KEY_PREFIX) {
-        Caller::Key(auth.authenticate_key(credential).await?)
+        Caller::Key(counted(auth, auth.authenticate_key(credential).await)?)
     } else {
-        Caller::User(auth.authenticate(credential).await?)
+        Caller::User(counted(auth, auth.authenticate(credential).await)?)
     };
     match &caller {
         Caller::User(p) => record_caller(&p.tenant, &p.user),
         Caller::Key(k) => record_caller(&k.tenant, format_args!("key:{}", k.key)),
     }
     Ok(caller)
+}
+
+/// Counts a refused credential (a 401, not a store failure) as an
+/// authentication failure, as the WebSocket and SSE endpoints do.
+fn counted<T>(auth: &AuthService, result: Result<T, ApiError>) -> Result<T, ApiError> {
+    if let Err(ApiError::Unauthorized(..)) = &result {
+        auth.count_auth_failure();
+    }
+    result
 }
 
 /// Fills the `tenant` and `user` fields of the request's span (declared by
@@ -83,7 +93,7 @@ where
             ));
         }
         let auth = Arc::<AuthService>::from_ref(state);
-        let principal = auth.authenticate(token).await?;
+        let principal = counted(&auth, auth.authenticate(token).await)?;
         record_caller(&principal.tenant, &principal.user);
         Ok(AuthUser(principal))
     }

@@ -404,3 +404,31 @@ async fn the_signing_secret_survives_a_restart_so_sessions_do_too() {
     let app = app.restart().await;
     assert_eq!(app.get("/api/v1/me", Some(&token)).await.status(), 200);
 }
+
+#[tokio::test]
+async fn refused_rest_credentials_count_as_authentication_failures() {
+    let app = spawn_app().await;
+    let before = app.metric("relais_auth_failures_total").await;
+    // A bad access token, an unknown API key (both headers), and a token
+    // that is not a JWT at all: each is a refused credential.
+    for (path, bearer) in [
+        ("/api/v1/me", "not-a-token"),
+        ("/api/v1/admin/users", "rls_unknown_key"),
+        ("/api/v1/inbox", "eyJhbGciOiJIUzI1NiJ9.e30.c2ln"),
+    ] {
+        let res = app.get(path, Some(bearer)).await;
+        assert_eq!(res.status(), 401, "{path}");
+    }
+    let res = app
+        .http
+        .post(app.url("/api/v1/publish"))
+        .header("x-api-key", "rls_unknown_key")
+        .json(&json!({"channel": "broadcast", "data": 1}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 401);
+    // No credential at all is not a refused one.
+    assert_eq!(app.get("/api/v1/me", None).await.status(), 401);
+    assert_eq!(app.metric("relais_auth_failures_total").await, before + 4.0);
+}

@@ -10,11 +10,15 @@ mod sessions;
 mod tenants;
 mod users;
 
-use std::{sync::Arc, time::Duration};
+use std::{
+    sync::{Arc, OnceLock},
+    time::Duration,
+};
 
 use crate::{
     auth::{key_cache::KeyCache, tokens::JwtKeys},
     bus::Broker,
+    metrics::Metrics,
     store::Store,
 };
 
@@ -30,6 +34,8 @@ pub struct AuthService {
     refresh_ttl: Duration,
     broker: Arc<dyn Broker>,
     key_cache: Arc<KeyCache>,
+    /// The hub's metrics, once [`AuthService::report_to`] has been called.
+    metrics: OnceLock<Arc<Metrics>>,
 }
 
 impl AuthService {
@@ -48,6 +54,21 @@ impl AuthService {
             refresh_ttl,
             broker,
             key_cache,
+            metrics: OnceLock::new(),
+        }
+    }
+
+    /// Counts refused credentials and throttled logins into `metrics` (the
+    /// hub's, served at `/metrics`). Without it (one-shot admin commands)
+    /// nothing is counted. Only the first call has an effect.
+    pub fn report_to(&self, metrics: Arc<Metrics>) {
+        let _ = self.metrics.set(metrics);
+    }
+
+    /// Counts one refused token or API key.
+    pub fn count_auth_failure(&self) {
+        if let Some(m) = self.metrics.get() {
+            m.auth_failures.inc();
         }
     }
 }
