@@ -128,6 +128,7 @@ impl Application {
             broker.clone(),
             key_cache,
         ));
+        auth.report_to(metrics.clone());
         let gateway = Arc::new(Gateway::new(
             hub,
             broker,
