@@ -7,7 +7,7 @@ use axum::{
     Json, Router,
     extract::{Path, State},
     http::StatusCode,
-    routing::{get, post},
+    routing::{get, patch, post},
 };
 use serde::{Deserialize, Serialize};
 
@@ -28,6 +28,7 @@ pub fn router() -> Router<AppState> {
         .route("/api/v1/auth/refresh", post(refresh))
         .route("/api/v1/auth/logout", post(logout))
         .route("/api/v1/me", get(me))
+        .route("/api/v1/me/password", patch(change_password))
         .route("/api/v1/admin/roles", get(list_roles))
         .route("/api/v1/admin/users", get(list_users).post(create_user))
         .route(
@@ -135,6 +136,24 @@ async fn me(
         permissions,
         session_id: me.session.to_string(),
     }))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ChangePasswordRequest {
+    current_password: String,
+    new_password: String,
+}
+
+/// Ends the user's other sessions; this one stays signed in.
+async fn change_password(
+    State(auth): State<Arc<AuthService>>,
+    AuthUser(me): AuthUser,
+    ApiJson(req): ApiJson<ChangePasswordRequest>,
+) -> ApiResult<StatusCode> {
+    auth.change_own_password(&me, &req.current_password, &req.new_password)
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
 }
 
 #[derive(Serialize)]

@@ -432,3 +432,105 @@ async fn refused_rest_credentials_count_as_authentication_failures() {
     assert_eq!(app.get("/api/v1/me", None).await.status(), 401);
     assert_eq!(app.metric("relais_auth_failures_total").await, before + 4.0);
 }
+
+#[tokio::test]
+async fn a_user_changes_their_password_and_their_other_sessions_end() {
+    let app = spawn_app().await;
+    let (_, token) = app.user("cy@example.com", &["member"]).await;
+    let other = app.login("cy@example.com", "user-password-123").await;
+    let other_token = other["access_token"].as_str().unwrap();
+    let mut ws = app.ws_connected(&token).await;
+    let mut ws_other = app.ws_connected(other_token).await;
+    let change = |token: String, body: Value| {
+        app.http
+            .patch(app.url("/api/v1/me/password"))
+            .bearer_auth(token)
+            .json(&body)
+            .send()
+    };
+
+    // A wrong current password, a weak new one, an unknown field.
+    let res = change(
+        token.clone(),
+        json!({"current_password": "not-my-password", "new_password": "a-new-password-456"}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(res.status(), 403);
+    assert_eq!(
+        res.json::<Value>().await.unwrap()["error"]["code"],
+        "forbidden"
+    );
+    let res = change(
+        token.clone(),
+        json!({"current_password": "user-password-123", "new_password": "short"}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(res.status(), 422);
+    assert_eq!(
+        res.json::<Value>().await.unwrap()["error"]["code"],
+        "weak_password"
+    );
+    let res = change(token.clone(), json!({"new_password": "a-new-password-456"}))
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 422);
+    // Nothing changed so far.
+    app.login("cy@example.com", "user-password-123").await;
+
+    let res = change(
+        token.clone(),
+        json!({"current_password": "user-password-123", "new_password": "a-new-password-456"}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(res.status(), 204);
+    // The other sessions end and their sockets close; this one stays.
+    assert_eq!(ws_other.closed().await, Some(4003));
+    assert_eq!(app.get("/api/v1/me", Some(other_token)).await.status(), 401);
+    let res = app
+        .post(
+            "/api/v1/auth/refresh",
+            None,
+            json!({"refresh_token": other["refresh_token"]}),
+        )
+        .await;
+    assert_eq!(res.status(), 401);
+    assert_eq!(app.get("/api/v1/me", Some(&token)).await.status(), 200);
+    assert_eq!(ws.request(json!({"type": "ping"})).await["type"], "pong");
+    // Only the new password signs in.
+    let res = app
+        .post(
+            "/api/v1/auth/login",
+            None,
+            json!({"tenant": "default", "email": "cy@example.com", "password": "user-password-123"}),
+        )
+        .await;
+    assert_eq!(res.status(), 401);
+    app.login("cy@example.com", "a-new-password-456").await;
+    // An API key has no password to change.
+    let key = app.api_key(&["admin"]).await;
+    let res = change(
+        key,
+        json!({"current_password": "x", "new_password": "a-new-password-789"}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(res.status(), 403);
+}
+
+#[tokio::test]
+async fn the_openapi_document_describes_the_password_change() {
+    let app = spawn_app().await;
+    let doc: Value = app
+        .get("/api/v1/openapi.json", None)
+        .await
+        .json()
+        .await
+        .unwrap();
+    let op = &doc["paths"]["/api/v1/me/password"]["patch"];
+    for status in ["204", "401", "403", "422"] {
+        assert!(op["responses"].get(status).is_some(), "{status}");
+    }
+}

@@ -271,6 +271,42 @@ impl AuthService {
         self.revoke_sessions(tenant, user, None, reason).await
     }
 
+    /// Ends every session of a user but `keep` (the caller's own), closing
+    /// their live sockets on every node.
+    pub async fn revoke_other_sessions(
+        &self,
+        tenant: &TenantId,
+        user: &UserId,
+        keep: &SessionId,
+        reason: &str,
+    ) -> ApiResult<()> {
+        let ended = sqlx::query(
+            "UPDATE sessions SET revoked_at = $4, revoked_reason = $5
+             WHERE tenant_id = $1 AND user_id = $2 AND id <> $3 AND revoked_at IS NULL
+             RETURNING id",
+        )
+        .bind(tenant.as_str())
+        .bind(user.as_str())
+        .bind(keep.as_str())
+        .bind(now_millis())
+        .bind(reason)
+        .fetch_all(&self.store.pool)
+        .await?;
+        tracing::info!(tenant = %tenant, user = %user, kept = %keep, ended = ended.len(), reason, "other sessions revoked");
+        for row in ended {
+            let session: SessionId = row.try_get::<String, _>("id")?.into();
+            self.broker
+                .revoke(Revocation::Sessions {
+                    tenant: tenant.clone(),
+                    user: user.clone(),
+                    session: Some(session),
+                })
+                .await
+                .map_err(|e| ApiError::Internal(e.into()))?;
+        }
+        Ok(())
+    }
+
     /// Marks the sessions revoked in the store (tokens of them stop working
     /// on every node), then closes their live sockets on every node.
     async fn revoke_sessions(

@@ -7,6 +7,7 @@ use super::AuthService;
 use crate::{
     auth::{
         password,
+        principal::Principal,
         rbac::{Role, format_roles, parse_roles},
     },
     error::{ApiError, ApiResult},
@@ -133,6 +134,55 @@ impl AuthService {
             .await?
             .ok_or(ApiError::NotFound("user"))?;
         Ok(user_from_row(&row)?)
+    }
+
+    /// The tenant's user with this email (compared case-insensitively).
+    pub async fn find_user_by_email(&self, tenant: &TenantId, email: &str) -> ApiResult<UserView> {
+        let email = normalize_email(email)?;
+        let row = sqlx::query("SELECT id, tenant_id, email, display_name, roles, disabled_at, created_at FROM users WHERE tenant_id = $1 AND email = $2")
+            .bind(tenant.as_str())
+            .bind(&email)
+            .fetch_optional(&self.store.pool)
+            .await?
+            .ok_or(ApiError::NotFound("user"))?;
+        Ok(user_from_row(&row)?)
+    }
+
+    /// A signed-in user changes their own password. The current one must be
+    /// given (403 `forbidden` otherwise); the new one follows the
+    /// password rules (`weak_password`, 422). Every other session of the user
+    /// ends (their sockets close); the caller's own session stays valid, so
+    /// its access and refresh tokens keep working.
+    pub async fn change_own_password(
+        &self,
+        me: &Principal,
+        current: &str,
+        new: &str,
+    ) -> ApiResult<()> {
+        password::check_strength(new).map_err(|m| ApiError::invalid("weak_password", m))?;
+        let stored: String =
+            sqlx::query("SELECT password_hash FROM users WHERE tenant_id = $1 AND id = $2")
+                .bind(me.tenant.as_str())
+                .bind(me.user.as_str())
+                .fetch_optional(&self.store.pool)
+                .await?
+                .ok_or(ApiError::NotFound("user"))?
+                .try_get("password_hash")?;
+        if !password::verify(current.to_owned(), Some(stored)).await? {
+            return Err(ApiError::forbidden("the current password is wrong"));
+        }
+        let hash = password::hash(new.to_owned()).await?;
+        sqlx::query(
+            "UPDATE users SET password_hash = $3, updated_at = $4 WHERE tenant_id = $1 AND id = $2",
+        )
+        .bind(me.tenant.as_str())
+        .bind(me.user.as_str())
+        .bind(hash)
+        .bind(now_millis())
+        .execute(&self.store.pool)
+        .await?;
+        self.revoke_other_sessions(&me.tenant, &me.user, &me.session, "password changed")
+            .await
     }
 
     pub async fn list_users(&self, tenant: &TenantId) -> ApiResult<Vec<UserView>> {
