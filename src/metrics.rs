@@ -39,6 +39,8 @@ pub struct Metrics {
     pub emails_cancelled: Counter,
     /// Emails pushed back to the end of the recipient's quiet hours.
     pub emails_deferred: Counter,
+    /// Sign-ins refused by the login throttle (429 `too_many_attempts`).
+    pub login_throttled: Counter,
 }
 
 impl Metrics {
@@ -158,6 +160,11 @@ impl Metrics {
             "bus_errors",
             "Bus operations that failed (Redis unreachable or too slow)",
             self.bus_errors.clone(),
+        );
+        registry.register(
+            "login_throttled",
+            "Sign-ins refused because of earlier wrong passwords (per account or address)",
+            self.login_throttled.clone(),
         );
         let mut out = String::new();
         // Writing to a String cannot fail.

@@ -3,10 +3,13 @@
 //! A missing or bad credential is an error, never an anonymous caller:
 //! endpoints that accept anonymous requests simply do not use these.
 
-use std::sync::Arc;
+use std::{
+    net::{IpAddr, SocketAddr},
+    sync::Arc,
+};
 
 use axum::{
-    extract::{FromRef, FromRequestParts},
+    extract::{ConnectInfo, FromRef, FromRequestParts},
     http::{HeaderMap, header, request::Parts},
 };
 
@@ -21,6 +24,25 @@ pub struct AnyCaller(pub Caller);
 
 /// A tenant administrator: a user with `manage_tenant`, or a key with the `admin` scope.
 pub struct TenantAdmin(pub Caller);
+
+/// The address the request came from, when the server is run with connect
+/// information (`into_make_service_with_connect_info::<SocketAddr>()`);
+/// `None` otherwise. It is the TCP peer: behind a reverse proxy, the proxy.
+/// Forwarding headers are not trusted.
+pub struct ClientAddr(pub Option<IpAddr>);
+
+impl<S: Send + Sync> FromRequestParts<S> for ClientAddr {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        Ok(ClientAddr(
+            parts
+                .extensions
+                .get::<ConnectInfo<SocketAddr>>()
+                .map(|ConnectInfo(addr)| addr.ip()),
+        ))
+    }
+}
 
 /// API keys are recognisable by their prefix, so one header serves both kinds.
 pub const API_KEY_PREFIX: &str = "rls_";

@@ -13,8 +13,8 @@ use serde::{Deserialize, Serialize};
 
 use super::{
     AuthService, Role, Scope,
-    extract::{AuthUser, TenantAdmin},
-    service::{ApiKeyView, CreatedApiKey, TokenPair, UserChanges, UserView},
+    extract::{AuthUser, ClientAddr, TenantAdmin},
+    service::{ApiKeyView, CreatedApiKey, PasswordRefused, TokenPair, UserChanges, UserView},
 };
 use crate::{
     app::AppState,
@@ -57,12 +57,16 @@ struct LoginRequest {
     password: String,
 }
 
+/// Throttled per account and per source address (429 `too_many_attempts`
+/// with `Retry-After`); see [`super::service::throttle`].
 async fn login(
     State(auth): State<Arc<AuthService>>,
+    ClientAddr(from): ClientAddr,
     ApiJson(req): ApiJson<LoginRequest>,
-) -> ApiResult<Json<TokenPair>> {
+) -> Result<Json<TokenPair>, PasswordRefused> {
     Ok(Json(
-        auth.login(&req.tenant, &req.email, &req.password).await?,
+        auth.login(&req.tenant, &req.email, &req.password, from)
+            .await?,
     ))
 }
 
@@ -150,7 +154,7 @@ async fn change_password(
     State(auth): State<Arc<AuthService>>,
     AuthUser(me): AuthUser,
     ApiJson(req): ApiJson<ChangePasswordRequest>,
-) -> ApiResult<StatusCode> {
+) -> Result<StatusCode, PasswordRefused> {
     auth.change_own_password(&me, &req.current_password, &req.new_password)
         .await?;
     Ok(StatusCode::NO_CONTENT)

@@ -534,3 +534,167 @@ async fn the_openapi_document_describes_the_password_change() {
         assert!(op["responses"].get(status).is_some(), "{status}");
     }
 }
+
+async fn login_attempt(app: &TestApp, email: &str, password: &str) -> reqwest::Response {
+    app.post(
+        "/api/v1/auth/login",
+        None,
+        json!({"tenant": "default", "email": email, "password": password}),
+    )
+    .await
+}
+
+#[tokio::test]
+async fn wrong_passwords_in_a_row_throttle_the_account_without_checking_the_password() {
+    let app = spawn_app().await;
+    app.user("eve@example.com", &["member"]).await;
+    let throttled_before = app.metric("relais_login_throttled_total").await;
+    let mut statuses = Vec::new();
+    for _ in 0..30 {
+        statuses.push(login_attempt(&app, "eve@example.com", "guess-guess-guess").await);
+    }
+    let codes: Vec<u16> = statuses.iter().map(|r| r.status().as_u16()).collect();
+    assert_eq!(codes[..5], [401; 5], "{codes:?}");
+    assert_eq!(codes[5..], [429; 25], "{codes:?}");
+    let res = statuses.pop().unwrap();
+    let retry_after: u64 = res.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=15).contains(&retry_after), "{retry_after}");
+    assert_eq!(
+        res.json::<Value>().await.unwrap()["error"]["code"],
+        "too_many_attempts"
+    );
+    // The right password is refused the same way: no oracle while locked.
+    let res = login_attempt(&app, "EVE@example.com", "user-password-123").await;
+    assert_eq!(res.status(), 429);
+    assert!(res.headers().contains_key("retry-after"));
+    assert_eq!(
+        app.metric("relais_login_throttled_total").await,
+        throttled_before + 26.0
+    );
+    // Other accounts are not affected; an unknown one is throttled alike.
+    app.login(ADMIN_EMAIL, ADMIN_PASSWORD).await;
+    let mut codes = Vec::new();
+    for _ in 0..6 {
+        codes.push(
+            login_attempt(&app, "ghost@example.com", "guess-guess-guess")
+                .await
+                .status(),
+        );
+    }
+    assert_eq!(codes[4], 401);
+    assert_eq!(codes[5], 429);
+}
+
+#[tokio::test]
+async fn a_successful_login_resets_the_account_count() {
+    let app = spawn_app().await;
+    app.user("fay@example.com", &["member"]).await;
+    for round in 0..3 {
+        for _ in 0..4 {
+            let res = login_attempt(&app, "fay@example.com", "guess-guess-guess").await;
+            assert_eq!(res.status(), 401, "round {round}");
+        }
+        app.login("fay@example.com", "user-password-123").await;
+    }
+}
+
+#[tokio::test]
+async fn the_login_throttle_is_shared_by_the_nodes_of_a_cluster() {
+    let app = spawn_app().await;
+    let peer = app.spawn_peer().await;
+    for _ in 0..5 {
+        let res = login_attempt(&app, ADMIN_EMAIL, "guess-guess-guess").await;
+        assert_eq!(res.status(), 401);
+    }
+    let res = login_attempt(&peer, ADMIN_EMAIL, ADMIN_PASSWORD).await;
+    assert_eq!(res.status(), 429);
+}
+
+#[tokio::test]
+async fn failures_from_one_public_address_throttle_it_across_accounts() {
+    use relais::auth::service::PasswordRefused;
+    let app = spawn_app().await;
+    let auth = &app.state.auth;
+    let attacker: std::net::IpAddr = "203.0.113.7".parse().unwrap();
+    // One password tried on 20 accounts: each account sees one failure only.
+    for i in 0..20 {
+        let res = auth
+            .login(
+                "default",
+                &format!("user{i}@example.com"),
+                "Winter2024!",
+                Some(attacker),
+            )
+            .await;
+        assert!(matches!(res, Err(PasswordRefused::Api(_))), "attempt {i}");
+    }
+    let res = auth
+        .login("default", ADMIN_EMAIL, ADMIN_PASSWORD, Some(attacker))
+        .await;
+    assert!(
+        matches!(res, Err(PasswordRefused::Throttled(t)) if (1..=15).contains(&t.retry_after)),
+        "{res:?}"
+    );
+    // Another address, or a proxy on a private one, is not affected.
+    for other in ["198.51.100.1", "10.0.0.2"] {
+        let res = auth
+            .login(
+                "default",
+                ADMIN_EMAIL,
+                ADMIN_PASSWORD,
+                Some(other.parse().unwrap()),
+            )
+            .await;
+        assert!(res.is_ok(), "{other}");
+    }
+    // Private addresses are never counted.
+    let proxy: std::net::IpAddr = "10.0.0.3".parse().unwrap();
+    for i in 0..25 {
+        let res = auth
+            .login(
+                "default",
+                &format!("other{i}@example.com"),
+                "Winter2024!",
+                Some(proxy),
+            )
+            .await;
+        assert!(matches!(res, Err(PasswordRefused::Api(_))), "attempt {i}");
+    }
+}
+
+#[tokio::test]
+async fn wrong_current_passwords_throttle_the_password_change_too() {
+    let app = spawn_app().await;
+    let (_, token) = app.user("gus@example.com", &["member"]).await;
+    let mut codes = Vec::new();
+    for current in [
+        "guess-1-guess",
+        "guess-2-guess",
+        "guess-3-guess",
+        "guess-4-guess",
+        "guess-5-guess",
+        "user-password-123",
+    ] {
+        let res = app
+            .http
+            .patch(app.url("/api/v1/me/password"))
+            .bearer_auth(&token)
+            .json(&json!({"current_password": current, "new_password": "a-new-password-456"}))
+            .send()
+            .await
+            .unwrap();
+        codes.push(res.status().as_u16());
+    }
+    assert_eq!(codes, [403, 403, 403, 403, 403, 429]);
+    // The lock-out is the account's: sign-in is throttled as well.
+    assert_eq!(
+        login_attempt(&app, "gus@example.com", "user-password-123")
+            .await
+            .status(),
+        429
+    );
+}

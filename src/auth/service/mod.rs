@@ -8,6 +8,7 @@
 mod api_keys;
 mod sessions;
 mod tenants;
+pub mod throttle;
 mod users;
 
 use std::{
@@ -25,6 +26,7 @@ use crate::{
 pub use api_keys::{ApiKeyView, CreatedApiKey};
 pub use sessions::{AccessRefused, TokenPair};
 pub use tenants::TenantView;
+pub use throttle::{PasswordRefused, Throttled};
 pub use users::{UserChanges, UserView, normalize_email};
 
 pub struct AuthService {
@@ -63,6 +65,13 @@ impl AuthService {
     /// nothing is counted. Only the first call has an effect.
     pub fn report_to(&self, metrics: Arc<Metrics>) {
         let _ = self.metrics.set(metrics);
+    }
+
+    /// Counts one sign-in refused by the login throttle.
+    fn count_login_throttled(&self) {
+        if let Some(m) = self.metrics.get() {
+            m.login_throttled.inc();
+        }
     }
 
     /// Counts one refused token or API key.

@@ -3,7 +3,10 @@
 use serde::Serialize;
 use sqlx::Row;
 
-use super::AuthService;
+use super::{
+    AuthService,
+    throttle::{PasswordRefused, ThrottleKey},
+};
 use crate::{
     auth::{
         password,
@@ -149,28 +152,39 @@ impl AuthService {
     }
 
     /// A signed-in user changes their own password. The current one must be
-    /// given (403 `forbidden` otherwise); the new one follows the
-    /// password rules (`weak_password`, 422). Every other session of the user
-    /// ends (their sockets close); the caller's own session stays valid, so
-    /// its access and refresh tokens keep working.
+    /// given (403 `forbidden` otherwise); wrong ones count towards the
+    /// account's login throttle, so a stolen access token cannot be used to
+    /// guess it. The new one follows the password rules (422
+    /// `weak_password`). Every other session of the user ends (their sockets
+    /// close); the caller's own session stays valid, so its access and
+    /// refresh tokens keep working.
     pub async fn change_own_password(
         &self,
         me: &Principal,
         current: &str,
         new: &str,
-    ) -> ApiResult<()> {
+    ) -> Result<(), PasswordRefused> {
         password::check_strength(new).map_err(|m| ApiError::invalid("weak_password", m))?;
-        let stored: String =
-            sqlx::query("SELECT password_hash FROM users WHERE tenant_id = $1 AND id = $2")
-                .bind(me.tenant.as_str())
-                .bind(me.user.as_str())
-                .fetch_optional(&self.store.pool)
-                .await?
-                .ok_or(ApiError::NotFound("user"))?
-                .try_get("password_hash")?;
+        let row = sqlx::query(
+            "SELECT u.password_hash, u.email, t.slug FROM users u JOIN tenants t ON t.id = u.tenant_id
+             WHERE u.tenant_id = $1 AND u.id = $2",
+        )
+        .bind(me.tenant.as_str())
+        .bind(me.user.as_str())
+        .fetch_optional(&self.store.pool)
+        .await?
+        .ok_or(ApiError::NotFound("user"))?;
+        let account = ThrottleKey::account(
+            &row.try_get::<String, _>("slug")?,
+            &row.try_get::<String, _>("email")?,
+        );
+        self.check_throttle(std::slice::from_ref(&account)).await?;
+        let stored: String = row.try_get("password_hash")?;
         if !password::verify(current.to_owned(), Some(stored)).await? {
-            return Err(ApiError::forbidden("the current password is wrong"));
+            self.record_failure(std::slice::from_ref(&account)).await?;
+            return Err(ApiError::forbidden("the current password is wrong").into());
         }
+        self.clear_failures(&account).await?;
         let hash = password::hash(new.to_owned()).await?;
         sqlx::query(
             "UPDATE users SET password_hash = $3, updated_at = $4 WHERE tenant_id = $1 AND id = $2",
@@ -181,8 +195,9 @@ impl AuthService {
         .bind(now_millis())
         .execute(&self.store.pool)
         .await?;
-        self.revoke_other_sessions(&me.tenant, &me.user, &me.session, "password changed")
-            .await
+        Ok(self
+            .revoke_other_sessions(&me.tenant, &me.user, &me.session, "password changed")
+            .await?)
     }
 
     pub async fn list_users(&self, tenant: &TenantId) -> ApiResult<Vec<UserView>> {
