@@ -278,4 +278,31 @@ mod tests {
             "192.0.2.7".parse::<IpAddr>().unwrap()
         );
     }
+
+    #[test]
+    fn only_public_addresses_are_counted() {
+        for shared in [
+            "127.0.0.1",
+            "10.1.2.3",
+            "172.16.0.9",
+            "192.168.1.1",
+            "100.64.0.1",
+            "169.254.1.1",
+            "::1",
+            "fd00::1",
+            "fe80::1",
+            "::ffff:127.0.0.1",
+        ] {
+            assert!(
+                ThrottleKey::address(shared.parse().unwrap()).is_none(),
+                "{shared}"
+            );
+        }
+        for public in ["203.0.113.9", "2001:db8::1", "::ffff:198.51.100.1"] {
+            assert!(
+                ThrottleKey::address(public.parse().unwrap()).is_some(),
+                "{public}"
+            );
+        }
+    }
 }
