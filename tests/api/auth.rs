@@ -340,7 +340,7 @@ async fn api_keys_are_shown_once_scoped_and_revocable() {
         !listed.to_string().contains(key),
         "the key is never listed again"
     );
-    assert_eq!(listed[0]["prefix"], created["prefix"]);
+    assert_eq!(listed["items"][0]["prefix"], created["prefix"]);
 
     // A publish-only key cannot administer.
     assert_eq!(
@@ -392,7 +392,10 @@ async fn an_admin_scoped_key_manages_users() {
         .await
         .unwrap();
     assert_eq!(
-        res.json::<Value>().await.unwrap().as_array().unwrap().len(),
+        res.json::<Value>().await.unwrap()["items"]
+            .as_array()
+            .unwrap()
+            .len(),
         2
     );
 }
@@ -697,4 +700,77 @@ async fn wrong_current_passwords_throttle_the_password_change_too() {
             .status(),
         429
     );
+}
+
+#[tokio::test]
+async fn admin_lists_of_users_and_keys_are_pages_with_a_cursor() {
+    let app = spawn_app().await;
+    let admin = app.admin_token().await;
+    for i in 0..4 {
+        let res = app
+            .post(
+                "/api/v1/admin/users",
+                Some(&admin),
+                json!({"email": format!("u{i}+list@example.com"), "password": "long-enough-pw", "roles": ["member"]}),
+            )
+            .await;
+        assert_eq!(res.status(), 201);
+        let res = app
+            .post(
+                "/api/v1/admin/api-keys",
+                Some(&admin),
+                json!({"name": format!("key {i}"), "scopes": ["publish"]}),
+            )
+            .await;
+        assert_eq!(res.status(), 201);
+    }
+    // Five users (with the admin) and four keys, walked two at a time.
+    for (path, total, field) in [
+        ("/api/v1/admin/users", 5, "email"),
+        ("/api/v1/admin/api-keys", 4, "name"),
+    ] {
+        let mut seen = Vec::new();
+        let mut url = format!("{path}?limit=2");
+        let mut pages = 0;
+        loop {
+            let res = app.get(&url, Some(&admin)).await;
+            assert_eq!(res.status(), 200, "{url}");
+            let page: Value = res.json().await.unwrap();
+            let items = page["items"].as_array().unwrap();
+            assert!(items.len() <= 2);
+            seen.extend(items.iter().map(|i| i[field].as_str().unwrap().to_owned()));
+            pages += 1;
+            match page["next_cursor"].as_str() {
+                Some(cursor) => url = format!("{path}?limit=2&cursor={cursor}"),
+                None => break,
+            }
+        }
+        assert_eq!(seen.len(), total, "{path}: {seen:?}");
+        assert_eq!(pages, total.div_ceil(2), "{path}");
+        let mut sorted = seen.clone();
+        sorted.sort();
+        sorted.dedup();
+        assert_eq!(sorted.len(), total, "no item twice: {seen:?}");
+        if field == "email" {
+            assert_eq!(sorted, seen, "users come by email");
+        }
+        // Without a limit, one page holds them all.
+        let page: Value = app.get(path, Some(&admin)).await.json().await.unwrap();
+        assert_eq!(page["items"].as_array().unwrap().len(), total);
+        assert_eq!(page["next_cursor"], Value::Null);
+        // Unknown parameters and foreign cursors are refused.
+        for (query, code) in [
+            ("?limt=2", "invalid_query"),
+            ("?limit=two", "invalid_query"),
+            ("?cursor=%%%", "invalid_cursor"),
+        ] {
+            let res = app.get(&format!("{path}{query}"), Some(&admin)).await;
+            assert_eq!(res.status(), 422, "{path}{query}");
+            assert_eq!(
+                res.json::<Value>().await.unwrap()["error"]["code"],
+                code,
+                "{path}{query}"
+            );
+        }
+    }
 }

@@ -1,7 +1,7 @@
 //! Users: accounts, roles and passwords.
 
 use serde::Serialize;
-use sqlx::Row;
+use sqlx::{AssertSqlSafe, Row};
 
 use super::{
     AuthService,
@@ -200,12 +200,30 @@ impl AuthService {
             .await?)
     }
 
-    pub async fn list_users(&self, tenant: &TenantId) -> ApiResult<Vec<UserView>> {
-        let rows = sqlx::query("SELECT id, tenant_id, email, display_name, roles, disabled_at, created_at FROM users WHERE tenant_id = $1 ORDER BY email")
-            .bind(tenant.as_str())
-            .fetch_all(&self.store.pool)
-            .await?;
-        Ok(rows.iter().map(user_from_row).collect::<Result<_, _>>()?)
+    /// Up to `limit` of the tenant's users by email, after the email `after`
+    /// when given; with whether more follow.
+    pub async fn list_users(
+        &self,
+        tenant: &TenantId,
+        after: Option<&str>,
+        limit: usize,
+    ) -> ApiResult<(Vec<UserView>, bool)> {
+        let rows = sqlx::query(AssertSqlSafe(format!(
+            "SELECT id, tenant_id, email, display_name, roles, disabled_at, created_at FROM users
+             WHERE tenant_id = $1 AND email > $2 ORDER BY email LIMIT {}",
+            limit + 1
+        )))
+        .bind(tenant.as_str())
+        .bind(after.unwrap_or(""))
+        .fetch_all(&self.store.pool)
+        .await?;
+        let mut users = rows
+            .iter()
+            .map(user_from_row)
+            .collect::<Result<Vec<_>, _>>()?;
+        let more = users.len() > limit;
+        users.truncate(limit);
+        Ok((users, more))
     }
 
     /// Applies `changes`; a role change, a disable or a password change ends
