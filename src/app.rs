@@ -128,6 +128,7 @@ impl Application {
             broker.clone(),
             key_cache,
         ));
+        auth.report_to(metrics.clone());
         let gateway = Arc::new(Gateway::new(
             hub,
             broker,
@@ -283,6 +284,8 @@ impl Application {
         // 503 `shutting_down` instead of a refused TCP connection. It stops
         // only once the drain is over.
         let drained = CancellationToken::new();
+        // The peer address reaches handlers (login throttling per address).
+        let app = app.into_make_service_with_connect_info::<SocketAddr>();
         let server = axum::serve(listener, app).with_graceful_shutdown({
             let drained = drained.clone();
             async move { drained.cancelled().await }

@@ -7,6 +7,7 @@ use relais::{
     app::{self, Application},
     auth::{
         AuthService, Role, Scope,
+        service::UserChanges,
         tokens::{JwtKeys, random_token},
     },
     bus::memory::MemoryBroker,
@@ -75,6 +76,17 @@ enum UserAction {
         roles: String,
         #[arg(long, default_value = "")]
         name: String,
+        /// Read from RELAIS_NEW_USER_PASSWORD if set; generated otherwise.
+        #[arg(long, env = "RELAIS_NEW_USER_PASSWORD", hide_env_values = true)]
+        password: Option<String>,
+    },
+    /// Set a user's password and end every session of the user; prints a
+    /// generated password if none is given.
+    SetPassword {
+        #[arg(long)]
+        tenant: String,
+        #[arg(long)]
+        email: String,
         /// Read from RELAIS_NEW_USER_PASSWORD if set; generated otherwise.
         #[arg(long, env = "RELAIS_NEW_USER_PASSWORD", hide_env_values = true)]
         password: Option<String>,
@@ -179,6 +191,45 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
             }
             Ok(())
         }
+        Command::User {
+            action:
+                UserAction::SetPassword {
+                    tenant,
+                    email,
+                    password,
+                },
+        } => {
+            let auth = admin_service(&config).await?;
+            let tenant = existing_tenant(&auth, &tenant).await?;
+            let user = auth
+                .find_user_by_email(&tenant.id, &email)
+                .await
+                .map_err(|e| match e {
+                    relais::error::ApiError::NotFound(_) => {
+                        anyhow::anyhow!("no user `{email}` in tenant `{}`", tenant.slug)
+                    }
+                    e => e.into(),
+                })?;
+            let generated = password.is_none();
+            let password = password.unwrap_or_else(|| random_token(18));
+            auth.update_user(
+                &tenant.id,
+                &user.id,
+                UserChanges {
+                    password: Some(password.clone()),
+                    ..UserChanges::default()
+                },
+            )
+            .await?;
+            println!(
+                "password set: id={} email={} (every session of the user ended)",
+                user.id, user.email
+            );
+            if generated {
+                println!("password (shown once): {password}");
+            }
+            Ok(())
+        }
         Command::ApiKey {
             action:
                 ApiKeyAction::Create {
@@ -221,7 +272,13 @@ async fn serve(config: Config) -> anyhow::Result<()> {
             report.tenant, report.email
         );
         match &report.generated_password {
-            Some(p) => println!("  admin password (shown once, change it): {p}"),
+            Some(p) => {
+                println!("  admin password (shown once, change it): {p}");
+                println!(
+                    "  to change it: PATCH /api/v1/me/password, or `relais user set-password --tenant {} --email {}`",
+                    report.tenant, report.email
+                );
+            }
             None => println!("  admin password: from RELAIS_BOOTSTRAP_ADMIN_PASSWORD"),
         }
     }

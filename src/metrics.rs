@@ -45,6 +45,8 @@ pub struct Metrics {
     pub http_requests: HttpLatency,
     /// REST publications: time the bus took to accept each one.
     pub publish_duration: Latency,
+    /// Sign-ins refused by the login throttle (429 `too_many_attempts`).
+    pub login_throttled: Counter,
 }
 
 impl Metrics {
@@ -177,6 +179,11 @@ impl Metrics {
             "REST publications: time to publish one on the bus",
             Unit::Seconds,
             self.publish_duration.0.clone(),
+        );
+        registry.register(
+            "login_throttled",
+            "Sign-ins refused because of earlier wrong passwords (per account or address)",
+            self.login_throttled.clone(),
         );
         let mut out = String::new();
         // Writing to a String cannot fail.

@@ -565,8 +565,14 @@ async function publishRest() {
 
 async function loadKeys() {
   try {
-    const keys = await api('GET', '/api/v1/admin/api-keys');
-    const rows = (keys || []).map((k) => h('li', { class: `item${k.revoked ? ' revoked' : ''}` },
+    const keys = [];
+    let cursor = null;
+    do {
+      const page = await api('GET', `/api/v1/admin/api-keys?limit=200${cursor ? `&cursor=${encodeURIComponent(cursor)}` : ''}`);
+      keys.push(...(page?.items || []));
+      cursor = page?.next_cursor;
+    } while (cursor);
+    const rows = keys.map((k) => h('li', { class: `item${k.revoked ? ' revoked' : ''}` },
       h('div', { class: 'item-main' },
         h('div', { class: 'item-title' }, h('span', { class: 'name' }, k.name),
           h('span', { class: 'state' }, (k.scopes || []).join(', '))),

@@ -3,10 +3,13 @@
 //! A missing or bad credential is an error, never an anonymous caller:
 //! endpoints that accept anonymous requests simply do not use these.
 
-use std::sync::Arc;
+use std::{
+    net::{IpAddr, SocketAddr},
+    sync::Arc,
+};
 
 use axum::{
-    extract::{FromRef, FromRequestParts},
+    extract::{ConnectInfo, FromRef, FromRequestParts},
     http::{HeaderMap, header, request::Parts},
 };
 
@@ -21,6 +24,25 @@ pub struct AnyCaller(pub Caller);
 
 /// A tenant administrator: a user with `manage_tenant`, or a key with the `admin` scope.
 pub struct TenantAdmin(pub Caller);
+
+/// The address the request came from, when the server is run with connect
+/// information (`into_make_service_with_connect_info::<SocketAddr>()`);
+/// `None` otherwise. It is the TCP peer: behind a reverse proxy, the proxy.
+/// Forwarding headers are not trusted.
+pub struct ClientAddr(pub Option<IpAddr>);
+
+impl<S: Send + Sync> FromRequestParts<S> for ClientAddr {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        Ok(ClientAddr(
+            parts
+                .extensions
+                .get::<ConnectInfo<SocketAddr>>()
+                .map(|ConnectInfo(addr)| addr.ip()),
+        ))
+    }
+}
 
 /// API keys are recognisable by their prefix, so one header serves both kinds.
 pub const API_KEY_PREFIX: &str = "rls_";
@@ -43,21 +65,31 @@ fn api_key_header(parts: &Parts) -> Option<&str> {
     parts.headers.get("x-api-key")?.to_str().ok().map(str::trim)
 }
 
-/// Resolves a bearer credential of either kind.
+/// Resolves a bearer credential of either kind. A refused one is counted
+/// in `relais_auth_failures_total`.
 pub async fn caller_from_credential(
     auth: &AuthService,
     credential: &str,
 ) -> Result<Caller, ApiError> {
     let caller = if credential.starts_with(API_KEY_PREFIX) {
-        Caller::Key(auth.authenticate_key(credential).await?)
+        Caller::Key(counted(auth, auth.authenticate_key(credential).await)?)
     } else {
-        Caller::User(auth.authenticate(credential).await?)
+        Caller::User(counted(auth, auth.authenticate(credential).await)?)
     };
     match &caller {
         Caller::User(p) => record_caller(&p.tenant, &p.user),
         Caller::Key(k) => record_caller(&k.tenant, format_args!("key:{}", k.key)),
     }
     Ok(caller)
+}
+
+/// Counts a refused credential (a 401, not a store failure) as an
+/// authentication failure, as the WebSocket and SSE endpoints do.
+fn counted<T>(auth: &AuthService, result: Result<T, ApiError>) -> Result<T, ApiError> {
+    if let Err(ApiError::Unauthorized(..)) = &result {
+        auth.count_auth_failure();
+    }
+    result
 }
 
 /// Fills the `tenant` and `user` fields of the request's span (declared by
@@ -83,7 +115,7 @@ where
             ));
         }
         let auth = Arc::<AuthService>::from_ref(state);
-        let principal = auth.authenticate(token).await?;
+        let principal = counted(&auth, auth.authenticate(token).await)?;
         record_caller(&principal.tenant, &principal.user);
         Ok(AuthUser(principal))
     }

@@ -5,20 +5,21 @@ use std::sync::Arc;
 
 use axum::{
     Json, Router,
-    extract::{Path, State},
+    extract::{Path, Query, State, rejection::QueryRejection},
     http::StatusCode,
-    routing::{get, post},
+    routing::{get, patch, post},
 };
+use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
 use serde::{Deserialize, Serialize};
 
 use super::{
     AuthService, Role, Scope,
-    extract::{AuthUser, TenantAdmin},
-    service::{ApiKeyView, CreatedApiKey, TokenPair, UserChanges, UserView},
+    extract::{AuthUser, ClientAddr, TenantAdmin},
+    service::{ApiKeyView, CreatedApiKey, PasswordRefused, TokenPair, UserChanges, UserView},
 };
 use crate::{
     app::AppState,
-    error::{ApiJson, ApiResult},
+    error::{ApiError, ApiJson, ApiResult, query},
     ids::{ApiKeyId, UserId},
 };
 
@@ -28,6 +29,7 @@ pub fn router() -> Router<AppState> {
         .route("/api/v1/auth/refresh", post(refresh))
         .route("/api/v1/auth/logout", post(logout))
         .route("/api/v1/me", get(me))
+        .route("/api/v1/me/password", patch(change_password))
         .route("/api/v1/admin/roles", get(list_roles))
         .route("/api/v1/admin/users", get(list_users).post(create_user))
         .route(
@@ -56,12 +58,16 @@ struct LoginRequest {
     password: String,
 }
 
+/// Throttled per account and per source address (429 `too_many_attempts`
+/// with `Retry-After`); see [`super::service::throttle`].
 async fn login(
     State(auth): State<Arc<AuthService>>,
+    ClientAddr(from): ClientAddr,
     ApiJson(req): ApiJson<LoginRequest>,
-) -> ApiResult<Json<TokenPair>> {
+) -> Result<Json<TokenPair>, PasswordRefused> {
     Ok(Json(
-        auth.login(&req.tenant, &req.email, &req.password).await?,
+        auth.login(&req.tenant, &req.email, &req.password, from)
+            .await?,
     ))
 }
 
@@ -131,6 +137,24 @@ async fn me(
     }))
 }
 
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ChangePasswordRequest {
+    current_password: String,
+    new_password: String,
+}
+
+/// Ends the user's other sessions; this one stays signed in.
+async fn change_password(
+    State(auth): State<Arc<AuthService>>,
+    AuthUser(me): AuthUser,
+    ApiJson(req): ApiJson<ChangePasswordRequest>,
+) -> Result<StatusCode, PasswordRefused> {
+    auth.change_own_password(&me, &req.current_password, &req.new_password)
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
 #[derive(Serialize)]
 struct RoleView {
     role: Role,
@@ -149,11 +173,65 @@ async fn list_roles(_: TenantAdmin) -> Json<Vec<RoleView>> {
     )
 }
 
+/// `limit` and `cursor` of the admin lists; other parameters are refused.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PageQuery {
+    /// `next_cursor` of the previous page.
+    cursor: Option<String>,
+    limit: Option<u32>,
+}
+
+impl PageQuery {
+    fn limit(&self) -> usize {
+        self.limit.unwrap_or(50).clamp(1, 200) as usize
+    }
+
+    /// The sort key the page starts after. Cursors are opaque to clients
+    /// (base64url of the last item's key).
+    fn after(&self) -> ApiResult<Option<String>> {
+        let Some(cursor) = &self.cursor else {
+            return Ok(None);
+        };
+        URL_SAFE_NO_PAD
+            .decode(cursor)
+            .ok()
+            .and_then(|bytes| String::from_utf8(bytes).ok())
+            .map(Some)
+            .ok_or_else(|| {
+                ApiError::invalid("invalid_cursor", "cursor is not one this API returned")
+            })
+    }
+}
+
+/// One page of a list; `next_cursor` is absent on the last page.
+#[derive(Serialize)]
+struct Page<T> {
+    items: Vec<T>,
+    next_cursor: Option<String>,
+}
+
+impl<T> Page<T> {
+    fn new(items: Vec<T>, more: bool, key: impl Fn(&T) -> &str) -> Self {
+        let next_cursor = if more {
+            items.last().map(|last| URL_SAFE_NO_PAD.encode(key(last)))
+        } else {
+            None
+        };
+        Page { items, next_cursor }
+    }
+}
+
 async fn list_users(
     State(auth): State<Arc<AuthService>>,
     TenantAdmin(admin): TenantAdmin,
-) -> ApiResult<Json<Vec<UserView>>> {
-    Ok(Json(auth.list_users(admin.tenant()).await?))
+    q: Result<Query<PageQuery>, QueryRejection>,
+) -> ApiResult<Json<Page<UserView>>> {
+    let q = query(q)?;
+    let (users, more) = auth
+        .list_users(admin.tenant(), q.after()?.as_deref(), q.limit())
+        .await?;
+    Ok(Json(Page::new(users, more, |u| &u.email)))
 }
 
 #[derive(Deserialize)]
@@ -234,8 +312,13 @@ async fn revoke_user_sessions(
 async fn list_api_keys(
     State(auth): State<Arc<AuthService>>,
     TenantAdmin(admin): TenantAdmin,
-) -> ApiResult<Json<Vec<ApiKeyView>>> {
-    Ok(Json(auth.list_api_keys(admin.tenant()).await?))
+    q: Result<Query<PageQuery>, QueryRejection>,
+) -> ApiResult<Json<Page<ApiKeyView>>> {
+    let q = query(q)?;
+    let (keys, more) = auth
+        .list_api_keys(admin.tenant(), q.after()?.as_deref(), q.limit())
+        .await?;
+    Ok(Json(Page::new(keys, more, |k| k.id.as_str())))
 }
 
 #[derive(Deserialize)]

@@ -15,6 +15,15 @@ use crate::ids::{SessionId, TenantId, UserId};
 const ISSUER: &str = "relais";
 const ACCESS: &str = "access";
 
+/// Clock skew tolerated when checking an access token's expiry, in seconds.
+///
+/// A token is refused once its `exp` is more than this far in the past. It
+/// stays small on purpose: a socket closed with 4002 at expiry must not be
+/// able to reconnect with the same token. Nodes are expected to keep their
+/// clocks in sync (NTP); clients count from `expires_in`, not from their own
+/// clock, so they need no allowance of their own.
+pub const CLOCK_SKEW_LEEWAY_SECS: u64 = 1;
+
 /// Claims of an access token.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct AccessClaims {
@@ -60,7 +69,7 @@ impl JwtKeys {
         let mut validation = Validation::new(Algorithm::HS256);
         validation.set_issuer(&[ISSUER]);
         validation.set_required_spec_claims(&["exp", "iss", "sub"]);
-        validation.leeway = 5;
+        validation.leeway = CLOCK_SKEW_LEEWAY_SECS;
         JwtKeys {
             encoding: EncodingKey::from_secret(bytes),
             decoding: DecodingKey::from_secret(bytes),
@@ -76,18 +85,34 @@ impl JwtKeys {
         session: &SessionId,
         ttl_secs: u64,
     ) -> anyhow::Result<(String, u64)> {
-        let iat = unix_secs();
+        let exp = unix_secs() + ttl_secs;
+        Ok((self.issue_expiring_at(tenant, user, session, exp)?, exp))
+    }
+
+    /// Issues an access token that expires at `exp` (Unix seconds), which
+    /// may be in the past: for tests and tools that need a token of a given
+    /// age. The hub itself issues tokens with [`JwtKeys::issue`].
+    pub fn issue_expiring_at(
+        &self,
+        tenant: &TenantId,
+        user: &UserId,
+        session: &SessionId,
+        exp: u64,
+    ) -> anyhow::Result<String> {
         let claims = AccessClaims {
             sub: user.clone(),
             tid: tenant.clone(),
             sid: session.clone(),
             iss: ISSUER.into(),
             typ: ACCESS.into(),
-            iat,
-            exp: iat + ttl_secs,
+            iat: unix_secs().min(exp),
+            exp,
         };
-        let token = jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)?;
-        Ok((token, claims.exp))
+        Ok(jsonwebtoken::encode(
+            &Header::new(Algorithm::HS256),
+            &claims,
+            &self.encoding,
+        )?)
     }
 
     /// Verifies signature, algorithm, issuer, expiry and token type.
@@ -174,6 +199,25 @@ mod tests {
             keys().verify(&format!("{header}.{payload}.")).unwrap_err(),
             TokenError::Invalid
         );
+    }
+
+    #[test]
+    fn a_token_past_its_expiry_by_more_than_the_leeway_is_expired() {
+        let k = keys();
+        let ids = (&"t1".into(), &"u1".into(), &"s1".into());
+        let stale = k
+            .issue_expiring_at(
+                ids.0,
+                ids.1,
+                ids.2,
+                unix_secs() - CLOCK_SKEW_LEEWAY_SECS - 2,
+            )
+            .unwrap();
+        assert_eq!(k.verify(&stale).unwrap_err(), TokenError::Expired);
+        let fresh = k
+            .issue_expiring_at(ids.0, ids.1, ids.2, unix_secs() + 30)
+            .unwrap();
+        assert!(k.verify(&fresh).is_ok());
     }
 
     #[test]

@@ -340,7 +340,7 @@ async fn api_keys_are_shown_once_scoped_and_revocable() {
         !listed.to_string().contains(key),
         "the key is never listed again"
     );
-    assert_eq!(listed[0]["prefix"], created["prefix"]);
+    assert_eq!(listed["items"][0]["prefix"], created["prefix"]);
 
     // A publish-only key cannot administer.
     assert_eq!(
@@ -392,7 +392,10 @@ async fn an_admin_scoped_key_manages_users() {
         .await
         .unwrap();
     assert_eq!(
-        res.json::<Value>().await.unwrap().as_array().unwrap().len(),
+        res.json::<Value>().await.unwrap()["items"]
+            .as_array()
+            .unwrap()
+            .len(),
         2
     );
 }
@@ -403,4 +406,371 @@ async fn the_signing_secret_survives_a_restart_so_sessions_do_too() {
     let token = app.admin_token().await;
     let app = app.restart().await;
     assert_eq!(app.get("/api/v1/me", Some(&token)).await.status(), 200);
+}
+
+#[tokio::test]
+async fn refused_rest_credentials_count_as_authentication_failures() {
+    let app = spawn_app().await;
+    let before = app.metric("relais_auth_failures_total").await;
+    // A bad access token, an unknown API key (both headers), and a token
+    // that is not a JWT at all: each is a refused credential.
+    for (path, bearer) in [
+        ("/api/v1/me", "not-a-token"),
+        ("/api/v1/admin/users", "rls_unknown_key"),
+        ("/api/v1/inbox", "eyJhbGciOiJIUzI1NiJ9.e30.c2ln"),
+    ] {
+        let res = app.get(path, Some(bearer)).await;
+        assert_eq!(res.status(), 401, "{path}");
+    }
+    let res = app
+        .http
+        .post(app.url("/api/v1/publish"))
+        .header("x-api-key", "rls_unknown_key")
+        .json(&json!({"channel": "broadcast", "data": 1}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 401);
+    // No credential at all is not a refused one.
+    assert_eq!(app.get("/api/v1/me", None).await.status(), 401);
+    assert_eq!(app.metric("relais_auth_failures_total").await, before + 4.0);
+}
+
+#[tokio::test]
+async fn a_user_changes_their_password_and_their_other_sessions_end() {
+    let app = spawn_app().await;
+    let (_, token) = app.user("cy@example.com", &["member"]).await;
+    let other = app.login("cy@example.com", "user-password-123").await;
+    let other_token = other["access_token"].as_str().unwrap();
+    let mut ws = app.ws_connected(&token).await;
+    let mut ws_other = app.ws_connected(other_token).await;
+    let change = |token: String, body: Value| {
+        app.http
+            .patch(app.url("/api/v1/me/password"))
+            .bearer_auth(token)
+            .json(&body)
+            .send()
+    };
+
+    // A wrong current password, a weak new one, an unknown field.
+    let res = change(
+        token.clone(),
+        json!({"current_password": "not-my-password", "new_password": "a-new-password-456"}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(res.status(), 403);
+    assert_eq!(
+        res.json::<Value>().await.unwrap()["error"]["code"],
+        "forbidden"
+    );
+    let res = change(
+        token.clone(),
+        json!({"current_password": "user-password-123", "new_password": "short"}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(res.status(), 422);
+    assert_eq!(
+        res.json::<Value>().await.unwrap()["error"]["code"],
+        "weak_password"
+    );
+    let res = change(token.clone(), json!({"new_password": "a-new-password-456"}))
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 422);
+    // Nothing changed so far.
+    app.login("cy@example.com", "user-password-123").await;
+
+    let res = change(
+        token.clone(),
+        json!({"current_password": "user-password-123", "new_password": "a-new-password-456"}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(res.status(), 204);
+    // The other sessions end and their sockets close; this one stays.
+    assert_eq!(ws_other.closed().await, Some(4003));
+    assert_eq!(app.get("/api/v1/me", Some(other_token)).await.status(), 401);
+    let res = app
+        .post(
+            "/api/v1/auth/refresh",
+            None,
+            json!({"refresh_token": other["refresh_token"]}),
+        )
+        .await;
+    assert_eq!(res.status(), 401);
+    assert_eq!(app.get("/api/v1/me", Some(&token)).await.status(), 200);
+    assert_eq!(ws.request(json!({"type": "ping"})).await["type"], "pong");
+    // Only the new password signs in.
+    let res = app
+        .post(
+            "/api/v1/auth/login",
+            None,
+            json!({"tenant": "default", "email": "cy@example.com", "password": "user-password-123"}),
+        )
+        .await;
+    assert_eq!(res.status(), 401);
+    app.login("cy@example.com", "a-new-password-456").await;
+    // An API key has no password to change.
+    let key = app.api_key(&["admin"]).await;
+    let res = change(
+        key,
+        json!({"current_password": "x", "new_password": "a-new-password-789"}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(res.status(), 403);
+}
+
+#[tokio::test]
+async fn the_openapi_document_describes_the_password_change() {
+    let app = spawn_app().await;
+    let doc: Value = app
+        .get("/api/v1/openapi.json", None)
+        .await
+        .json()
+        .await
+        .unwrap();
+    let op = &doc["paths"]["/api/v1/me/password"]["patch"];
+    for status in ["204", "401", "403", "422"] {
+        assert!(op["responses"].get(status).is_some(), "{status}");
+    }
+}
+
+async fn login_attempt(app: &TestApp, email: &str, password: &str) -> reqwest::Response {
+    app.post(
+        "/api/v1/auth/login",
+        None,
+        json!({"tenant": "default", "email": email, "password": password}),
+    )
+    .await
+}
+
+#[tokio::test]
+async fn wrong_passwords_in_a_row_throttle_the_account_without_checking_the_password() {
+    let app = spawn_app().await;
+    app.user("eve@example.com", &["member"]).await;
+    let throttled_before = app.metric("relais_login_throttled_total").await;
+    let mut statuses = Vec::new();
+    for _ in 0..30 {
+        statuses.push(login_attempt(&app, "eve@example.com", "guess-guess-guess").await);
+    }
+    let codes: Vec<u16> = statuses.iter().map(|r| r.status().as_u16()).collect();
+    assert_eq!(codes[..5], [401; 5], "{codes:?}");
+    assert_eq!(codes[5..], [429; 25], "{codes:?}");
+    let res = statuses.pop().unwrap();
+    let retry_after: u64 = res.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=15).contains(&retry_after), "{retry_after}");
+    assert_eq!(
+        res.json::<Value>().await.unwrap()["error"]["code"],
+        "too_many_attempts"
+    );
+    // The right password is refused the same way: no oracle while locked.
+    let res = login_attempt(&app, "EVE@example.com", "user-password-123").await;
+    assert_eq!(res.status(), 429);
+    assert!(res.headers().contains_key("retry-after"));
+    assert_eq!(
+        app.metric("relais_login_throttled_total").await,
+        throttled_before + 26.0
+    );
+    // Other accounts are not affected; an unknown one is throttled alike.
+    app.login(ADMIN_EMAIL, ADMIN_PASSWORD).await;
+    let mut codes = Vec::new();
+    for _ in 0..6 {
+        codes.push(
+            login_attempt(&app, "ghost@example.com", "guess-guess-guess")
+                .await
+                .status(),
+        );
+    }
+    assert_eq!(codes[4], 401);
+    assert_eq!(codes[5], 429);
+}
+
+#[tokio::test]
+async fn a_successful_login_resets_the_account_count() {
+    let app = spawn_app().await;
+    app.user("fay@example.com", &["member"]).await;
+    for round in 0..3 {
+        for _ in 0..4 {
+            let res = login_attempt(&app, "fay@example.com", "guess-guess-guess").await;
+            assert_eq!(res.status(), 401, "round {round}");
+        }
+        app.login("fay@example.com", "user-password-123").await;
+    }
+}
+
+#[tokio::test]
+async fn the_login_throttle_is_shared_by_the_nodes_of_a_cluster() {
+    let app = spawn_app().await;
+    let peer = app.spawn_peer().await;
+    for _ in 0..5 {
+        let res = login_attempt(&app, ADMIN_EMAIL, "guess-guess-guess").await;
+        assert_eq!(res.status(), 401);
+    }
+    let res = login_attempt(&peer, ADMIN_EMAIL, ADMIN_PASSWORD).await;
+    assert_eq!(res.status(), 429);
+}
+
+#[tokio::test]
+async fn failures_from_one_public_address_throttle_it_across_accounts() {
+    use relais::auth::service::PasswordRefused;
+    let app = spawn_app().await;
+    let auth = &app.state.auth;
+    let attacker: std::net::IpAddr = "203.0.113.7".parse().unwrap();
+    // One password tried on 20 accounts: each account sees one failure only.
+    for i in 0..20 {
+        let res = auth
+            .login(
+                "default",
+                &format!("user{i}@example.com"),
+                "Winter2024!",
+                Some(attacker),
+            )
+            .await;
+        assert!(matches!(res, Err(PasswordRefused::Api(_))), "attempt {i}");
+    }
+    let res = auth
+        .login("default", ADMIN_EMAIL, ADMIN_PASSWORD, Some(attacker))
+        .await;
+    assert!(
+        matches!(res, Err(PasswordRefused::Throttled(t)) if (1..=15).contains(&t.retry_after)),
+        "{res:?}"
+    );
+    // Another address, or a proxy on a private one, is not affected.
+    for other in ["198.51.100.1", "10.0.0.2"] {
+        let res = auth
+            .login(
+                "default",
+                ADMIN_EMAIL,
+                ADMIN_PASSWORD,
+                Some(other.parse().unwrap()),
+            )
+            .await;
+        assert!(res.is_ok(), "{other}");
+    }
+    // Private addresses are never counted.
+    let proxy: std::net::IpAddr = "10.0.0.3".parse().unwrap();
+    for i in 0..25 {
+        let res = auth
+            .login(
+                "default",
+                &format!("other{i}@example.com"),
+                "Winter2024!",
+                Some(proxy),
+            )
+            .await;
+        assert!(matches!(res, Err(PasswordRefused::Api(_))), "attempt {i}");
+    }
+}
+
+#[tokio::test]
+async fn wrong_current_passwords_throttle_the_password_change_too() {
+    let app = spawn_app().await;
+    let (_, token) = app.user("gus@example.com", &["member"]).await;
+    let mut codes = Vec::new();
+    for current in [
+        "guess-1-guess",
+        "guess-2-guess",
+        "guess-3-guess",
+        "guess-4-guess",
+        "guess-5-guess",
+        "user-password-123",
+    ] {
+        let res = app
+            .http
+            .patch(app.url("/api/v1/me/password"))
+            .bearer_auth(&token)
+            .json(&json!({"current_password": current, "new_password": "a-new-password-456"}))
+            .send()
+            .await
+            .unwrap();
+        codes.push(res.status().as_u16());
+    }
+    assert_eq!(codes, [403, 403, 403, 403, 403, 429]);
+    // The lock-out is the account's: sign-in is throttled as well.
+    assert_eq!(
+        login_attempt(&app, "gus@example.com", "user-password-123")
+            .await
+            .status(),
+        429
+    );
+}
+
+#[tokio::test]
+async fn admin_lists_of_users_and_keys_are_pages_with_a_cursor() {
+    let app = spawn_app().await;
+    let admin = app.admin_token().await;
+    for i in 0..4 {
+        let res = app
+            .post(
+                "/api/v1/admin/users",
+                Some(&admin),
+                json!({"email": format!("u{i}+list@example.com"), "password": "long-enough-pw", "roles": ["member"]}),
+            )
+            .await;
+        assert_eq!(res.status(), 201);
+        let res = app
+            .post(
+                "/api/v1/admin/api-keys",
+                Some(&admin),
+                json!({"name": format!("key {i}"), "scopes": ["publish"]}),
+            )
+            .await;
+        assert_eq!(res.status(), 201);
+    }
+    // Five users (with the admin) and four keys, walked two at a time.
+    for (path, total, field) in [
+        ("/api/v1/admin/users", 5, "email"),
+        ("/api/v1/admin/api-keys", 4, "name"),
+    ] {
+        let mut seen = Vec::new();
+        let mut url = format!("{path}?limit=2");
+        let mut pages = 0;
+        loop {
+            let res = app.get(&url, Some(&admin)).await;
+            assert_eq!(res.status(), 200, "{url}");
+            let page: Value = res.json().await.unwrap();
+            let items = page["items"].as_array().unwrap();
+            assert!(items.len() <= 2);
+            seen.extend(items.iter().map(|i| i[field].as_str().unwrap().to_owned()));
+            pages += 1;
+            match page["next_cursor"].as_str() {
+                Some(cursor) => url = format!("{path}?limit=2&cursor={cursor}"),
+                None => break,
+            }
+        }
+        assert_eq!(seen.len(), total, "{path}: {seen:?}");
+        assert_eq!(pages, total.div_ceil(2), "{path}");
+        let mut sorted = seen.clone();
+        sorted.sort();
+        sorted.dedup();
+        assert_eq!(sorted.len(), total, "no item twice: {seen:?}");
+        if field == "email" {
+            assert_eq!(sorted, seen, "users come by email");
+        }
+        // Without a limit, one page holds them all.
+        let page: Value = app.get(path, Some(&admin)).await.json().await.unwrap();
+        assert_eq!(page["items"].as_array().unwrap().len(), total);
+        assert_eq!(page["next_cursor"], Value::Null);
+        // Unknown parameters and foreign cursors are refused.
+        for (query, code) in [
+            ("?limt=2", "invalid_query"),
+            ("?limit=two", "invalid_query"),
+            ("?cursor=%%%", "invalid_cursor"),
+        ] {
+            let res = app.get(&format!("{path}{query}"), Some(&admin)).await;
+            assert_eq!(res.status(), 422, "{path}{query}");
+            assert_eq!(
+                res.json::<Value>().await.unwrap()["error"]["code"],
+                code,
+                "{path}{query}"
+            );
+        }
+    }
 }

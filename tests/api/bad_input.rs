@@ -29,7 +29,7 @@ async fn refused_connect(app: &TestApp, first: Message) -> (Option<String>, Opti
 
 #[tokio::test]
 async fn bad_tokens_are_refused_with_4001_or_4002() {
-    let app = spawn_app_with(&[("RELAIS_ACCESS_TOKEN_TTL_SECS", "1")]).await;
+    let app = spawn_app().await;
     let good = app.login(ADMIN_EMAIL, ADMIN_PASSWORD).await;
     let good = good["access_token"].as_str().unwrap().to_owned();
     let parts: Vec<&str> = good.split('.').collect();
@@ -86,14 +86,59 @@ async fn bad_tokens_are_refused_with_4001_or_4002() {
         assert_eq!(close, Some(4001), "{name}");
         assert_eq!(code.as_deref(), Some("invalid_token"), "{name}");
     }
-    // Expired: wait past the 1 s lifetime and the 5 s verification leeway.
-    tokio::time::sleep(std::time::Duration::from_secs(7)).await;
-    let (code, close) = refused_connect(&app, connect(good)).await;
+    // Expired two seconds ago: past the one second of tolerated clock skew.
+    let expired = expired_token(&app, &claims, 2);
+    let (code, close) = refused_connect(&app, connect(expired)).await;
     assert_eq!(
         (code.as_deref(), close),
         (Some("token_expired"), Some(4002))
     );
     assert!(app.metric("relais_auth_failures_total").await >= 6.0);
+}
+
+/// A token of the session in `claims`, signed with the hub's key, that
+/// expired `ago` seconds ago.
+fn expired_token(app: &TestApp, claims: &Value, ago: u64) -> String {
+    signing_keys(app)
+        .issue_expiring_at(
+            &claims["tid"].as_str().unwrap().into(),
+            &claims["sub"].as_str().unwrap().into(),
+            &claims["sid"].as_str().unwrap().into(),
+            relais::auth::tokens::unix_secs() - ago,
+        )
+        .unwrap()
+}
+
+fn claims_of(token: &str) -> Value {
+    let payload = token.split('.').nth(1).unwrap();
+    serde_json::from_slice(&URL_SAFE_NO_PAD.decode(payload).unwrap()).unwrap()
+}
+
+#[tokio::test]
+async fn a_token_that_expired_two_seconds_ago_is_refused_over_rest_and_websocket() {
+    let app = spawn_app().await;
+    let login = app.login(ADMIN_EMAIL, ADMIN_PASSWORD).await;
+    let claims = claims_of(login["access_token"].as_str().unwrap());
+    let expired = expired_token(&app, &claims, 2);
+
+    let res = app.get("/api/v1/me", Some(&expired)).await;
+    assert_eq!(res.status(), 401);
+    assert_eq!(
+        res.json::<Value>().await.unwrap()["error"]["code"],
+        "token_expired"
+    );
+    let (code, close) = refused_connect(
+        &app,
+        Message::text(json!({"type": "connect", "token": expired}).to_string()),
+    )
+    .await;
+    assert_eq!(
+        (code.as_deref(), close),
+        (Some("token_expired"), Some(4002))
+    );
+    // The same session with a live token is still accepted.
+    let res = app.get("/api/v1/me", login["access_token"].as_str()).await;
+    assert_eq!(res.status(), 200);
 }
 
 #[tokio::test]

@@ -195,8 +195,8 @@ async fn tenants_cannot_reach_each_others_channels_or_history() {
         .json()
         .await
         .unwrap();
-    assert_eq!(users.as_array().unwrap().len(), 1);
-    assert_eq!(users[0]["id"], outsider.id.as_str());
+    assert_eq!(users["items"].as_array().unwrap().len(), 1);
+    assert_eq!(users["items"][0]["id"], outsider.id.as_str());
     let res = app
         .get(&format!("/api/v1/admin/users/{ana}"), Some(out_token))
         .await;

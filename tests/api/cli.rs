@@ -129,3 +129,77 @@ fn first_start_prints_where_to_connect_and_the_bootstrap_credentials() {
     let password = after(&text, "admin password (shown once, change it):");
     assert!(password.len() >= 20, "a generated password: {password}");
 }
+
+#[tokio::test]
+async fn set_password_replaces_the_password_and_ends_the_users_sessions() {
+    let app = spawn_app().await;
+    let (_, token) = app.user("dee@example.com", &["member"]).await;
+    let out = run(
+        &app,
+        &[
+            "user",
+            "set-password",
+            "--tenant",
+            "default",
+            "--email",
+            "DEE@example.com",
+        ],
+    );
+    assert!(out.contains("password set:"), "{out}");
+    let password = after(&out, "password (shown once):").to_owned();
+    assert!(password.len() >= 20, "a generated password: {password}");
+    // The old session is over; only the new password signs in.
+    assert_eq!(app.get("/api/v1/me", Some(&token)).await.status(), 401);
+    let res = app
+        .post(
+            "/api/v1/auth/login",
+            None,
+            json!({"tenant": "default", "email": "dee@example.com", "password": "user-password-123"}),
+        )
+        .await;
+    assert_eq!(res.status(), 401);
+    app.login("dee@example.com", &password).await;
+
+    // A chosen password follows the password rules; an unknown user is an error.
+    let out = run(
+        &app,
+        &[
+            "user",
+            "set-password",
+            "--tenant",
+            "default",
+            "--email",
+            "dee@example.com",
+            "--password",
+            "a-chosen-password-1",
+        ],
+    );
+    assert!(!out.contains("shown once"), "{out}");
+    app.login("dee@example.com", "a-chosen-password-1").await;
+    for (email, password, error) in [
+        ("dee@example.com", "short", "at least 10 characters"),
+        (
+            "nobody@example.com",
+            "a-chosen-password-2",
+            "no user `nobody@example.com`",
+        ),
+    ] {
+        let out = relais()
+            .envs(app.env())
+            .args([
+                "user",
+                "set-password",
+                "--tenant",
+                "default",
+                "--email",
+                email,
+                "--password",
+                password,
+            ])
+            .output()
+            .unwrap();
+        assert!(!out.status.success());
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains(error), "{stderr}");
+    }
+}

@@ -2,7 +2,7 @@
 //! in-memory cache of recently verified keys).
 
 use serde::Serialize;
-use sqlx::Row;
+use sqlx::{AssertSqlSafe, Row};
 
 use super::AuthService;
 use crate::{
@@ -103,12 +103,31 @@ impl AuthService {
         })
     }
 
-    pub async fn list_api_keys(&self, tenant: &TenantId) -> ApiResult<Vec<ApiKeyView>> {
-        let rows = sqlx::query("SELECT id, name, prefix, scopes, created_at, revoked_at FROM api_keys WHERE tenant_id = $1 ORDER BY created_at")
-            .bind(tenant.as_str())
-            .fetch_all(&self.store.pool)
-            .await?;
-        Ok(rows.iter().map(key_from_row).collect::<Result<_, _>>()?)
+    /// Up to `limit` of the tenant's keys, oldest first (ids are UUIDv7, so
+    /// in creation order), after the key `after` when given; with whether
+    /// more follow.
+    pub async fn list_api_keys(
+        &self,
+        tenant: &TenantId,
+        after: Option<&str>,
+        limit: usize,
+    ) -> ApiResult<(Vec<ApiKeyView>, bool)> {
+        let rows = sqlx::query(AssertSqlSafe(format!(
+            "SELECT id, name, prefix, scopes, created_at, revoked_at FROM api_keys
+             WHERE tenant_id = $1 AND id > $2 ORDER BY id LIMIT {}",
+            limit + 1
+        )))
+        .bind(tenant.as_str())
+        .bind(after.unwrap_or(""))
+        .fetch_all(&self.store.pool)
+        .await?;
+        let mut keys = rows
+            .iter()
+            .map(key_from_row)
+            .collect::<Result<Vec<_>, _>>()?;
+        let more = keys.len() > limit;
+        keys.truncate(limit);
+        Ok((keys, more))
     }
 
     pub async fn revoke_api_key(&self, tenant: &TenantId, key: &ApiKeyId) -> ApiResult<()> {

@@ -8,19 +8,25 @@
 mod api_keys;
 mod sessions;
 mod tenants;
+pub mod throttle;
 mod users;
 
-use std::{sync::Arc, time::Duration};
+use std::{
+    sync::{Arc, OnceLock},
+    time::Duration,
+};
 
 use crate::{
     auth::{key_cache::KeyCache, tokens::JwtKeys},
     bus::Broker,
+    metrics::Metrics,
     store::Store,
 };
 
 pub use api_keys::{ApiKeyView, CreatedApiKey};
 pub use sessions::{AccessRefused, TokenPair};
 pub use tenants::TenantView;
+pub use throttle::{PasswordRefused, Throttled};
 pub use users::{UserChanges, UserView, normalize_email};
 
 pub struct AuthService {
@@ -30,6 +36,8 @@ pub struct AuthService {
     refresh_ttl: Duration,
     broker: Arc<dyn Broker>,
     key_cache: Arc<KeyCache>,
+    /// The hub's metrics, once [`AuthService::report_to`] has been called.
+    metrics: OnceLock<Arc<Metrics>>,
 }
 
 impl AuthService {
@@ -48,6 +56,28 @@ impl AuthService {
             refresh_ttl,
             broker,
             key_cache,
+            metrics: OnceLock::new(),
+        }
+    }
+
+    /// Counts refused credentials and throttled logins into `metrics` (the
+    /// hub's, served at `/metrics`). Without it (one-shot admin commands)
+    /// nothing is counted. Only the first call has an effect.
+    pub fn report_to(&self, metrics: Arc<Metrics>) {
+        let _ = self.metrics.set(metrics);
+    }
+
+    /// Counts one sign-in refused by the login throttle.
+    fn count_login_throttled(&self) {
+        if let Some(m) = self.metrics.get() {
+            m.login_throttled.inc();
+        }
+    }
+
+    /// Counts one refused token or API key.
+    pub fn count_auth_failure(&self) {
+        if let Some(m) = self.metrics.get() {
+            m.auth_failures.inc();
         }
     }
 }

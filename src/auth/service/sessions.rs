@@ -5,10 +5,15 @@
 //! again means it was stolen or replayed, so the whole family is revoked.
 //! Revocations are also sent over the bus so live sockets of the session close.
 
+use std::net::IpAddr;
+
 use serde::Serialize;
 use sqlx::Row;
 
-use super::{AuthService, UserView, normalize_email};
+use super::{
+    AuthService, UserView, normalize_email,
+    throttle::{PasswordRefused, ThrottleKey},
+};
 use crate::{
     auth::{
         password,
@@ -65,16 +70,26 @@ pub struct TokenPair {
 }
 
 impl AuthService {
-    /// Checks credentials and opens a session.
+    /// Checks credentials and opens a session. `from` is the caller's
+    /// address, when known, for the per-address login throttle (see
+    /// [`super::throttle`]); the account is throttled either way.
     pub async fn login(
         &self,
         tenant_slug: &str,
         email: &str,
         password: &str,
-    ) -> ApiResult<TokenPair> {
+        from: Option<IpAddr>,
+    ) -> Result<TokenPair, PasswordRefused> {
         let bad =
             || ApiError::unauthorized("invalid_credentials", "tenant, email or password is wrong");
-        let email = normalize_email(email).map_err(|_| bad())?;
+        let account = ThrottleKey::account(tenant_slug, email);
+        let mut keys = vec![account.clone()];
+        keys.extend(from.and_then(ThrottleKey::address));
+        self.check_throttle(&keys).await?;
+        let Ok(email) = normalize_email(email) else {
+            self.record_failure(&keys).await?;
+            return Err(bad().into());
+        };
         let row = sqlx::query(
             "SELECT u.id, u.tenant_id, u.password_hash, u.disabled_at FROM users u JOIN tenants t ON t.id = u.tenant_id
              WHERE t.slug = $1 AND u.email = $2",
@@ -89,13 +104,12 @@ impl AuthService {
             .transpose()?;
         let ok = password::verify(password.to_owned(), stored).await?;
         let Some(row) = row.filter(|_| ok) else {
-            return Err(bad());
+            self.record_failure(&keys).await?;
+            return Err(bad().into());
         };
+        self.clear_failures(&account).await?;
         if row.try_get::<Option<i64>, _>("disabled_at")?.is_some() {
-            return Err(ApiError::unauthorized(
-                "user_disabled",
-                "this account is disabled",
-            ));
+            return Err(ApiError::unauthorized("user_disabled", "this account is disabled").into());
         }
         let tenant: TenantId = row.try_get::<String, _>("tenant_id")?.into();
         let user: UserId = row.try_get::<String, _>("id")?.into();
@@ -115,7 +129,7 @@ impl AuthService {
             .await?;
         tx.commit().await?;
         tracing::info!(tenant = %tenant, user = %user, session = %session, "login");
-        self.token_pair(&tenant, &user, &session, refresh).await
+        Ok(self.token_pair(&tenant, &user, &session, refresh).await?)
     }
 
     async fn insert_refresh(
@@ -269,6 +283,42 @@ impl AuthService {
         reason: &str,
     ) -> ApiResult<()> {
         self.revoke_sessions(tenant, user, None, reason).await
+    }
+
+    /// Ends every session of a user but `keep` (the caller's own), closing
+    /// their live sockets on every node.
+    pub async fn revoke_other_sessions(
+        &self,
+        tenant: &TenantId,
+        user: &UserId,
+        keep: &SessionId,
+        reason: &str,
+    ) -> ApiResult<()> {
+        let ended = sqlx::query(
+            "UPDATE sessions SET revoked_at = $4, revoked_reason = $5
+             WHERE tenant_id = $1 AND user_id = $2 AND id <> $3 AND revoked_at IS NULL
+             RETURNING id",
+        )
+        .bind(tenant.as_str())
+        .bind(user.as_str())
+        .bind(keep.as_str())
+        .bind(now_millis())
+        .bind(reason)
+        .fetch_all(&self.store.pool)
+        .await?;
+        tracing::info!(tenant = %tenant, user = %user, kept = %keep, ended = ended.len(), reason, "other sessions revoked");
+        for row in ended {
+            let session: SessionId = row.try_get::<String, _>("id")?.into();
+            self.broker
+                .revoke(Revocation::Sessions {
+                    tenant: tenant.clone(),
+                    user: user.clone(),
+                    session: Some(session),
+                })
+                .await
+                .map_err(|e| ApiError::Internal(e.into()))?;
+        }
+        Ok(())
     }
 
     /// Marks the sessions revoked in the store (tokens of them stop working

@@ -1,12 +1,16 @@
 //! Users: accounts, roles and passwords.
 
 use serde::Serialize;
-use sqlx::Row;
+use sqlx::{AssertSqlSafe, Row};
 
-use super::AuthService;
+use super::{
+    AuthService,
+    throttle::{PasswordRefused, ThrottleKey},
+};
 use crate::{
     auth::{
         password,
+        principal::Principal,
         rbac::{Role, format_roles, parse_roles},
     },
     error::{ApiError, ApiResult},
@@ -135,12 +139,91 @@ impl AuthService {
         Ok(user_from_row(&row)?)
     }
 
-    pub async fn list_users(&self, tenant: &TenantId) -> ApiResult<Vec<UserView>> {
-        let rows = sqlx::query("SELECT id, tenant_id, email, display_name, roles, disabled_at, created_at FROM users WHERE tenant_id = $1 ORDER BY email")
+    /// The tenant's user with this email (compared case-insensitively).
+    pub async fn find_user_by_email(&self, tenant: &TenantId, email: &str) -> ApiResult<UserView> {
+        let email = normalize_email(email)?;
+        let row = sqlx::query("SELECT id, tenant_id, email, display_name, roles, disabled_at, created_at FROM users WHERE tenant_id = $1 AND email = $2")
             .bind(tenant.as_str())
-            .fetch_all(&self.store.pool)
-            .await?;
-        Ok(rows.iter().map(user_from_row).collect::<Result<_, _>>()?)
+            .bind(&email)
+            .fetch_optional(&self.store.pool)
+            .await?
+            .ok_or(ApiError::NotFound("user"))?;
+        Ok(user_from_row(&row)?)
+    }
+
+    /// A signed-in user changes their own password. The current one must be
+    /// given (403 `forbidden` otherwise); wrong ones count towards the
+    /// account's login throttle, so a stolen access token cannot be used to
+    /// guess it. The new one follows the password rules (422
+    /// `weak_password`). Every other session of the user ends (their sockets
+    /// close); the caller's own session stays valid, so its access and
+    /// refresh tokens keep working.
+    pub async fn change_own_password(
+        &self,
+        me: &Principal,
+        current: &str,
+        new: &str,
+    ) -> Result<(), PasswordRefused> {
+        password::check_strength(new).map_err(|m| ApiError::invalid("weak_password", m))?;
+        let row = sqlx::query(
+            "SELECT u.password_hash, u.email, t.slug FROM users u JOIN tenants t ON t.id = u.tenant_id
+             WHERE u.tenant_id = $1 AND u.id = $2",
+        )
+        .bind(me.tenant.as_str())
+        .bind(me.user.as_str())
+        .fetch_optional(&self.store.pool)
+        .await?
+        .ok_or(ApiError::NotFound("user"))?;
+        let account = ThrottleKey::account(
+            &row.try_get::<String, _>("slug")?,
+            &row.try_get::<String, _>("email")?,
+        );
+        self.check_throttle(std::slice::from_ref(&account)).await?;
+        let stored: String = row.try_get("password_hash")?;
+        if !password::verify(current.to_owned(), Some(stored)).await? {
+            self.record_failure(std::slice::from_ref(&account)).await?;
+            return Err(ApiError::forbidden("the current password is wrong").into());
+        }
+        self.clear_failures(&account).await?;
+        let hash = password::hash(new.to_owned()).await?;
+        sqlx::query(
+            "UPDATE users SET password_hash = $3, updated_at = $4 WHERE tenant_id = $1 AND id = $2",
+        )
+        .bind(me.tenant.as_str())
+        .bind(me.user.as_str())
+        .bind(hash)
+        .bind(now_millis())
+        .execute(&self.store.pool)
+        .await?;
+        Ok(self
+            .revoke_other_sessions(&me.tenant, &me.user, &me.session, "password changed")
+            .await?)
+    }
+
+    /// Up to `limit` of the tenant's users by email, after the email `after`
+    /// when given; with whether more follow.
+    pub async fn list_users(
+        &self,
+        tenant: &TenantId,
+        after: Option<&str>,
+        limit: usize,
+    ) -> ApiResult<(Vec<UserView>, bool)> {
+        let rows = sqlx::query(AssertSqlSafe(format!(
+            "SELECT id, tenant_id, email, display_name, roles, disabled_at, created_at FROM users
+             WHERE tenant_id = $1 AND email > $2 ORDER BY email LIMIT {}",
+            limit + 1
+        )))
+        .bind(tenant.as_str())
+        .bind(after.unwrap_or(""))
+        .fetch_all(&self.store.pool)
+        .await?;
+        let mut users = rows
+            .iter()
+            .map(user_from_row)
+            .collect::<Result<Vec<_>, _>>()?;
+        let more = users.len() > limit;
+        users.truncate(limit);
+        Ok((users, more))
     }
 
     /// Applies `changes`; a role change, a disable or a password change ends
