@@ -47,6 +47,9 @@ pub struct Metrics {
     pub publish_duration: Latency,
     /// Sign-ins refused by the login throttle (429 `too_many_attempts`).
     pub login_throttled: Counter,
+    /// From a publication's arrival on this node to the flush of the socket
+    /// write that carried it (the oldest publication of each written batch).
+    pub delivery_latency: Latency,
 }
 
 impl Metrics {
@@ -179,6 +182,12 @@ impl Metrics {
             "REST publications: time to publish one on the bus",
             Unit::Seconds,
             self.publish_duration.0.clone(),
+        );
+        registry.register_with_unit(
+            "delivery_latency",
+            "From a publication's arrival on this node to the flush of the socket write carrying it (oldest of each batch)",
+            Unit::Seconds,
+            self.delivery_latency.0.clone(),
         );
         registry.register(
             "login_throttled",

@@ -48,6 +48,9 @@ pub struct Publication {
     /// 0 for ephemeral events (join/leave), which have no place in the stream.
     pub offset: u64,
     pub frame: Utf8Bytes,
+    /// When this node built it (published it, or received it from the
+    /// cluster): the start of its delivery latency.
+    pub received: std::time::Instant,
 }
 
 impl Publication {
@@ -74,6 +77,7 @@ impl Publication {
             epoch,
             offset,
             frame: frame.into(),
+            received: std::time::Instant::now(),
         }
     }
 
@@ -98,6 +102,7 @@ impl Publication {
             epoch: Arc::from(""),
             offset: 0,
             frame: frame.into(),
+            received: std::time::Instant::now(),
         }
     }
 
@@ -111,6 +116,7 @@ impl Publication {
             epoch: Arc::from(""),
             offset: u64::MAX,
             frame: "".into(),
+            received: std::time::Instant::now(),
         }
     }
 }

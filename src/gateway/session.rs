@@ -484,10 +484,14 @@ impl Session {
         out: &mut impl Frames,
         items: VecDeque<Arc<Publication>>,
     ) -> Result<(), Stop> {
+        // The oldest delivered publication of the batch: one latency sample
+        // per flush, not per frame, keeps the metric off the per-delivery cost.
+        let mut oldest = None;
         for publication in items {
             match self.admit(&publication) {
                 Admit::Skip => continue,
                 Admit::Deliver => {
+                    oldest.get_or_insert(publication.received);
                     let kind = if publication.offset == 0 {
                         FrameKind::Event
                     } else {
@@ -515,7 +519,11 @@ impl Session {
                 }
             }
         }
-        Ok(out.flush().await?)
+        out.flush().await?;
+        if let Some(oldest) = oldest {
+            self.gw.metrics.delivery_latency.observe(oldest.elapsed());
+        }
+        Ok(())
     }
 
     /// Whether `publication` is next for its subscription; advances it.

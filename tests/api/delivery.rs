@@ -376,6 +376,11 @@ async fn metrics_count_connections_subscriptions_and_deliveries() {
     assert_eq!(app.metric("relais_subscriptions").await, 2.0);
     assert_eq!(app.metric("relais_publications_total").await, 1.0);
     assert_eq!(app.metric("relais_deliveries_total").await, 2.0);
+    // One latency sample per written batch: each subscriber wrote one.
+    assert_eq!(
+        app.metric("relais_delivery_latency_seconds_count").await,
+        2.0
+    );
     let ready: Value = app.get("/readyz", None).await.json().await.unwrap();
     assert_eq!(ready["ready"], true);
 }
