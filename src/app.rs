@@ -146,6 +146,7 @@ impl Application {
             config.email.clone(),
             config.public_url.clone(),
             metrics.clone(),
+            &secret,
         ));
         let transport = Transport::new(&config.email, &config.data_dir)?;
         let mailer = Arc::new(Mailer::new(

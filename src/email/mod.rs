@@ -116,6 +116,11 @@ pub struct NewEmail {
     /// `http(s)` address): sent as `List-Unsubscribe`. `None` for emails
     /// the recipient cannot opt out of.
     pub list_unsubscribe: Option<String>,
+    /// An `https` address that stops emails like this one on a bare POST
+    /// (RFC 8058): sent first in `List-Unsubscribe`, with
+    /// `List-Unsubscribe-Post: List-Unsubscribe=One-Click`. `None` when
+    /// there is none.
+    pub one_click_unsubscribe: Option<String>,
 }
 
 /// Inserts emails; a duplicate `dedupe_key` is skipped. Returns how many
@@ -142,6 +147,7 @@ pub async fn insert_many(
         i64,
         i64,
         Option<&'a str>,
+        Option<&'a str>,
     );
     let rows: Vec<Row> = emails
         .iter()
@@ -160,6 +166,7 @@ pub async fn insert_many(
                 i64::from(e.critical),
                 e.send_after,
                 e.list_unsubscribe.as_deref(),
+                e.one_click_unsubscribe.as_deref(),
             )
         })
         .collect();
@@ -180,12 +187,13 @@ pub async fn insert_many(
             Column::Int("critical"),
             Column::Int("send_after"),
             Column::Text("list_unsubscribe"),
+            Column::Text("one_click_unsubscribe"),
         ],
     );
     // `WHERE TRUE`: SQLite's grammar needs it before ON CONFLICT here.
     let sql = format!(
-        "INSERT INTO emails (id, tenant_id, user_id, notification_id, kind, dedupe_key, to_address, subject, text_body, html_body, critical, send_after, list_unsubscribe, status, attempts, lease_until, created_at, updated_at) \
-         SELECT r.id, r.tenant_id, r.user_id, r.notification_id, r.kind, r.dedupe_key, r.to_address, r.subject, r.text_body, r.html_body, r.critical, r.send_after, r.list_unsubscribe, 'pending', 0, 0, $1, $1 \
+        "INSERT INTO emails (id, tenant_id, user_id, notification_id, kind, dedupe_key, to_address, subject, text_body, html_body, critical, send_after, list_unsubscribe, one_click_unsubscribe, status, attempts, lease_until, created_at, updated_at) \
+         SELECT r.id, r.tenant_id, r.user_id, r.notification_id, r.kind, r.dedupe_key, r.to_address, r.subject, r.text_body, r.html_body, r.critical, r.send_after, r.list_unsubscribe, r.one_click_unsubscribe, 'pending', 0, 0, $1, $1 \
          FROM ({rows_sql}) r WHERE TRUE ON CONFLICT (dedupe_key) DO NOTHING"
     );
     let inserted = sqlx::query(AssertSqlSafe(sql))

@@ -36,6 +36,8 @@ pub struct Outgoing<'a> {
     /// Where the recipient opts out (absolute `http(s)`), for
     /// `List-Unsubscribe`; `None` for emails they cannot opt out of.
     pub list_unsubscribe: Option<&'a str>,
+    /// An `https` address that unsubscribes on a bare POST (RFC 8058).
+    pub one_click_unsubscribe: Option<&'a str>,
     pub date: std::time::SystemTime,
 }
 
@@ -138,10 +140,10 @@ impl Header for AutoSubmitted {
     }
 }
 
-/// `List-Unsubscribe: <url>` (RFC 2369): mail clients show an
-/// "unsubscribe" action that opens the recipient's preferences.
+/// `List-Unsubscribe: <url>, …` (RFC 2369): mail clients show an
+/// "unsubscribe" action that uses the first address they can.
 #[derive(Clone)]
-struct ListUnsubscribe(String);
+struct ListUnsubscribe(Vec<String>);
 
 impl Header for ListUnsubscribe {
     fn name() -> HeaderName {
@@ -149,23 +151,45 @@ impl Header for ListUnsubscribe {
     }
     fn parse(s: &str) -> Result<Self, Box<dyn std::error::Error + Send + Sync>> {
         Ok(ListUnsubscribe(
-            s.trim()
-                .trim_start_matches('<')
-                .trim_end_matches('>')
-                .into(),
+            s.split(',')
+                .map(|u| {
+                    u.trim()
+                        .trim_start_matches('<')
+                        .trim_end_matches('>')
+                        .to_owned()
+                })
+                .collect(),
         ))
     }
     fn display(&self) -> HeaderValue {
-        HeaderValue::new(Self::name(), format!("<{}>", self.0))
+        let urls: Vec<String> = self.0.iter().map(|u| format!("<{u}>")).collect();
+        HeaderValue::new(Self::name(), urls.join(", "))
+    }
+}
+
+/// `List-Unsubscribe-Post: List-Unsubscribe=One-Click` (RFC 8058): the
+/// `https` address of `List-Unsubscribe` unsubscribes on a bare POST, so a
+/// mail client may do it for the user without opening a page.
+#[derive(Clone)]
+struct ListUnsubscribePost;
+
+impl Header for ListUnsubscribePost {
+    fn name() -> HeaderName {
+        HeaderName::new_from_ascii_str("List-Unsubscribe-Post")
+    }
+    fn parse(_: &str) -> Result<Self, Box<dyn std::error::Error + Send + Sync>> {
+        Ok(ListUnsubscribePost)
+    }
+    fn display(&self) -> HeaderValue {
+        HeaderValue::new(Self::name(), "List-Unsubscribe=One-Click".into())
     }
 }
 
 /// The message, with a `Message-ID` derived from the outbox row id so a
 /// repeated send is the same message, `Auto-Submitted` always, and
-/// `List-Unsubscribe` when the recipient may opt out. There is no
-/// `List-Unsubscribe-Post` (RFC 8058 one-click): the address is a page
-/// where the recipient changes their preferences, not an endpoint that
-/// unsubscribes on a bare POST.
+/// `List-Unsubscribe` when the recipient may opt out: the one-click
+/// address first when there is one (with `List-Unsubscribe-Post`), then
+/// the preferences page.
 fn build(from: &Mailbox, email: &Outgoing<'_>) -> Result<Message, String> {
     let to: Mailbox = email
         .to
@@ -179,9 +203,21 @@ fn build(from: &Mailbox, email: &Outgoing<'_>) -> Result<Message, String> {
         .message_id(Some(format!("<{}@{domain}>", email.id)))
         .date(email.date)
         .header(AutoSubmitted);
-    // Only an absolute web address makes sense in a mail client.
-    if let Some(url) = email.list_unsubscribe.filter(|u| is_web_url(u)) {
-        builder = builder.header(ListUnsubscribe(url.to_owned()));
+    // Only an absolute web address makes sense in a mail client, and
+    // one-click needs an `https` one.
+    let one_click = email
+        .one_click_unsubscribe
+        .filter(|u| u.starts_with("https://") && is_web_url(u));
+    let urls: Vec<String> = one_click
+        .into_iter()
+        .chain(email.list_unsubscribe.filter(|u| is_web_url(u)))
+        .map(str::to_owned)
+        .collect();
+    if !urls.is_empty() {
+        builder = builder.header(ListUnsubscribe(urls));
+    }
+    if one_click.is_some() {
+        builder = builder.header(ListUnsubscribePost);
     }
     builder
         .multipart(MultiPart::alternative_plain_html(
@@ -245,6 +281,7 @@ mod tests {
             text: "texte",
             html: "<p>html</p>",
             list_unsubscribe: None,
+            one_click_unsubscribe: None,
             date: std::time::SystemTime::UNIX_EPOCH,
         };
         let raw = String::from_utf8(build(&from, &email).unwrap().formatted()).unwrap();
@@ -267,6 +304,35 @@ mod tests {
         assert!(!raw.contains("List-Unsubscribe-Post"), "{raw}");
         // A relative link is no use in a mail client.
         assert!(!with("/settings/notifications").contains("List-Unsubscribe"));
+        // One-click: its address first, and the POST header.
+        let one_click = |url| {
+            let email = Outgoing {
+                list_unsubscribe: Some("https://app.example.com/settings/notifications"),
+                one_click_unsubscribe: Some(url),
+                ..email
+            };
+            String::from_utf8(build(&from, &email).unwrap().formatted()).unwrap()
+        };
+        let raw = one_click("https://app.example.com/api/v1/unsubscribe/abc.def");
+        assert!(
+            raw.contains(
+                "List-Unsubscribe: <https://app.example.com/api/v1/unsubscribe/abc.def>,\r\n <https://app.example.com/settings/notifications>\r\n"
+            ) || raw.contains(
+                "List-Unsubscribe: <https://app.example.com/api/v1/unsubscribe/abc.def>, <https://app.example.com/settings/notifications>\r\n"
+            ),
+            "{raw}"
+        );
+        assert!(
+            raw.contains("List-Unsubscribe-Post: List-Unsubscribe=One-Click\r\n"),
+            "{raw}"
+        );
+        // Not over plain http: the RFC asks for https.
+        let raw = one_click("http://app.example.com/api/v1/unsubscribe/abc.def");
+        assert!(
+            raw.contains("List-Unsubscribe: <https://app.example.com/settings/notifications>\r\n"),
+            "{raw}"
+        );
+        assert!(!raw.contains("List-Unsubscribe-Post"), "{raw}");
         assert!(
             build(
                 &from,

@@ -37,6 +37,7 @@ struct Claimed {
     html: String,
     critical: bool,
     list_unsubscribe: Option<String>,
+    one_click_unsubscribe: Option<String>,
     attempts: i64,
     /// The lease this node took; every update checks it is still ours.
     lease: i64,
@@ -55,6 +56,7 @@ fn claimed(row: &AnyRow) -> Result<Claimed, sqlx::Error> {
         html: row.try_get("html_body")?,
         critical: row.try_get::<i64, _>("critical")? != 0,
         list_unsubscribe: row.try_get("list_unsubscribe")?,
+        one_click_unsubscribe: row.try_get("one_click_unsubscribe")?,
         attempts: row.try_get("attempts")?,
         lease: row.try_get("lease_until")?,
     })
@@ -88,7 +90,7 @@ impl Mailer {
             "UPDATE emails SET lease_until = $1, attempts = attempts + 1, updated_at = $3 \
              WHERE id IN (SELECT id FROM emails WHERE status = 'pending' AND send_after <= $3 AND lease_until < $2 ORDER BY critical DESC, send_after LIMIT {limit}) \
              AND status = 'pending' AND lease_until < $2 \
-             RETURNING id, tenant_id, user_id, notification_id, kind, to_address, subject, text_body, html_body, critical, list_unsubscribe, attempts, lease_until"
+             RETURNING id, tenant_id, user_id, notification_id, kind, to_address, subject, text_body, html_body, critical, list_unsubscribe, one_click_unsubscribe, attempts, lease_until"
         )))
         .bind(lease_until)
         .bind(real_now)
@@ -133,6 +135,7 @@ impl Mailer {
             text: &email.text,
             html: &email.html,
             list_unsubscribe: email.list_unsubscribe.as_deref(),
+            one_click_unsubscribe: email.one_click_unsubscribe.as_deref(),
             date: std::time::UNIX_EPOCH + Duration::from_millis(now.max(0) as u64),
         };
         // lettre's timeout is per command; bound the whole attempt too, well

@@ -18,6 +18,7 @@ use super::{
     email_render::{self, DigestItem},
     parse_stored,
     prefs::{Frequency, Preferences},
+    unsubscribe::Stop,
 };
 use crate::email::{self, NewEmail};
 
@@ -202,6 +203,9 @@ async fn one(notify: &Notify, job: &Job<'_>) -> anyhow::Result<bool> {
         html: rendered.html,
         critical: false,
         send_after: job.now,
+        one_click_unsubscribe: preferences
+            .as_ref()
+            .and_then(|_| notify.one_click_link(job.tenant, job.user, Stop::Digest(job.frequency))),
         list_unsubscribe: preferences,
     };
     let inserted = email::insert_many(&mut tx, &[email], job.now).await?;

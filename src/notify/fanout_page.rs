@@ -22,6 +22,7 @@ use super::{
     recipients::Recipient,
     template::Context,
     types::Locale,
+    unsubscribe::Stop,
 };
 use crate::{
     email::{self, NewEmail},
@@ -293,6 +294,15 @@ pub(super) async fn write_page(
         // opt out of from their mail client carry no `List-Unsubscribe`.
         let critical = def.priority == super::types::Priority::Critical;
         let list_unsubscribe = preferences.filter(|_| !def.mandatory && !critical);
+        // The same emails get a one-click address that stops the category's
+        // emails (when the public URL makes an `https` one).
+        let one_click_unsubscribe = list_unsubscribe.as_ref().and_then(|_| {
+            notify.one_click_link(
+                tenant,
+                &p.recipient.id,
+                Stop::Category(def.category.clone()),
+            )
+        });
         emails.push(NewEmail {
             tenant: tenant.to_owned(),
             user: p.recipient.id.clone(),
@@ -306,6 +316,7 @@ pub(super) async fn write_page(
             critical,
             send_after,
             list_unsubscribe,
+            one_click_unsubscribe,
         });
     }
     let emailed = email::insert_many(&mut tx, &emails, now).await?;

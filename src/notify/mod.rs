@@ -21,7 +21,8 @@
 //!   [`prefs_store`], their queries), [`routes`];
 //! - email: [`email_render`] (notification and digest texts), [`digest`]
 //!   (the digest scheduler), [`email_guard`] (the kinds of notification
-//!   email and the rules the outbox worker applies to them);
+//!   email and the rules the outbox worker applies to them),
+//!   [`unsubscribe`] (one-click unsubscribe tokens and their effect);
 //! - [`clock`]: the engine's clock, shared with the outbox.
 
 pub mod catalog;
@@ -42,10 +43,12 @@ pub mod template;
 pub mod trigger;
 pub mod type_store;
 pub mod types;
+pub mod unsubscribe;
 
 use std::sync::Arc;
 
 use axum::extract::FromRef;
+use secrecy::SecretString;
 
 use crate::{
     app::AppState,
@@ -59,6 +62,7 @@ use crate::{
 pub use clock::Clock;
 use prefs::Preferences;
 use types::Locale;
+use unsubscribe::{Stop, Unsubscribe, UnsubscribeKey};
 
 /// Shared by the REST handlers and the background workers.
 pub struct Notify {
@@ -73,6 +77,8 @@ pub struct Notify {
     pub fanout_wake: tokio::sync::Notify,
     /// The email outbox this engine queues into; it runs on [`Self::clock`].
     pub outbox: Arc<Outbox>,
+    /// Signs the one-click unsubscribe addresses of emails.
+    pub unsubscribe: UnsubscribeKey,
 }
 
 impl Notify {
@@ -83,6 +89,7 @@ impl Notify {
         email: EmailConfig,
         public_url: Option<String>,
         metrics: Arc<Metrics>,
+        jwt_secret: &SecretString,
     ) -> Self {
         if let Some(warning) = public_url_warning(&email, public_url.as_deref()) {
             tracing::warn!("{warning}");
@@ -109,6 +116,7 @@ impl Notify {
             metrics,
             fanout_wake: tokio::sync::Notify::new(),
             outbox,
+            unsubscribe: UnsubscribeKey::derive(jwt_secret),
         }
     }
 
@@ -130,6 +138,22 @@ impl Notify {
     pub fn preferences_link(&self) -> Option<String> {
         let url = self.absolute(&self.email.preferences_url);
         (url.starts_with("https://") || url.starts_with("http://")).then_some(url)
+    }
+
+    /// The one-click unsubscribe address (RFC 8058) that stops `stop` for
+    /// one user, or `None` unless the public URL is `https` (the RFC wants
+    /// an HTTPS address, and a relative one is useless in an email).
+    pub fn one_click_link(&self, tenant: &str, user: &str, stop: Stop) -> Option<String> {
+        let base = self.public_url.as_deref()?;
+        if !base.starts_with("https://") {
+            return None;
+        }
+        let token = self.unsubscribe.sign(&Unsubscribe {
+            tenant: tenant.to_owned(),
+            user: user.to_owned(),
+            stop,
+        });
+        Some(format!("{base}/api/v1/unsubscribe/{token}"))
     }
 
     /// One user's preferences (the defaults if never saved).

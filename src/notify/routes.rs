@@ -1,5 +1,6 @@
 //! REST endpoints of the notification engine: types (tenant admins),
-//! triggers (app backends), the signed-in user's inbox and preferences.
+//! triggers (app backends), the signed-in user's inbox and preferences,
+//! and the one-click unsubscribe address of emails (no sign-in).
 
 use std::sync::Arc;
 
@@ -23,6 +24,7 @@ use super::{
     trigger::TriggerRequest,
     type_store,
     types::TypeDef,
+    unsubscribe,
 };
 use crate::{
     api::idempotency::IdempotencyKey,
@@ -58,6 +60,11 @@ pub fn router() -> Router<AppState> {
             get(get_preferences)
                 .put(put_preferences)
                 .patch(patch_preferences),
+        )
+        // Public: the signed token is the credential (RFC 8058 one-click).
+        .route(
+            "/api/v1/unsubscribe/{token}",
+            get(unsubscribe::get).post(unsubscribe::post),
         )
 }
 

@@ -585,10 +585,9 @@ async fn daily_digests_go_at_each_users_local_hour_once_per_day() {
         "critical ones are not repeated"
     );
     // A digest is something one may stop, from the mail client too.
-    assert_eq!(
-        digest.header("List-Unsubscribe").as_deref(),
-        Some("<https://app.example.com/settings/notifications>")
-    );
+    let (one_click, page) = unsubscribe_addresses(digest);
+    assert!(one_click.starts_with(ONE_CLICK), "{one_click}");
+    assert_eq!(page, "https://app.example.com/settings/notifications");
     assert_eq!(received_by(&settle(&sink).await, "ny@example.com").len(), 0);
 
     // 13:05 UTC = 08:05 in New York.
@@ -650,6 +649,56 @@ async fn without_smtp_emails_are_written_as_files_in_the_data_folder() {
 }
 
 const PREFERENCES: &str = "https://app.example.com/settings/notifications";
+/// The start of every one-click unsubscribe address in the tests' emails.
+const ONE_CLICK: &str = "https://app.example.com/api/v1/unsubscribe/";
+
+/// The two addresses of an email's `List-Unsubscribe` (one-click, then the
+/// preferences page), after checking it also promises one-click.
+fn unsubscribe_addresses(mail: &Received) -> (String, String) {
+    let header = mail.header("List-Unsubscribe").expect("List-Unsubscribe");
+    let urls: Vec<String> = header
+        .split(',')
+        .map(|u| {
+            let u = u.trim();
+            assert!(u.starts_with('<') && u.ends_with('>'), "{header}");
+            u[1..u.len() - 1].to_owned()
+        })
+        .collect();
+    assert_eq!(urls.len(), 2, "{header}");
+    assert_eq!(
+        mail.header("List-Unsubscribe-Post").as_deref(),
+        Some("List-Unsubscribe=One-Click")
+    );
+    (urls[0].clone(), urls[1].clone())
+}
+
+/// The path of a one-click address, to reach it on the test server (the
+/// public URL is not the server's address).
+fn one_click_path(url: &str) -> String {
+    let path = url
+        .strip_prefix("https://app.example.com")
+        .expect("an address under the public URL");
+    assert!(path.starts_with("/api/v1/unsubscribe/"), "{url}");
+    path.to_owned()
+}
+
+/// What a mail provider sends to unsubscribe in one click: a bare POST, no
+/// credentials, no cookies.
+async fn one_click_post(app: &TestApp, path: &str) -> reqwest::Response {
+    app.http
+        .post(app.url(path))
+        .header("Content-Type", "application/x-www-form-urlencoded")
+        .body("List-Unsubscribe=One-Click")
+        .send()
+        .await
+        .unwrap()
+}
+
+async fn preferences(app: &TestApp, token: &str) -> Value {
+    let res = app.get("/api/v1/me/preferences", Some(token)).await;
+    assert_eq!(res.status(), 200);
+    res.json().await.unwrap()
+}
 
 #[tokio::test]
 async fn every_email_is_marked_automatic_and_those_one_may_opt_out_of_say_where() {
@@ -686,12 +735,10 @@ async fn every_email_is_marked_automatic_and_those_one_may_opt_out_of_say_where(
             mail.header("Auto-Submitted").as_deref(),
             Some("auto-generated")
         );
-        assert_eq!(
-            mail.header("List-Unsubscribe"),
-            Some(format!("<{PREFERENCES}>"))
-        );
-        // No one-click endpoint: the link is a page, not a POST target.
-        assert_eq!(mail.header("List-Unsubscribe-Post"), None);
+        // One-click first (RFC 8058), then the preferences page.
+        let (one_click, page) = unsubscribe_addresses(mail);
+        assert!(one_click.starts_with(ONE_CLICK), "{one_click}");
+        assert_eq!(page, PREFERENCES);
         let text = mail.text_body();
         assert!(text.contains(&format!("{words}: {PREFERENCES}")), "{text}");
         let html = mail.html_body();
@@ -736,6 +783,202 @@ async fn without_a_public_url_emails_carry_no_relative_preferences_link() {
         Some("auto-generated")
     );
     assert_eq!(mail.header("List-Unsubscribe"), None);
+    assert_eq!(mail.header("List-Unsubscribe-Post"), None);
     assert!(!mail.text_body().contains("/settings/notifications"));
     assert!(!mail.html_body().contains("/settings/notifications"));
+}
+
+#[tokio::test]
+async fn one_click_unsubscribe_stops_that_categorys_emails_and_keeps_the_inbox() {
+    let sink = SmtpSink::start().await;
+    let app = app_with_smtp(&sink, &[]).await;
+    let key = app.api_key(&["notify"]).await;
+    let (alice, _) = app.user("alice@example.com", &["member"]).await;
+    let (bob, bob_token) = app.user("bob@example.com", &["member"]).await;
+    done(
+        &app,
+        &key,
+        &trigger(&app, &key, task_assigned(&[&alice, &bob])).await,
+    )
+    .await;
+    app.state.notify.clock.advance(Duration::from_secs(301));
+    let got = sink.wait_for(2, WAIT).await;
+    let (one_click, _) = unsubscribe_addresses(received_by(&got, "bob@example.com")[0]);
+    let path = one_click_path(&one_click);
+    let untouched = preferences(&app, &bob_token).await;
+
+    // A GET (a link scanner, a click) only shows a page with a button.
+    let res = app.get(&path, None).await;
+    assert_eq!(res.status(), 200);
+    assert!(
+        res.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/html")
+    );
+    let page = res.text().await.unwrap();
+    assert!(page.contains("<form method=\"post\""), "{page}");
+    assert!(page.contains("<b>tasks</b>"), "{page}");
+    assert_eq!(preferences(&app, &bob_token).await, untouched);
+
+    // A token altered anywhere is unknown, and changes nothing.
+    let (payload, tag) = path
+        .trim_start_matches("/api/v1/unsubscribe/")
+        .split_once('.')
+        .unwrap();
+    let flip = |s: &str| {
+        let first = if s.starts_with('e') { 'f' } else { 'e' };
+        format!("{first}{}", &s[1..])
+    };
+    for forged in [
+        format!("/api/v1/unsubscribe/{}.{tag}", flip(payload)),
+        format!("/api/v1/unsubscribe/{payload}.{}", flip(tag)),
+        format!("/api/v1/unsubscribe/{payload}"),
+    ] {
+        for res in [
+            one_click_post(&app, &forged).await,
+            app.get(&forged, None).await,
+        ] {
+            assert_eq!(res.status(), 404, "{forged}");
+            let body: Value = res.json().await.unwrap();
+            assert_eq!(body["error"]["code"], "not_found", "{body}");
+        }
+    }
+    assert_eq!(preferences(&app, &bob_token).await, untouched);
+
+    // The one-click POST: no credentials needed; again is the same.
+    for _ in 0..2 {
+        let res = one_click_post(&app, &path).await;
+        assert_eq!(res.status(), 200);
+        let body: Value = res.json().await.unwrap();
+        assert_eq!(
+            body,
+            json!({"unsubscribed": {"category": "tasks", "channel": "email"}})
+        );
+    }
+    // A bare POST with no body is one-click too.
+    let res = app.http.post(app.url(&path)).send().await.unwrap();
+    assert_eq!(res.status(), 200);
+    let tasks = &preferences(&app, &bob_token).await["categories"]["tasks"];
+    assert_eq!(tasks["email"], false, "{tasks}");
+    assert_eq!(tasks["in_app"], true, "{tasks}");
+
+    // The next task: Bob gets it in his inbox but not by email; Alice, whose
+    // address was not used, gets both.
+    done(
+        &app,
+        &key,
+        &trigger(&app, &key, task_assigned(&[&alice, &bob])).await,
+    )
+    .await;
+    app.state.notify.clock.advance(Duration::from_secs(301));
+    sink.wait_for(3, WAIT).await;
+    let got = settle(&sink).await;
+    assert_eq!(got.len(), 3);
+    assert_eq!(received_by(&got, "alice@example.com").len(), 2);
+    assert_eq!(received_by(&got, "bob@example.com").len(), 1);
+    assert_eq!(
+        inbox(&app, &bob_token, "?category=tasks").await["items"]
+            .as_array()
+            .unwrap()
+            .len(),
+        2
+    );
+}
+
+#[tokio::test]
+async fn one_click_unsubscribe_from_a_digest_stops_that_digest() {
+    let sink = SmtpSink::start().await;
+    let app = app_with_smtp(&sink, &[]).await;
+    let key = app.api_key(&["notify"]).await;
+    let (bob, bob_token) = app.user("bob@example.com", &["member"]).await;
+    let res = app
+        .http
+        .put(app.url("/api/v1/me/preferences"))
+        .bearer_auth(&bob_token)
+        .json(&json!({"digest_hour": 8, "categories": {"tasks": {"frequency": "daily"}, "projects": {"frequency": "weekly"}}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let clock = &app.state.notify.clock;
+    let six_utc = next_morning(clock.now_millis());
+    let hour = 3600 * 1000;
+    // The first pass records the current period.
+    clock.set_millis(six_utc);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    done(
+        &app,
+        &key,
+        &trigger(&app, &key, task_assigned(&[&bob])).await,
+    )
+    .await;
+    clock.set_millis(six_utc + 2 * hour + 5 * 60 * 1000);
+    let got = sink.wait_for(1, WAIT).await;
+    let (one_click, _) = unsubscribe_addresses(&got[0]);
+    let path = one_click_path(&one_click);
+    // A GET names the digest and changes nothing.
+    let page = app.get(&path, None).await.text().await.unwrap();
+    assert!(page.contains("Stop the daily digest?"), "{page}");
+    assert_eq!(
+        preferences(&app, &bob_token).await["categories"]["tasks"]["email"],
+        true
+    );
+
+    let res = one_click_post(&app, &path).await;
+    assert_eq!(res.status(), 200);
+    let body: Value = res.json().await.unwrap();
+    assert_eq!(
+        body,
+        json!({"unsubscribed": {"digest": "daily", "channel": "email", "categories": ["tasks"]}})
+    );
+    let prefs = preferences(&app, &bob_token).await;
+    // Email off for the digest's categories, which stay daily (switching
+    // email back on restores the digest); the weekly one is untouched.
+    assert_eq!(
+        prefs["categories"]["tasks"],
+        json!({"in_app": true, "email": false, "frequency": "daily"})
+    );
+    assert_eq!(prefs["categories"]["projects"]["email"], true);
+
+    // Next day: a new task is in the inbox, and no email comes, neither a
+    // digest nor one on its own.
+    clock.set_millis(six_utc + 20 * hour);
+    done(
+        &app,
+        &key,
+        &trigger(&app, &key, task_assigned(&[&bob])).await,
+    )
+    .await;
+    clock.set_millis(six_utc + 26 * hour + 5 * 60 * 1000);
+    assert_eq!(settle(&sink).await.len(), 1);
+    assert_eq!(
+        inbox(&app, &bob_token, "?category=tasks").await["items"]
+            .as_array()
+            .unwrap()
+            .len(),
+        2
+    );
+}
+
+#[tokio::test]
+async fn a_public_url_over_plain_http_gets_no_one_click_address() {
+    let sink = SmtpSink::start().await;
+    let app = app_with_smtp(&sink, &[("RELAIS_PUBLIC_URL", "http://app.example.com")]).await;
+    let key = app.api_key(&["notify"]).await;
+    let (bob, _) = app.user("bob@example.com", &["member"]).await;
+    done(
+        &app,
+        &key,
+        &trigger(&app, &key, task_assigned(&[&bob])).await,
+    )
+    .await;
+    app.state.notify.clock.advance(Duration::from_secs(301));
+    let mail = &sink.wait_for(1, WAIT).await[0];
+    // RFC 8058 wants https: the preferences page only.
+    assert_eq!(
+        mail.header("List-Unsubscribe").as_deref(),
+        Some("<http://app.example.com/settings/notifications>")
+    );
+    assert_eq!(mail.header("List-Unsubscribe-Post"), None);
 }

@@ -241,6 +241,7 @@ async fn the_openapi_document_describes_every_route() {
         "/api/v1/inbox/{id}",
         "/api/v1/inbox/{id}/{action}",
         "/api/v1/me/preferences",
+        "/api/v1/unsubscribe/{token}",
         "/api/v1/admin/emails",
         "/api/v1/admin/emails/{id}",
         "/api/v1/admin/emails/{id}/retry",
