@@ -432,10 +432,17 @@ pub fn router(state: AppState, modules: &[Arc<dyn Module>]) -> Router {
         .layer(
             TraceLayer::new_for_http().make_span_with(|req: &axum::http::Request<_>| {
                 // `tenant` and `user` are filled in by the auth extractors.
+                // Unsubscribe links carry a token in the path: not logged.
+                let path = req.uri().path();
+                let path = if path.starts_with("/api/v1/unsubscribe/") {
+                    "/api/v1/unsubscribe/…"
+                } else {
+                    path
+                };
                 tracing::info_span!(
                     "http",
                     method = %req.method(),
-                    path = %req.uri().path(),
+                    path = %path,
                     tenant = tracing::field::Empty,
                     user = tracing::field::Empty,
                 )
