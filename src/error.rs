@@ -294,3 +294,19 @@ fn has_json_body(response: &Response) -> bool {
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.starts_with("application/json"))
 }
+
+/// Checks that each domain error maps to the REST status, code and message
+/// listed with it, and that its own `code()` agrees (unit tests of each
+/// domain's error enum).
+#[cfg(test)]
+pub fn assert_maps_to<E>(cases: impl IntoIterator<Item = (E, u16, &'static str, &'static str)>)
+where
+    E: Into<ApiError>,
+{
+    for (error, status, code, message) in cases {
+        let api: ApiError = error.into();
+        assert_eq!(api.status().as_u16(), status, "{code}");
+        assert_eq!(api.code(), code);
+        assert_eq!(api.to_string(), message);
+    }
+}

@@ -12,17 +12,7 @@ fn redis_url() -> String {
 
 /// Node A of a fresh cluster; `a.spawn_peer()` adds nodes.
 async fn first_node() -> TestApp {
-    let prefix = format!("relais-test-{}", uuid::Uuid::new_v4().simple());
-    let url = redis_url();
-    spawn_app_with(&[
-        ("REDIS_URL", url.as_str()),
-        ("RELAIS_REDIS_PREFIX", prefix.as_str()),
-        (
-            "RELAIS_JWT_SECRET",
-            "a-cluster-wide-secret-for-the-tests-0123456789",
-        ),
-    ])
-    .await
+    first_cluster_node().await
 }
 
 #[tokio::test]

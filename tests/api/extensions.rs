@@ -439,19 +439,7 @@ async fn a_subscriber_that_cannot_recover_gets_a_snapshot_and_one_that_can_does_
 /// a repeat, and no entry arrives live twice.
 #[tokio::test]
 async fn snapshot_then_live_across_two_nodes_has_no_gap_and_no_duplicate() {
-    let prefix = format!("relais-test-{}", uuid::Uuid::new_v4().simple());
-    let redis =
-        std::env::var("RELAIS_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
-    let a = spawn_app_with(&[
-        ("REDIS_URL", redis.as_str()),
-        ("RELAIS_REDIS_PREFIX", prefix.as_str()),
-        (
-            "RELAIS_JWT_SECRET",
-            "a-cluster-wide-secret-for-the-tests-0123456789",
-        ),
-    ])
-    .await;
-    let b = a.spawn_peer().await;
+    let (a, b) = two_nodes().await;
     let token = a.admin_token().await;
     let key = a.api_key(&["publish"]).await;
     let channel = fresh_ledger();
@@ -509,18 +497,7 @@ async fn snapshot_then_live_across_two_nodes_has_no_gap_and_no_duplicate() {
 
 /// Two nodes of a cluster sharing one Redis.
 async fn two_nodes() -> (TestApp, TestApp) {
-    let prefix = format!("relais-test-{}", uuid::Uuid::new_v4().simple());
-    let redis =
-        std::env::var("RELAIS_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
-    let a = spawn_app_with(&[
-        ("REDIS_URL", redis.as_str()),
-        ("RELAIS_REDIS_PREFIX", prefix.as_str()),
-        (
-            "RELAIS_JWT_SECRET",
-            "a-cluster-wide-secret-for-the-tests-0123456789",
-        ),
-    ])
-    .await;
+    let a = first_cluster_node().await;
     let b = a.spawn_peer().await;
     (a, b)
 }
