@@ -767,17 +767,8 @@ async fn every_email_is_marked_automatic_and_those_one_may_opt_out_of_say_where(
 #[tokio::test]
 async fn without_a_public_url_emails_carry_no_relative_preferences_link() {
     let sink = SmtpSink::start().await;
-    let app = app_with_smtp(&sink, &[("RELAIS_PUBLIC_URL", "")]).await;
-    let key = app.api_key(&["notify"]).await;
-    let (bob, _) = app.user("bob@example.com", &["member"]).await;
-    done(
-        &app,
-        &key,
-        &trigger(&app, &key, task_assigned(&[&bob])).await,
-    )
-    .await;
-    app.state.notify.clock.advance(Duration::from_secs(301));
-    let mail = &sink.wait_for(1, WAIT).await[0];
+    let (_app, mail) = one_task_email(&sink, &[("RELAIS_PUBLIC_URL", "")]).await;
+    let mail = &mail;
     assert_eq!(
         mail.header("Auto-Submitted").as_deref(),
         Some("auto-generated")
@@ -964,7 +955,21 @@ async fn one_click_unsubscribe_from_a_digest_stops_that_digest() {
 #[tokio::test]
 async fn a_public_url_over_plain_http_gets_no_one_click_address() {
     let sink = SmtpSink::start().await;
-    let app = app_with_smtp(&sink, &[("RELAIS_PUBLIC_URL", "http://app.example.com")]).await;
+    let (_app, mail) =
+        one_task_email(&sink, &[("RELAIS_PUBLIC_URL", "http://app.example.com")]).await;
+    let mail = &mail;
+    // RFC 8058 wants https: the preferences page only.
+    assert_eq!(
+        mail.header("List-Unsubscribe").as_deref(),
+        Some("<http://app.example.com/settings/notifications>")
+    );
+    assert_eq!(mail.header("List-Unsubscribe-Post"), None);
+}
+
+/// An app on `sink` with `overrides`, and the one email a task assignment to
+/// a member sends once its fallback delay has passed.
+async fn one_task_email(sink: &SmtpSink, overrides: &[(&str, &str)]) -> (TestApp, Received) {
+    let app = app_with_smtp(sink, overrides).await;
     let key = app.api_key(&["notify"]).await;
     let (bob, _) = app.user("bob@example.com", &["member"]).await;
     done(
@@ -974,11 +979,6 @@ async fn a_public_url_over_plain_http_gets_no_one_click_address() {
     )
     .await;
     app.state.notify.clock.advance(Duration::from_secs(301));
-    let mail = &sink.wait_for(1, WAIT).await[0];
-    // RFC 8058 wants https: the preferences page only.
-    assert_eq!(
-        mail.header("List-Unsubscribe").as_deref(),
-        Some("<http://app.example.com/settings/notifications>")
-    );
-    assert_eq!(mail.header("List-Unsubscribe-Post"), None);
+    let mail = sink.wait_for(1, WAIT).await.remove(0);
+    (app, mail)
 }
