@@ -313,17 +313,30 @@ async fn existing_tenant(
         .ok_or_else(|| anyhow::anyhow!("no tenant `{slug}`"))
 }
 
-/// The auth service for one-shot admin commands (no live connections to notify).
+/// The auth service for one-shot admin commands. It holds no connections;
+/// in cluster mode (`REDIS_URL` set) its revocations still reach every
+/// running node through Redis, so a password set here closes the user's
+/// live sockets at once.
 async fn admin_service(config: &Config) -> anyhow::Result<AuthService> {
     let store = app::open_store(config).await?;
     let metrics = Arc::new(Metrics::default());
-    // No live connections or caches to revoke from in a one-shot command.
-    let broker = Arc::new(MemoryBroker::new(
-        Arc::new(Hub::new(metrics.clone())),
-        Arc::new(relais::bus::ControlRouter::default()),
-        1,
-        metrics,
-    ));
+    let hub = Arc::new(Hub::new(metrics.clone()));
+    let control = Arc::new(relais::bus::ControlRouter::default());
+    let broker: Arc<dyn relais::bus::Broker> = match &config.redis_url {
+        // Its tasks end with the process: the command is one-shot.
+        Some(url) => relais::bus::redis::RedisBroker::connect(
+            secrecy::ExposeSecret::expose_secret(url),
+            &config.redis_prefix,
+            config.presence_ttl,
+            hub,
+            control,
+            metrics,
+            tokio_util::sync::CancellationToken::new(),
+        )
+        .await
+        .map_err(|e| e.context("connecting to Redis (REDIS_URL)"))?,
+        None => Arc::new(MemoryBroker::new(hub, control, 1, metrics)),
+    };
     // Tokens are not issued by admin commands; any key will do.
     let keys = JwtKeys::new(&SecretString::from(random_token(32)));
     Ok(AuthService::new(

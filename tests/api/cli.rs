@@ -203,3 +203,28 @@ async fn set_password_replaces_the_password_and_ends_the_users_sessions() {
         assert!(stderr.contains(error), "{stderr}");
     }
 }
+
+/// In cluster mode an admin command's revocation reaches the running nodes:
+/// the user's live sockets close at once, not when their tokens expire.
+#[tokio::test]
+async fn set_password_in_cluster_mode_closes_the_users_live_sockets() {
+    let a = first_cluster_node().await;
+    let b = a.spawn_peer().await;
+    let (_, token) = a.user("eve@example.com", &["member"]).await;
+    let mut on_a = a.ws_connected(&token).await;
+    let mut on_b = b.ws_connected(&token).await;
+    let out = run(
+        &a,
+        &[
+            "user",
+            "set-password",
+            "--tenant",
+            "default",
+            "--email",
+            "eve@example.com",
+        ],
+    );
+    assert!(out.contains("password set:"), "{out}");
+    assert_eq!(on_a.closed().await, Some(4003));
+    assert_eq!(on_b.closed().await, Some(4003));
+}
