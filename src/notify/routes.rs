@@ -17,7 +17,7 @@ use serde_json::Value;
 use super::{
     Notify,
     counts::{self, Counts},
-    inbox::{self, Action, ListQuery, Page, Target},
+    inbox::{self, Action, InboxError, ListQuery, Page, Target},
     live,
     prefs::Preferences,
     prefs_store,
@@ -212,8 +212,8 @@ async fn inbox_counts(
     ))
 }
 
-fn parse_id(raw: &str) -> ApiResult<i64> {
-    raw.parse().map_err(|_| ApiError::NotFound("notification"))
+fn parse_id(raw: &str) -> Result<i64, InboxError> {
+    raw.parse().map_err(|_| InboxError::NotFound)
 }
 
 async fn find_item(
@@ -309,12 +309,7 @@ async fn batch(
     AuthUser(user): AuthUser,
     ApiJson(req): ApiJson<BatchRequest>,
 ) -> ApiResult<Json<Value>> {
-    let action = Action::parse(&req.action).ok_or_else(|| {
-        ApiError::invalid(
-            "invalid_action",
-            "action: read, unread, archive, unarchive or seen",
-        )
-    })?;
+    let action = Action::parse(&req.action).ok_or(InboxError::InvalidAction)?;
     apply(&notify, &user, action, Target::Ids(&req.ids)).await
 }
 
