@@ -22,7 +22,7 @@ use super::{
     prefs::Preferences,
     prefs_store,
     trigger::TriggerRequest,
-    type_store,
+    type_store::{self, TypeStoreError},
     types::TypeDef,
     unsubscribe,
 };
@@ -82,10 +82,10 @@ async fn find_type(
     AnyCaller(caller): AnyCaller,
     Path(key): Path<String>,
 ) -> ApiResult<Json<TypeDef>> {
-    type_store::get(&notify.store, caller.tenant().as_str(), &key)
+    let def = type_store::get(&notify.store, caller.tenant().as_str(), &key)
         .await?
-        .map(Json)
-        .ok_or(ApiError::NotFound("notification type"))
+        .ok_or(TypeStoreError::NotFound)?;
+    Ok(Json(def))
 }
 
 async fn create_type(
@@ -98,13 +98,7 @@ async fn create_type(
         .await?
         .is_some()
     {
-        return Err(ApiError::conflict(
-            "type_exists",
-            format!(
-                "type `{}` exists; PUT /api/v1/notification-types/{} replaces it",
-                def.key, def.key
-            ),
-        ));
+        return Err(TypeStoreError::Exists(def.key).into());
     }
     let compiled = type_store::put(&notify.store, tenant, def).await?;
     Ok((StatusCode::CREATED, Json(compiled.def)))
@@ -117,10 +111,7 @@ async fn put_type(
     ApiJson(def): ApiJson<TypeDef>,
 ) -> ApiResult<Json<TypeDef>> {
     if def.key != key {
-        return Err(ApiError::invalid(
-            "invalid_type",
-            "the body's key differs from the path's",
-        ));
+        return Err(TypeStoreError::KeyMismatch.into());
     }
     let compiled = type_store::put(&notify.store, admin.tenant().as_str(), def).await?;
     Ok(Json(compiled.def))
@@ -134,7 +125,7 @@ async fn delete_type(
     if type_store::delete(&notify.store, admin.tenant().as_str(), &key).await? {
         Ok(StatusCode::NO_CONTENT)
     } else {
-        Err(ApiError::NotFound("tenant notification type"))
+        Err(TypeStoreError::TenantTypeNotFound.into())
     }
 }
 
