@@ -359,16 +359,12 @@ async fn save_preferences(notify: &Notify, user: &Principal, prefs: &Preferences
     Ok(())
 }
 
-fn prefs_error(e: super::prefs::PrefsError) -> ApiError {
-    ApiError::invalid(e.code, e.message)
-}
-
 async fn put_preferences(
     State(notify): State<Arc<Notify>>,
     AuthUser(user): AuthUser,
     ApiJson(doc): ApiJson<Value>,
 ) -> ApiResult<Json<Preferences>> {
-    let prefs = Preferences::from_value(doc).map_err(prefs_error)?;
+    let prefs = Preferences::from_value(doc)?;
     save_preferences(&notify, &user, &prefs).await?;
     Ok(Json(prefs))
 }
@@ -381,7 +377,7 @@ async fn patch_preferences(
     let current = notify
         .preferences(user.tenant.as_str(), user.user.as_str())
         .await?;
-    let prefs = current.patched(patch).map_err(prefs_error)?;
+    let prefs = current.patched(patch)?;
     save_preferences(&notify, &user, &prefs).await?;
     Ok(Json(prefs))
 }
