@@ -14,7 +14,61 @@ use super::{
     counts::{self, Counts, Delta},
     types::Priority,
 };
-use crate::error::{ApiError, ApiResult};
+use crate::error::ApiError;
+
+/// Why an inbox operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum InboxError {
+    /// The status filter names no status.
+    #[error("status `{0}`: expected unread, read or archived")]
+    InvalidStatus(String),
+    /// The priority filter names an unknown priority.
+    #[error("{0}")]
+    InvalidPriority(String),
+    /// The cursor is not one a page returned.
+    #[error("cursor is not one this API returned")]
+    InvalidCursor,
+    /// The user has no notification with this id.
+    #[error("notification not found")]
+    NotFound,
+    /// An action names no known action.
+    #[error("action: read, unread, archive, unarchive or seen")]
+    InvalidAction,
+    /// An action on ids was given none, or too many.
+    #[error("ids: 1 to 500 notification ids")]
+    InvalidIds,
+    #[error("internal error")]
+    Store(#[from] sqlx::Error),
+}
+
+impl InboxError {
+    /// The stable code clients branch on.
+    pub fn code(&self) -> &'static str {
+        match self {
+            InboxError::InvalidStatus(_) | InboxError::InvalidPriority(_) => "invalid_filter",
+            InboxError::InvalidCursor => "invalid_cursor",
+            InboxError::NotFound => "not_found",
+            InboxError::InvalidAction => "invalid_action",
+            InboxError::InvalidIds => "invalid_ids",
+            InboxError::Store(_) => "internal",
+        }
+    }
+}
+
+impl From<InboxError> for ApiError {
+    fn from(e: InboxError) -> Self {
+        let code = e.code();
+        match e {
+            InboxError::InvalidStatus(_)
+            | InboxError::InvalidPriority(_)
+            | InboxError::InvalidCursor
+            | InboxError::InvalidAction
+            | InboxError::InvalidIds => ApiError::invalid(code, e.to_string()),
+            InboxError::NotFound => ApiError::NotFound("notification"),
+            InboxError::Store(e) => e.into(),
+        }
+    }
+}
 
 pub const UNREAD: i64 = 0;
 pub const READ: i64 = 1;
@@ -28,15 +82,12 @@ pub fn status_name(status: i64) -> &'static str {
     }
 }
 
-fn parse_status(s: &str) -> ApiResult<i64> {
+fn parse_status(s: &str) -> Result<i64, InboxError> {
     match s {
         "unread" => Ok(UNREAD),
         "read" => Ok(READ),
         "archived" => Ok(ARCHIVED),
-        _ => Err(ApiError::invalid(
-            "invalid_filter",
-            format!("status `{s}`: expected unread, read or archived"),
-        )),
+        _ => Err(InboxError::InvalidStatus(s.to_owned())),
     }
 }
 
@@ -106,7 +157,7 @@ pub async fn list(
     tenant: &str,
     user: &str,
     q: &ListQuery,
-) -> ApiResult<Page> {
+) -> Result<Page, InboxError> {
     let limit = q.limit.unwrap_or(20).clamp(1, 100) as usize;
     // The filters other than status, as ` AND ...` clauses.
     let mut sql = String::new();
@@ -126,9 +177,7 @@ pub async fn list(
             .map(str::trim)
             .filter(|p| !p.is_empty())
         {
-            let p: Priority = p
-                .parse()
-                .map_err(|e| ApiError::invalid("invalid_filter", e))?;
+            let p: Priority = p.parse().map_err(InboxError::InvalidPriority)?;
             n += 1;
             ints.push((n, p.rank()));
             list.push(format!("${n}"));
@@ -138,9 +187,7 @@ pub async fn list(
         }
     }
     if let Some(cursor) = &q.cursor {
-        let before: i64 = cursor.parse().map_err(|_| {
-            ApiError::invalid("invalid_cursor", "cursor is not one this API returned")
-        })?;
+        let before: i64 = cursor.parse().map_err(|_| InboxError::InvalidCursor)?;
         n += 1;
         ints.push((n, before));
         sql.push_str(&format!(" AND id < ${n}"));
@@ -202,7 +249,12 @@ fn page_sql(status: Option<i64>, filters: &str, take: usize) -> String {
     }
 }
 
-pub async fn get(conn: &mut AnyConnection, tenant: &str, user: &str, id: i64) -> ApiResult<Item> {
+pub async fn get(
+    conn: &mut AnyConnection,
+    tenant: &str,
+    user: &str,
+    id: i64,
+) -> Result<Item, InboxError> {
     let row = sqlx::query(AssertSqlSafe(format!(
         "SELECT {ITEM_COLUMNS} FROM notifications WHERE tenant_id = $1 AND user_id = $2 AND id = $3"
     )))
@@ -211,7 +263,7 @@ pub async fn get(conn: &mut AnyConnection, tenant: &str, user: &str, id: i64) ->
     .bind(id)
     .fetch_optional(conn)
     .await?
-    .ok_or(ApiError::NotFound("notification"))?;
+    .ok_or(InboxError::NotFound)?;
     Ok(item_from_row(&row)?)
 }
 
@@ -337,15 +389,12 @@ pub async fn transition(
     action: Action,
     target: &Target<'_>,
     now: i64,
-) -> ApiResult<Changed> {
+) -> Result<Changed, InboxError> {
     // $1 tenant, $2 user, $3 now, then the target's binds.
     let (target_sql, ids, category) = match target {
         Target::Ids(ids) => {
             if ids.is_empty() || ids.len() > 500 {
-                return Err(ApiError::invalid(
-                    "invalid_ids",
-                    "ids: 1 to 500 notification ids",
-                ));
+                return Err(InboxError::InvalidIds);
             }
             let list: Vec<String> = (0..ids.len()).map(|i| format!("${}", i + 4)).collect();
             (format!(" AND id IN ({})", list.join(", ")), *ids, None)
@@ -409,4 +458,61 @@ pub async fn transition(
         counts: Some(counts),
         cancelled_emails,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::InboxError;
+
+    #[test]
+    fn each_inbox_error_keeps_its_status_code_and_message() {
+        let cases = [
+            (
+                InboxError::InvalidStatus("done".into()),
+                422,
+                "invalid_filter",
+                "status `done`: expected unread, read or archived",
+            ),
+            (
+                InboxError::InvalidPriority("unknown priority `urgent`".into()),
+                422,
+                "invalid_filter",
+                "unknown priority `urgent`",
+            ),
+            (
+                InboxError::InvalidCursor,
+                422,
+                "invalid_cursor",
+                "cursor is not one this API returned",
+            ),
+            (
+                InboxError::NotFound,
+                404,
+                "not_found",
+                "notification not found",
+            ),
+            (
+                InboxError::InvalidAction,
+                422,
+                "invalid_action",
+                "action: read, unread, archive, unarchive or seen",
+            ),
+            (
+                InboxError::InvalidIds,
+                422,
+                "invalid_ids",
+                "ids: 1 to 500 notification ids",
+            ),
+            (
+                InboxError::Store(sqlx::Error::RowNotFound),
+                500,
+                "internal",
+                "internal error",
+            ),
+        ];
+        for (error, _, code, _) in &cases {
+            assert_eq!(error.code(), *code);
+        }
+        crate::error::assert_maps_to(cases);
+    }
 }

@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::types::{Channel, Locale, Priority, TypeDef, validate_key};
+use crate::error::ApiError;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "snake_case")]
@@ -123,17 +124,48 @@ impl Default for Preferences {
     }
 }
 
-/// Why a preferences document was refused; `code` is the API error code.
-#[derive(Debug)]
-pub struct PrefsError {
-    pub code: &'static str,
-    pub message: String,
+/// Why a preferences document was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum PrefsError {
+    /// Not a preferences document (unknown field, wrong type, …).
+    #[error("{0}")]
+    Malformed(String),
+    /// A patch that is not a JSON object.
+    #[error("expected a JSON object")]
+    NotAnObject,
+    #[error("`{0}` is not an IANA time zone name like Europe/Paris")]
+    UnknownTimezone(String),
+    #[error("quiet_hours.start and quiet_hours.end are local times HH:MM (00:00-23:59)")]
+    QuietHoursFormat,
+    #[error("quiet_hours.start and quiet_hours.end must differ")]
+    QuietHoursEmpty,
+    #[error("digest_hour is 0-23")]
+    DigestHour,
+    #[error("categories: {0}")]
+    InvalidCategory(String),
+    #[error("at most 200 categories")]
+    TooManyCategories,
 }
 
-fn err(code: &'static str, message: impl Into<String>) -> PrefsError {
-    PrefsError {
-        code,
-        message: message.into(),
+impl PrefsError {
+    /// The stable code clients branch on.
+    pub fn code(&self) -> &'static str {
+        match self {
+            PrefsError::UnknownTimezone(_) => "invalid_timezone",
+            PrefsError::QuietHoursFormat | PrefsError::QuietHoursEmpty => "invalid_quiet_hours",
+            PrefsError::Malformed(_)
+            | PrefsError::NotAnObject
+            | PrefsError::DigestHour
+            | PrefsError::InvalidCategory(_)
+            | PrefsError::TooManyCategories => "invalid_preferences",
+        }
+    }
+}
+
+/// Every refusal is a 422 with the variant's code.
+impl From<PrefsError> for ApiError {
+    fn from(e: PrefsError) -> Self {
+        ApiError::invalid(e.code(), e.to_string())
     }
 }
 
@@ -151,43 +183,31 @@ impl Preferences {
     /// Parses and checks a document (a full one, or a stored one merged with a patch).
     pub fn from_value(value: Value) -> Result<Preferences, PrefsError> {
         let prefs: Preferences =
-            serde_json::from_value(value).map_err(|e| err("invalid_preferences", e.to_string()))?;
+            serde_json::from_value(value).map_err(|e| PrefsError::Malformed(e.to_string()))?;
         prefs.validate()?;
         Ok(prefs)
     }
 
     pub fn validate(&self) -> Result<(), PrefsError> {
         if let Some(tz) = &self.timezone {
-            TimeZone::get(tz).map_err(|_| {
-                err(
-                    "invalid_timezone",
-                    format!("`{tz}` is not an IANA time zone name like Europe/Paris"),
-                )
-            })?;
+            TimeZone::get(tz).map_err(|_| PrefsError::UnknownTimezone(tz.clone()))?;
         }
         if let Some(q) = &self.quiet_hours {
             let (Some(start), Some(end)) = (parse_hhmm(&q.start), parse_hhmm(&q.end)) else {
-                return Err(err(
-                    "invalid_quiet_hours",
-                    "quiet_hours.start and quiet_hours.end are local times HH:MM (00:00-23:59)",
-                ));
+                return Err(PrefsError::QuietHoursFormat);
             };
             if start == end {
-                return Err(err(
-                    "invalid_quiet_hours",
-                    "quiet_hours.start and quiet_hours.end must differ",
-                ));
+                return Err(PrefsError::QuietHoursEmpty);
             }
         }
         if self.digest_hour > 23 {
-            return Err(err("invalid_preferences", "digest_hour is 0-23"));
+            return Err(PrefsError::DigestHour);
         }
         for key in self.categories.keys() {
-            validate_key(key)
-                .map_err(|e| err("invalid_preferences", format!("categories: {e}")))?;
+            validate_key(key).map_err(PrefsError::InvalidCategory)?;
         }
         if self.categories.len() > 200 {
-            return Err(err("invalid_preferences", "at most 200 categories"));
+            return Err(PrefsError::TooManyCategories);
         }
         Ok(())
     }
@@ -196,7 +216,7 @@ impl Preferences {
     /// merge per category; `null` clears an optional field.
     pub fn patched(&self, patch: Value) -> Result<Preferences, PrefsError> {
         let Value::Object(patch) = patch else {
-            return Err(err("invalid_preferences", "expected a JSON object"));
+            return Err(PrefsError::NotAnObject);
         };
         let mut doc = serde_json::to_value(self).expect("preferences serialize");
         let obj = doc.as_object_mut().expect("an object");
@@ -407,7 +427,7 @@ mod tests {
         assert_eq!(
             Preferences::from_value(json!({"timezone": "Mars/Olympus"}))
                 .unwrap_err()
-                .code,
+                .code(),
             "invalid_timezone"
         );
         for q in [
@@ -418,10 +438,68 @@ mod tests {
             assert_eq!(
                 Preferences::from_value(json!({"quiet_hours": q}))
                     .unwrap_err()
-                    .code,
+                    .code(),
                 "invalid_quiet_hours"
             );
         }
+    }
+
+    #[test]
+    fn each_prefs_error_keeps_its_status_code_and_message() {
+        let cases = [
+            (
+                PrefsError::Malformed("unknown field `colour`".into()),
+                422,
+                "invalid_preferences",
+                "unknown field `colour`",
+            ),
+            (
+                PrefsError::NotAnObject,
+                422,
+                "invalid_preferences",
+                "expected a JSON object",
+            ),
+            (
+                PrefsError::UnknownTimezone("Mars/Olympus".into()),
+                422,
+                "invalid_timezone",
+                "`Mars/Olympus` is not an IANA time zone name like Europe/Paris",
+            ),
+            (
+                PrefsError::QuietHoursFormat,
+                422,
+                "invalid_quiet_hours",
+                "quiet_hours.start and quiet_hours.end are local times HH:MM (00:00-23:59)",
+            ),
+            (
+                PrefsError::QuietHoursEmpty,
+                422,
+                "invalid_quiet_hours",
+                "quiet_hours.start and quiet_hours.end must differ",
+            ),
+            (
+                PrefsError::DigestHour,
+                422,
+                "invalid_preferences",
+                "digest_hour is 0-23",
+            ),
+            (
+                PrefsError::InvalidCategory("empty".into()),
+                422,
+                "invalid_preferences",
+                "categories: empty",
+            ),
+            (
+                PrefsError::TooManyCategories,
+                422,
+                "invalid_preferences",
+                "at most 200 categories",
+            ),
+        ];
+        for (error, _, code, _) in &cases {
+            assert_eq!(error.code(), *code);
+        }
+        crate::error::assert_maps_to(cases);
     }
 
     #[test]

@@ -17,12 +17,12 @@ use serde_json::Value;
 use super::{
     Notify,
     counts::{self, Counts},
-    inbox::{self, Action, ListQuery, Page, Target},
+    inbox::{self, Action, InboxError, ListQuery, Page, Target},
     live,
     prefs::Preferences,
     prefs_store,
     trigger::TriggerRequest,
-    type_store,
+    type_store::{self, TypeStoreError},
     types::TypeDef,
     unsubscribe,
 };
@@ -82,10 +82,10 @@ async fn find_type(
     AnyCaller(caller): AnyCaller,
     Path(key): Path<String>,
 ) -> ApiResult<Json<TypeDef>> {
-    type_store::get(&notify.store, caller.tenant().as_str(), &key)
+    let def = type_store::get(&notify.store, caller.tenant().as_str(), &key)
         .await?
-        .map(Json)
-        .ok_or(ApiError::NotFound("notification type"))
+        .ok_or(TypeStoreError::NotFound)?;
+    Ok(Json(def))
 }
 
 async fn create_type(
@@ -98,13 +98,7 @@ async fn create_type(
         .await?
         .is_some()
     {
-        return Err(ApiError::conflict(
-            "type_exists",
-            format!(
-                "type `{}` exists; PUT /api/v1/notification-types/{} replaces it",
-                def.key, def.key
-            ),
-        ));
+        return Err(TypeStoreError::Exists(def.key).into());
     }
     let compiled = type_store::put(&notify.store, tenant, def).await?;
     Ok((StatusCode::CREATED, Json(compiled.def)))
@@ -117,10 +111,7 @@ async fn put_type(
     ApiJson(def): ApiJson<TypeDef>,
 ) -> ApiResult<Json<TypeDef>> {
     if def.key != key {
-        return Err(ApiError::invalid(
-            "invalid_type",
-            "the body's key differs from the path's",
-        ));
+        return Err(TypeStoreError::KeyMismatch.into());
     }
     let compiled = type_store::put(&notify.store, admin.tenant().as_str(), def).await?;
     Ok(Json(compiled.def))
@@ -134,7 +125,7 @@ async fn delete_type(
     if type_store::delete(&notify.store, admin.tenant().as_str(), &key).await? {
         Ok(StatusCode::NO_CONTENT)
     } else {
-        Err(ApiError::NotFound("tenant notification type"))
+        Err(TypeStoreError::TenantTypeNotFound.into())
     }
 }
 
@@ -212,8 +203,8 @@ async fn inbox_counts(
     ))
 }
 
-fn parse_id(raw: &str) -> ApiResult<i64> {
-    raw.parse().map_err(|_| ApiError::NotFound("notification"))
+fn parse_id(raw: &str) -> Result<i64, InboxError> {
+    raw.parse().map_err(|_| InboxError::NotFound)
 }
 
 async fn find_item(
@@ -309,12 +300,7 @@ async fn batch(
     AuthUser(user): AuthUser,
     ApiJson(req): ApiJson<BatchRequest>,
 ) -> ApiResult<Json<Value>> {
-    let action = Action::parse(&req.action).ok_or_else(|| {
-        ApiError::invalid(
-            "invalid_action",
-            "action: read, unread, archive, unarchive or seen",
-        )
-    })?;
+    let action = Action::parse(&req.action).ok_or(InboxError::InvalidAction)?;
     apply(&notify, &user, action, Target::Ids(&req.ids)).await
 }
 
@@ -373,16 +359,12 @@ async fn save_preferences(notify: &Notify, user: &Principal, prefs: &Preferences
     Ok(())
 }
 
-fn prefs_error(e: super::prefs::PrefsError) -> ApiError {
-    ApiError::invalid(e.code, e.message)
-}
-
 async fn put_preferences(
     State(notify): State<Arc<Notify>>,
     AuthUser(user): AuthUser,
     ApiJson(doc): ApiJson<Value>,
 ) -> ApiResult<Json<Preferences>> {
-    let prefs = Preferences::from_value(doc).map_err(prefs_error)?;
+    let prefs = Preferences::from_value(doc)?;
     save_preferences(&notify, &user, &prefs).await?;
     Ok(Json(prefs))
 }
@@ -395,7 +377,7 @@ async fn patch_preferences(
     let current = notify
         .preferences(user.tenant.as_str(), user.user.as_str())
         .await?;
-    let prefs = current.patched(patch).map_err(prefs_error)?;
+    let prefs = current.patched(patch)?;
     save_preferences(&notify, &user, &prefs).await?;
     Ok(Json(prefs))
 }
