@@ -296,14 +296,17 @@ fn has_json_body(response: &Response) -> bool {
 }
 
 /// Checks that each domain error maps to the REST status, code and message
-/// listed with it, and that its own `code()` agrees (unit tests of each
-/// domain's error enum).
+/// listed with it, and that its own code (`own_code`) agrees (unit tests of
+/// each domain's error enum).
 #[cfg(test)]
-pub fn assert_maps_to<E>(cases: impl IntoIterator<Item = (E, u16, &'static str, &'static str)>)
-where
+pub fn assert_maps_to<E>(
+    cases: impl IntoIterator<Item = (E, u16, &'static str, &'static str)>,
+    own_code: impl Fn(&E) -> &'static str,
+) where
     E: Into<ApiError>,
 {
     for (error, status, code, message) in cases {
+        assert_eq!(own_code(&error), code);
         let api: ApiError = error.into();
         assert_eq!(api.status().as_u16(), status, "{code}");
         assert_eq!(api.code(), code);

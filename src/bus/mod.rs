@@ -220,9 +220,8 @@ pub trait Broker: Send + Sync + 'static {
         channel: &'a ChannelKey,
         history: HistoryPolicy,
         data: &'a RawValue,
-        id: &'a str,
+        _id: &'a str,
     ) -> BoxFuture<'a, Result<(Position, bool), BusError>> {
-        let _ = id;
         Box::pin(async move { Ok((self.publish(channel, history, data).await?, false)) })
     }
 

@@ -272,6 +272,9 @@ impl Gateway {
         }
     }
 
+    /// Puts `data` in the channel's stream; with `once`, at most once per id.
+    /// The size limit is the caller's (it applies to what clients send, not
+    /// to a record a hook has already stored).
     async fn publish_stored(
         &self,
         key: &ChannelKey,
@@ -279,10 +282,10 @@ impl Gateway {
         data: &RawValue,
         once: Option<&str>,
     ) -> Result<Published, ChannelOpError> {
-        let Some(id) = once else {
-            return Ok(Published::Stored(self.publish(key, ns, data).await?));
+        let (position, replayed) = match once {
+            Some(id) => self.broker.publish_once(key, ns.history, data, id).await?,
+            None => (self.broker.publish(key, ns.history, data).await?, false),
         };
-        let (position, replayed) = self.broker.publish_once(key, ns.history, data, id).await?;
         if replayed {
             return Ok(Published::Replayed(position));
         }

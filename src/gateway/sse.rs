@@ -157,10 +157,12 @@ pub async fn stream(
         .or(query.last_event_id)
         .map(|id| parse_event_id(&id));
     // Refuse the request with a proper HTTP error before the stream starts.
-    for name in &names {
+    let mut channels = Vec::with_capacity(names.len());
+    for name in names {
         let (key, ns) = gw.resolve(&principal.tenant, name)?;
         gw.authorize(ns, Operation::Subscribe, &principal, &key)
             .await?;
+        channels.push((name, key, ns.clone()));
     }
     let permit = gw.admit()?;
     let mut conn = SseConnection {
@@ -170,13 +172,13 @@ pub async fn stream(
     let session = conn.session.as_mut().expect("just opened");
     // Join every channel before announcing any, so that every event id,
     // from the first, carries the resume position of every channel.
-    let mut joined = Vec::with_capacity(names.len());
-    for name in names {
+    let mut joined = Vec::with_capacity(channels.len());
+    for (name, key, ns) in channels {
         let since = resume.as_ref().and_then(|r| r.get(name).cloned());
         // Resuming, with no position for this channel: it cannot be recovered.
         let resuming = resume.is_some() && since.is_none();
         let mut j = session
-            .join(name, since, None)
+            .enter(key, &ns, since, None)
             .await
             .map_err(|e| ApiError::Unavailable(e.code, e.message))?;
         if resuming {

@@ -496,10 +496,7 @@ mod tests {
                 "at most 200 categories",
             ),
         ];
-        for (error, _, code, _) in &cases {
-            assert_eq!(error.code(), *code);
-        }
-        crate::error::assert_maps_to(cases);
+        crate::error::assert_maps_to(cases, |e| e.code());
     }
 
     #[test]

@@ -213,9 +213,6 @@ mod tests {
                 "internal error",
             ),
         ];
-        for (error, _, code, _) in &cases {
-            assert_eq!(error.code(), *code);
-        }
-        crate::error::assert_maps_to(cases);
+        crate::error::assert_maps_to(cases, |e| e.code());
     }
 }

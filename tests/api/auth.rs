@@ -526,12 +526,7 @@ async fn a_user_changes_their_password_and_their_other_sessions_end() {
 #[tokio::test]
 async fn the_openapi_document_describes_the_password_change() {
     let app = spawn_app().await;
-    let doc: Value = app
-        .get("/api/v1/openapi.json", None)
-        .await
-        .json()
-        .await
-        .unwrap();
+    let doc = app.openapi().await;
     let op = &doc["paths"]["/api/v1/me/password"]["patch"];
     for status in ["204", "401", "403", "422"] {
         assert!(op["responses"].get(status).is_some(), "{status}");

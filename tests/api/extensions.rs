@@ -205,15 +205,46 @@ fn snapshot_ids(subscribed: &Value) -> Vec<u64> {
         .collect()
 }
 
-#[tokio::test]
-async fn the_publish_hook_persists_first_transforms_and_rejects_with_its_code() {
+/// A fresh `ledger:` channel with a member subscribed to it (`sub`) and
+/// another connected to write into it (`pubr`, user `writer`).
+struct Ledger {
+    channel: String,
+    writer: String,
+    reader_token: String,
+    sub: Ws,
+    pubr: Ws,
+}
+
+async fn ledger() -> (TestApp, Ledger) {
     let app = spawn_app().await;
-    let (reader, reader_token) = app.user("reader@example.com", &["member"]).await;
+    let (_, reader_token) = app.user("reader@example.com", &["member"]).await;
     let (writer, writer_token) = app.user("writer@example.com", &["member"]).await;
     let channel = fresh_ledger();
     let mut sub = app.ws_connected(&reader_token).await;
     sub.subscribe(&channel).await;
-    let mut pubr = app.ws_connected(&writer_token).await;
+    let pubr = app.ws_connected(&writer_token).await;
+    let ledger = Ledger {
+        channel,
+        writer,
+        reader_token,
+        sub,
+        pubr,
+    };
+    (app, ledger)
+}
+
+#[tokio::test]
+async fn the_publish_hook_persists_first_transforms_and_rejects_with_its_code() {
+    let (
+        app,
+        Ledger {
+            channel,
+            writer,
+            reader_token,
+            mut sub,
+            mut pubr,
+        },
+    ) = ledger().await;
 
     let reply = pubr
         .request(json!({"type": "publish", "channel": channel, "data": {"text": "hello"}}))
@@ -282,18 +313,20 @@ async fn the_publish_hook_persists_first_transforms_and_rejects_with_its_code() 
     let subscribed = late.subscribe(&channel).await;
     assert_eq!(snapshot_ids(&subscribed), vec![1, 2]);
     assert_eq!(subscribed["offset"], 2);
-    let _ = reader;
 }
 
 #[tokio::test]
 async fn ephemeral_publications_reach_subscribers_but_take_no_offset_and_no_history() {
-    let app = spawn_app().await;
-    let (_, reader_token) = app.user("reader@example.com", &["member"]).await;
-    let (writer, writer_token) = app.user("writer@example.com", &["member"]).await;
-    let channel = fresh_ledger();
-    let mut sub = app.ws_connected(&reader_token).await;
-    sub.subscribe(&channel).await;
-    let mut pubr = app.ws_connected(&writer_token).await;
+    let (
+        app,
+        Ledger {
+            channel,
+            writer,
+            mut sub,
+            mut pubr,
+            ..
+        },
+    ) = ledger().await;
 
     let reply = pubr
         .request(json!({"type": "publish", "channel": channel, "data": {"typing": true}}))

@@ -291,6 +291,15 @@ impl TestApp {
         res.json().await.unwrap()
     }
 
+    /// The OpenAPI document the hub serves.
+    pub async fn openapi(&self) -> Value {
+        self.get("/api/v1/openapi.json", None)
+            .await
+            .json()
+            .await
+            .unwrap()
+    }
+
     pub async fn metric(&self, name: &str) -> f64 {
         let text = self.get("/metrics", None).await.text().await.unwrap();
         text.lines()

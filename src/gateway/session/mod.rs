@@ -331,10 +331,25 @@ impl Session {
         params: Option<&RawValue>,
     ) -> Result<Joined, CommandError> {
         let (key, ns) = self.resolve(channel)?;
+        self.gw
+            .authorize(&ns, Operation::Subscribe, &self.principal, &key)
+            .await?;
+        self.enter(key, &ns, recover, params).await
+    }
+
+    /// [`Session::join`] for a channel the caller has resolved and
+    /// authorised already (SSE checks every channel before streaming).
+    pub async fn enter(
+        &mut self,
+        key: ChannelKey,
+        ns: &Namespace,
+        recover: Option<Position>,
+        params: Option<&RawValue>,
+    ) -> Result<Joined, CommandError> {
         if self.subs.contains_key(&key) {
             return Err(CommandError::new(
                 codes::ALREADY_SUBSCRIBED,
-                format!("already subscribed to `{channel}`"),
+                format!("already subscribed to `{}`", key.name()),
             ));
         }
         if self.subs.len() >= self.gw.limits.max_subscriptions {
@@ -346,9 +361,6 @@ impl Session {
                 ),
             ));
         }
-        self.gw
-            .authorize(&ns, Operation::Subscribe, &self.principal, &key)
-            .await?;
         // Join the fan-out first, wait until this node receives the channel,
         // then read the stream position: anything published in between
         // arrives both ways and is dropped by offset.
