@@ -363,6 +363,8 @@ fn builtin_modules(mailer: Arc<Mailer>) -> Vec<ModuleFactory> {
             Ok(Arc::new(EmailModule(mailer.clone())) as Arc<dyn Module>)
         }),
         Arc::new(projects::module),
+        Arc::new(crate::queues::module),
+        Arc::new(crate::planning::module),
     ]
 }
 

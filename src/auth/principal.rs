@@ -40,6 +40,10 @@ pub enum Scope {
     Admin,
     /// Manage projects and their members, report project events.
     Projects,
+    /// Create moderation queue items and decide on them.
+    Queues,
+    /// Manage stations and their planning (slots, imports, exports).
+    Planning,
 }
 
 impl Scope {
@@ -49,6 +53,8 @@ impl Scope {
             Scope::Notify => "notify",
             Scope::Admin => "admin",
             Scope::Projects => "projects",
+            Scope::Queues => "queues",
+            Scope::Planning => "planning",
         }
     }
 
@@ -58,6 +64,8 @@ impl Scope {
             "notify" => Some(Scope::Notify),
             "admin" => Some(Scope::Admin),
             "projects" => Some(Scope::Projects),
+            "queues" => Some(Scope::Queues),
+            "planning" => Some(Scope::Planning),
             _ => None,
         }
     }

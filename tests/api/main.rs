@@ -10,6 +10,8 @@ mod email;
 mod extensions;
 mod helpers;
 mod notifications;
+mod planning;
 mod publish;
+mod queues;
 mod smtp;
 mod sse;
