@@ -58,6 +58,9 @@ pub struct Config {
     pub bootstrap: BootstrapConfig,
     pub limits: Limits,
     pub notify: NotifyConfig,
+    /// Moderation queues: the shortest time between two publications of a
+    /// queue's counts (`RELAIS_QUEUE_COUNTS_WINDOW_MS`).
+    pub queue_counts_window: Duration,
     pub email: EmailConfig,
     /// Public address of the hub or the app, used to make links in emails absolute.
     pub public_url: Option<String>,
@@ -144,6 +147,10 @@ impl Config {
             },
             limits,
             notify,
+            queue_counts_window: Duration::from_millis(
+                env.parse("RELAIS_QUEUE_COUNTS_WINDOW_MS", 250u64)?
+                    .clamp(1, 60_000),
+            ),
             email,
             public_url: env
                 .get("RELAIS_PUBLIC_URL")
