@@ -307,7 +307,7 @@ async fn lists_filter_and_page_and_bulk_transitions_report_each_item() {
     let key = app.api_key(&["queues"]).await;
     let (sub_id, submitter) = app.user("sub@example.com", &["client"]).await;
     let mut ids = Vec::new();
-    for i in 0..7 {
+    for i in 0..7usize {
         let submitter = if i.is_multiple_of(2) {
             json!(sub_id)
         } else {
@@ -627,7 +627,7 @@ async fn counts_changed_on_one_node_reach_consoles_on_another() {
 
     // Changes on both nodes; the console on A ends on the final counts.
     let mut ids = Vec::new();
-    for i in 0..10 {
+    for i in 0..10usize {
         let node = if i.is_multiple_of(2) { &a } else { &b };
         let (status, item) = create(
             node,
