@@ -31,7 +31,9 @@
 //!   inboxes with live counters, preferences, digests and notification
 //!   emails), [`email`] (a generic durable outbox, its worker over SMTP or
 //!   files, per-kind send guards), [`projects`] (projects and members, the
-//!   `project:` channels, project events).
+//!   `project:` channels, project events), [`queues`] (moderation queues,
+//!   their audit trail and live counts), [`planning`] (stations, slots and
+//!   the broadcasters' live planning).
 //! - [`state`], [`module`], [`app`]: the shared REST state, the module seam,
 //!   and building and running the application.
 //!

@@ -28,6 +28,9 @@ pub enum Command {
     Inbox(InboxArgs),
     /// Emails per second from one critical trigger to an SMTP sink.
     Email(EmailArgs),
+    /// Moderation consoles on the `queues` channel while items change state
+    /// over REST: updates delivered, coalescing, time to the count on screen.
+    QueueCounts(QueueCountsArgs),
     /// Prints an access token for one seeded user (for curl and debugging).
     Mint(MintArgs),
 }
@@ -41,6 +44,7 @@ impl Command {
             Command::NotifyFanout(_) => "notify-fanout",
             Command::Inbox(_) => "inbox",
             Command::Email(_) => "email",
+            Command::QueueCounts(_) => "queue-counts",
             Command::Mint(_) => "mint",
         }
     }
@@ -51,7 +55,11 @@ impl Command {
             Command::Idle(a) => a.pool.worker_index.is_some(),
             Command::Fanout(a) => a.pool.worker_index.is_some(),
             Command::NotifyFanout(a) => a.pool.worker_index.is_some(),
-            Command::Publish(_) | Command::Inbox(_) | Command::Email(_) | Command::Mint(_) => false,
+            Command::Publish(_)
+            | Command::Inbox(_)
+            | Command::Email(_)
+            | Command::QueueCounts(_)
+            | Command::Mint(_) => false,
         }
     }
 }
@@ -295,6 +303,34 @@ pub struct EmailArgs {
     /// PID of the SMTP sink, to report its CPU time.
     #[arg(long)]
     pub sink_pid: Option<u32>,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct QueueCountsArgs {
+    #[command(flatten)]
+    pub server: ServerArgs,
+    /// WebSocket connections subscribed to `queues` (as the admin).
+    #[arg(long, default_value_t = 1000)]
+    pub consoles: usize,
+    /// Queues the transitions are spread over.
+    #[arg(long, default_value_t = 10)]
+    pub queues: usize,
+    /// Transitions per second, over all queues.
+    #[arg(long, default_value_t = 500)]
+    pub rate: u32,
+    /// How long transitions are sent.
+    #[arg(long, default_value_t = 20)]
+    pub duration_secs: u64,
+    /// Keep-alive HTTP connections sending them.
+    #[arg(long, default_value_t = 16)]
+    pub connections: usize,
+    /// The hub's `RELAIS_QUEUE_COUNTS_WINDOW_MS` (reported, and used to size
+    /// the waits).
+    #[arg(long, default_value_t = 250)]
+    pub window_ms: u64,
+    /// Extra wait after the last transition for the last updates.
+    #[arg(long, default_value_t = 1000)]
+    pub settle_ms: u64,
 }
 
 #[derive(Debug, Clone, Args)]

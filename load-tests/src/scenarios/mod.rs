@@ -9,6 +9,7 @@ pub mod inbox;
 pub mod notify_fanout;
 mod paced;
 pub mod publish;
+pub mod queue_counts;
 
 use std::time::Duration;
 
