@@ -3,21 +3,23 @@
 //!
 //! At hundreds of transitions a second, one publication per transition
 //! would send every console hundreds of frames a second for numbers nobody
-//! reads that fast. [`CountsFeed`] instead publishes a queue's counts at
+//! reads that fast. [`CountsFeed`] instead publishes a tenant's counts at
 //! most once per window (`RELAIS_QUEUE_COUNTS_WINDOW_MS`, 250 ms by
 //! default): the first change after a quiet period goes out at once, later
-//! ones wait for the end of the window. Each publication carries the
-//! queue's absolute counts read from the store after the changes it
-//! covers, so a console simply replaces what it shows.
+//! ones wait for the end of the window. One publication carries every queue
+//! whose counts moved, as absolute values read from the store after the
+//! changes it covers, so a console simply replaces what it shows, and ten
+//! busy queues cost a console one frame per window, not ten.
 //!
-//! *Never stale once activity stops:* a change marks its queue; the worker
+//! *Never stale once activity stops:* a change marks its tenant; the worker
 //! reads the counts only after clearing the mark, so a change committed
-//! during the read marks the queue again and is published one window later.
+//! during the read marks the tenant again and is published one window later.
 //! In cluster mode each node publishes what its own changes marked, and two
 //! nodes' publications may cross on the bus; so after each publication the
 //! node reads once more one window later and publishes again if the counts
 //! moved. The last word is therefore always a read made after the last
-//! change. The memory used is one small entry per recently active queue.
+//! change. The memory used is one entry per tenant that had a change, with
+//! the counts last shown for each of its queues.
 
 use std::{
     collections::{BTreeMap, HashMap},
@@ -42,22 +44,22 @@ use crate::{
     store::Store,
 };
 
-/// A queue of a tenant.
-type QueueKey = (TenantId, String);
-
 #[derive(Default)]
 struct Entry {
-    /// When the worker reads and, if they changed, publishes the counts.
+    /// When the worker reads and publishes what moved.
     due: Option<Instant>,
-    /// The last publication of this node: when, and what.
-    published: Option<(Instant, store::Counts)>,
+    /// When this node last published for the tenant.
+    published_at: Option<Instant>,
+    /// Every queue's counts as this node last published or read them.
+    shown: BTreeMap<String, store::Counts>,
 }
 
-/// Coalesces count changes into at most one publication per queue per window.
+/// Coalesces count changes into at most one publication per tenant (so per
+/// queue) per window.
 pub struct CountsFeed {
     store: Store,
     window: Duration,
-    queues: Mutex<HashMap<QueueKey, Entry>>,
+    tenants: Mutex<HashMap<TenantId, Entry>>,
     wake: tokio::sync::Notify,
 }
 
@@ -66,25 +68,24 @@ impl CountsFeed {
         Arc::new(CountsFeed {
             store,
             window,
-            queues: Mutex::new(HashMap::new()),
+            tenants: Mutex::new(HashMap::new()),
             wake: tokio::sync::Notify::new(),
         })
     }
 
-    /// Tells the feed that `queue` changed (after the change committed).
-    pub fn changed(&self, tenant: &TenantId, queue: &str) {
+    /// Tells the feed that a queue of `tenant` changed (after the change
+    /// committed).
+    pub fn changed(&self, tenant: &TenantId) {
         let now = Instant::now();
-        let mut queues = self.queues.lock();
-        let entry = queues
-            .entry((tenant.clone(), queue.to_owned()))
-            .or_default();
+        let mut tenants = self.tenants.lock();
+        let entry = tenants.entry(tenant.clone()).or_default();
         if entry.due.is_none() {
-            let due = match &entry.published {
-                Some((at, _)) => (*at + self.window).max(now),
+            let due = match entry.published_at {
+                Some(at) => (at + self.window).max(now),
                 None => now,
             };
             entry.due = Some(due);
-            drop(queues);
+            drop(tenants);
             self.wake.notify_one();
         }
     }
@@ -97,7 +98,7 @@ impl CountsFeed {
                 let Some(gateway) = gateway.upgrade() else {
                     return;
                 };
-                let flushes = ready.iter().map(|key| self.flush(&gateway, key));
+                let flushes = ready.iter().map(|tenant| self.flush(&gateway, tenant));
                 futures_util::future::join_all(flushes).await;
             }
             let sleep = match next {
@@ -112,16 +113,16 @@ impl CountsFeed {
         }
     }
 
-    /// The queues due now (their marks cleared), and when the next one is.
-    fn take_due(&self) -> (Vec<QueueKey>, Option<Instant>) {
+    /// The tenants due now (their marks cleared), and when the next one is.
+    fn take_due(&self) -> (Vec<TenantId>, Option<Instant>) {
         let now = Instant::now();
         let mut ready = Vec::new();
         let mut next: Option<Instant> = None;
-        for (key, entry) in self.queues.lock().iter_mut() {
+        for (tenant, entry) in self.tenants.lock().iter_mut() {
             match entry.due {
                 Some(due) if due <= now => {
                     entry.due = None;
-                    ready.push(key.clone());
+                    ready.push(tenant.clone());
                 }
                 Some(due) => next = Some(next.map_or(due, |n| n.min(due))),
                 None => {}
@@ -130,51 +131,44 @@ impl CountsFeed {
         (ready, next)
     }
 
-    /// Reads a queue's counts and publishes them if they moved since this
-    /// node last did; then checks once more a window later.
-    async fn flush(&self, gateway: &Gateway, (tenant, queue): &QueueKey) {
+    /// Reads the tenant's counts and publishes the queues whose counts
+    /// moved since this node last showed them; then checks once more a
+    /// window later.
+    async fn flush(&self, gateway: &Gateway, tenant: &TenantId) {
         let as_of = now_millis();
-        let counts = match store::counts(&self.store, tenant.as_str(), Some(queue)).await {
-            Ok(mut all) => all.remove(queue.as_str()).unwrap_or_default(),
+        let counts = match store::counts(&self.store, tenant.as_str(), None).await {
+            Ok(counts) => counts,
             Err(e) => {
-                tracing::warn!(error = %e, %queue, "queue counts not read; retrying");
-                self.retry_later(tenant, queue);
+                tracing::warn!(error = %e, %tenant, "queue counts not read; retrying");
+                self.retry_later(tenant);
                 return;
             }
         };
-        let key = (tenant.clone(), queue.clone());
-        {
-            let mut queues = self.queues.lock();
-            let Some(entry) = queues.get_mut(&key) else {
+        let moved: BTreeMap<String, store::Counts> = {
+            let mut tenants = self.tenants.lock();
+            let Some(entry) = tenants.get_mut(tenant) else {
                 return;
             };
-            if entry.published.as_ref().is_some_and(|(_, c)| *c == counts) {
-                // Nothing moved since our last word. Forget the queue unless
-                // a change arrived meanwhile.
-                if entry.due.is_none() {
-                    queues.remove(&key);
-                }
+            let moved: BTreeMap<_, _> = counts
+                .into_iter()
+                .filter(|(queue, c)| entry.shown.get(queue) != Some(c))
+                .collect();
+            if moved.is_empty() {
+                // Nothing moved since our last word: the settling read ends
+                // here unless a change arrived meanwhile.
                 return;
             }
             let now = Instant::now();
-            entry.published = Some((now, counts.clone()));
-            // The settling read: one window later, publish again if the
-            // counts moved (a change on another node, or one that committed
-            // while we read).
-            entry.due = Some(
-                entry
-                    .due
-                    .unwrap_or(now + self.window)
-                    .max(now + self.window),
-            );
-        }
+            entry.published_at = Some(now);
+            entry.shown.extend(moved.clone());
+            // The settling read: one window later, publish again whatever
+            // moved (a change on another node, or one that committed while
+            // we read).
+            entry.due = Some(now + self.window);
+            moved
+        };
         self.wake.notify_one();
-        let update = json!({
-            "type": "queue.counts",
-            "queue": queue,
-            "counts": counts,
-            "as_of": as_of,
-        });
+        let update = json!({"type": "queue.counts", "queues": moved, "as_of": as_of});
         let published = match RawValue::from_string(update.to_string()) {
             Ok(raw) => match gateway.resolve(tenant, CHANNEL) {
                 Ok((channel, ns)) => gateway.publish(&channel, ns, &raw).await.map(|_| ()),
@@ -186,30 +180,23 @@ impl CountsFeed {
             }
         };
         if let Err(e) = published {
-            tracing::warn!(error = %e, %queue, "queue counts not published; retrying");
-            // Forget what we claimed to have said, so the retry publishes.
-            if let Some(entry) = self.queues.lock().get_mut(&key) {
-                entry.published = None;
+            tracing::warn!(error = %e, %tenant, "queue counts not published; retrying");
+            // Forget what we claimed to have shown, so the retry publishes.
+            if let Some(entry) = self.tenants.lock().get_mut(tenant) {
+                for queue in moved.keys() {
+                    entry.shown.remove(queue);
+                }
             }
-            self.retry_later(tenant, queue);
+            self.retry_later(tenant);
         }
     }
 
-    fn retry_later(&self, tenant: &TenantId, queue: &str) {
+    fn retry_later(&self, tenant: &TenantId) {
         let due = Instant::now() + self.window;
-        if let Some(entry) = self
-            .queues
-            .lock()
-            .get_mut(&(tenant.clone(), queue.to_owned()))
-        {
+        if let Some(entry) = self.tenants.lock().get_mut(tenant) {
             entry.due = Some(entry.due.map_or(due, |d| d.min(due)));
         }
         self.wake.notify_one();
-    }
-
-    /// Queues this node is watching (for tests and metrics).
-    pub fn tracked(&self) -> usize {
-        self.queues.lock().len()
     }
 }
 

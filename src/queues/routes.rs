@@ -140,7 +140,7 @@ async fn create(
     let (item, created) =
         store::create(&queues.store, tenant.as_str(), &new, &actor(&caller)).await?;
     if created {
-        queues.feed.changed(tenant, &queue);
+        queues.feed.changed(tenant);
         Ok((StatusCode::CREATED, Json(item)).into_response())
     } else {
         let mut headers = HeaderMap::new();
@@ -305,7 +305,7 @@ async fn apply(
         &actor(caller),
     )
     .await?;
-    queues.feed.changed(tenant, queue);
+    queues.feed.changed(tenant);
     notify_decision(queues, caller, &item).await;
     Ok(item)
 }

@@ -580,10 +580,11 @@ async fn consoles_get_counts_on_subscribe_then_coalesced_updates_ending_with_the
     }
     let last =
         json!({"pending": 31, "in_review": 0, "approved": 30, "rejected": 0, "withdrawn": 0});
-    let updates = count_updates(&mut console, |u| u["counts"] == last).await;
+    let updates = count_updates(&mut console, |u| u["queues"]["spots"] == last).await;
 
-    // Fewer frames than changes, each carrying absolute counts, and never
-    // two for the queue within one window (by the hub's own clock).
+    // Fewer frames than changes, each carrying absolute counts of the
+    // queues that moved, and never two within one window (by the hub's own
+    // clock).
     assert!(
         updates.len() < BURST + 30,
         "{} updates for {} changes",
@@ -594,7 +595,8 @@ async fn consoles_get_counts_on_subscribe_then_coalesced_updates_ending_with_the
         let gap = pair[1]["as_of"].as_i64().unwrap() - pair[0]["as_of"].as_i64().unwrap();
         assert!(gap >= WINDOW_MS - 1, "two updates {gap} ms apart: {pair:?}");
         let pending = |u: &Value| {
-            u["counts"]["pending"].as_i64().unwrap() + u["counts"]["approved"].as_i64().unwrap()
+            let c = &u["queues"]["spots"];
+            c["pending"].as_i64().unwrap() + c["approved"].as_i64().unwrap()
         };
         assert!(
             pending(&pair[1]) >= pending(&pair[0]),
@@ -651,6 +653,6 @@ async fn counts_changed_on_one_node_reach_consoles_on_another() {
         assert_eq!(status, 200);
     }
     let last = json!({"pending": 6, "in_review": 0, "approved": 0, "rejected": 4, "withdrawn": 0});
-    count_updates(&mut console, |u| u["counts"] == last).await;
+    count_updates(&mut console, |u| u["queues"]["campaigns"] == last).await;
     assert_eq!(counts(&b, &key).await["campaigns"], last);
 }

@@ -25,7 +25,7 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 use futures_util::{StreamExt, stream};
 use hyper::body::Bytes;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use tokio::sync::watch;
 use tokio::time::Instant;
@@ -37,6 +37,25 @@ use crate::http::{self, HttpConn};
 use crate::net::{SourceAddrs, Target};
 use crate::stats::{Percentiles, new_histogram, record_us, unix_nanos};
 use crate::ws::Connector;
+
+/// The part of a `queue.counts` publication the consoles read; serde skips
+/// the rest without building it.
+#[derive(Deserialize)]
+struct Frame<'a> {
+    #[serde(rename = "type", borrow)]
+    kind: &'a str,
+    data: Option<Update>,
+}
+
+#[derive(Deserialize)]
+struct Update {
+    queues: std::collections::HashMap<String, QueueCounts>,
+}
+
+#[derive(Deserialize)]
+struct QueueCounts {
+    in_review: i64,
+}
 
 /// One count update as a console saw it.
 struct Seen {
@@ -180,14 +199,12 @@ pub async fn run(args: QueueCountsArgs) -> Result<Option<String>> {
                     msg = ws.next() => match msg {
                         Some(Ok(Message::Text(text))) => {
                             let arrived_ns = unix_nanos();
-                            let Ok(frame) = serde_json::from_str::<Value>(&text) else { continue };
-                            let data = &frame["data"];
-                            if frame["type"] != "pub" || data["type"] != "queue.counts" {
-                                continue;
-                            }
-                            let Some(queue) = data["queue"].as_str().and_then(|q| q.strip_prefix('q')).and_then(|q| q.parse::<usize>().ok()) else { continue };
-                            if queue < queues {
-                                seen.push(Seen { queue, in_review: data["counts"]["in_review"].as_i64().unwrap_or(0), arrived_ns });
+                            let Ok(Frame { kind: "pub", data: Some(update) }) = serde_json::from_str::<Frame>(&text) else { continue };
+                            for (name, counts) in update.queues {
+                                let Some(queue) = name.strip_prefix('q').and_then(|q| q.parse::<usize>().ok()) else { continue };
+                                if queue < queues {
+                                    seen.push(Seen { queue, in_review: counts.in_review, arrived_ns });
+                                }
                             }
                         }
                         Some(Ok(_)) => {}
