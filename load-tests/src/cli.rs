@@ -28,6 +28,9 @@ pub enum Command {
     Inbox(InboxArgs),
     /// Emails per second from one critical trigger to an SMTP sink.
     Email(EmailArgs),
+    /// Broadcasters' consoles on `planning:<station>` while planners change
+    /// slots over REST: latency from the write to each delivery, none lost.
+    Planning(PlanningArgs),
     /// Prints an access token for one seeded user (for curl and debugging).
     Mint(MintArgs),
 }
@@ -41,6 +44,7 @@ impl Command {
             Command::NotifyFanout(_) => "notify-fanout",
             Command::Inbox(_) => "inbox",
             Command::Email(_) => "email",
+            Command::Planning(_) => "planning",
             Command::Mint(_) => "mint",
         }
     }
@@ -51,7 +55,11 @@ impl Command {
             Command::Idle(a) => a.pool.worker_index.is_some(),
             Command::Fanout(a) => a.pool.worker_index.is_some(),
             Command::NotifyFanout(a) => a.pool.worker_index.is_some(),
-            Command::Publish(_) | Command::Inbox(_) | Command::Email(_) | Command::Mint(_) => false,
+            Command::Publish(_)
+            | Command::Inbox(_)
+            | Command::Email(_)
+            | Command::Planning(_)
+            | Command::Mint(_) => false,
         }
     }
 }
@@ -314,4 +322,26 @@ pub struct MintArgs {
     /// Lifetime of the token.
     #[arg(long, default_value_t = 3600)]
     pub ttl_secs: u64,
+}
+
+/// `planning`: stations, consoles and the rate of slot changes.
+#[derive(Debug, Clone, Args)]
+pub struct PlanningArgs {
+    #[command(flatten)]
+    pub server: ServerArgs,
+    /// Stations, each with its own planner.
+    #[arg(long, default_value_t = 20)]
+    pub stations: usize,
+    /// Broadcaster users, one WebSocket each, spread over the stations.
+    #[arg(long, default_value_t = 200)]
+    pub broadcasters: usize,
+    /// Slot changes per second, over all stations.
+    #[arg(long, default_value_t = 200)]
+    pub rate: u32,
+    /// How long to change slots.
+    #[arg(long, default_value_t = 30)]
+    pub duration_secs: u64,
+    /// Maximum wait for in-flight deliveries after the last change.
+    #[arg(long, default_value_t = 5)]
+    pub drain_secs: u64,
 }

@@ -43,6 +43,7 @@ async fn main() -> ExitCode {
         Command::NotifyFanout(args) => scenarios::notify_fanout::run(args).await,
         Command::Inbox(args) => scenarios::inbox::run(args).await,
         Command::Email(args) => scenarios::email::run(args).await,
+        Command::Planning(args) => scenarios::planning::run(args).await,
         Command::Mint(args) => mint_command(&args),
     };
     match outcome {
