@@ -890,3 +890,27 @@ async fn stations_are_validated_and_unique_by_external_ref() {
         403
     );
 }
+
+#[tokio::test]
+async fn the_openapi_document_describes_the_planning_routes() {
+    let app = spawn_app().await;
+    let doc = app.openapi().await;
+    for path in [
+        "/api/v1/stations",
+        "/api/v1/stations/{id}",
+        "/api/v1/stations/{id}/slots",
+        "/api/v1/stations/{id}/plan",
+        "/api/v1/stations/{id}/export.csv",
+        "/api/v1/stations/{id}/export.ics",
+        "/api/v1/slots/{id}",
+        "/api/v1/slots/{id}/confirm",
+        "/api/v1/slots/{id}/aired",
+        "/api/v1/slots/{id}/cancel",
+        "/api/v1/slots/{id}/missed",
+    ] {
+        assert!(
+            doc["paths"].get(path).is_some(),
+            "{path} missing from the OpenAPI document"
+        );
+    }
+}
