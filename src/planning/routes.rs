@@ -165,18 +165,27 @@ fn slot_response(status: StatusCode, slot: &Slot) -> Response {
     response
 }
 
-/// The version in `If-Match: "<version>"` (`W/` and quotes optional);
-/// `Ok(None)` without the header or with `*` (any version).
-fn if_match(headers: &HeaderMap) -> Result<Option<i64>, Failure> {
+/// What `If-Match` asks for.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Precondition {
+    /// No header.
+    Absent,
+    /// `*`: whatever the current version is.
+    Any,
+    /// `"<version>"` (`W/` and the quotes optional).
+    Version(i64),
+}
+
+fn if_match(headers: &HeaderMap) -> Result<Precondition, Failure> {
     let Some(value) = headers.get(header::IF_MATCH) else {
-        return Ok(None);
+        return Ok(Precondition::Absent);
     };
     let text = value.to_str().unwrap_or("").trim();
     if text == "*" {
-        return Ok(None);
+        return Ok(Precondition::Any);
     }
     let bare = text.trim_start_matches("W/").trim_matches('"');
-    bare.parse::<i64>().map(Some).map_err(|_| {
+    bare.parse::<i64>().map(Precondition::Version).map_err(|_| {
         ApiError::BadRequest(format!(
             "If-Match: expected the slot's ETag, a quoted version such as \"3\"; got `{text}`"
         ))
@@ -509,11 +518,13 @@ async fn update_slot(
 ) -> Reply {
     planner(&caller)?;
     let tenant = caller.tenant();
-    let expected = match (if_match(&headers)?, req.version) {
-        (Some(v), _) | (None, Some(v)) => v,
-        (None, None) => return Err(PlanningError::PreconditionRequired.into()),
-    };
+    let precondition = if_match(&headers)?;
     let current = store::slot(&notify.store, tenant.as_str(), &id).await?;
+    let expected = match (precondition, req.version) {
+        (Precondition::Version(v), _) | (Precondition::Absent, Some(v)) => v,
+        (Precondition::Any, _) => current.version,
+        (Precondition::Absent, None) => return Err(PlanningError::PreconditionRequired.into()),
+    };
     if current.version != expected {
         return Err(PlanningError::VersionMismatch {
             expected,
@@ -696,7 +707,11 @@ async fn act(
 ) -> Reply {
     broadcaster(caller)?;
     let tenant = caller.tenant();
-    let given = if_match(headers)?.or(req.version);
+    let given = match if_match(headers)? {
+        Precondition::Version(v) => Some(v),
+        Precondition::Any => None,
+        Precondition::Absent => req.version,
+    };
     let reason = req
         .reason
         .as_deref()

@@ -234,8 +234,13 @@ async fn a_change_applies_only_to_the_version_it_was_based_on() {
     assert_eq!(body["ends_at"], "2030-01-10T08:01:00Z");
     assert_eq!(body["title"], Value::Null);
 
+    // `If-Match: *`: whatever the current version is.
+    let res = patch(&app, &token, &path, Some("*"), json!({"notes": "any"})).await;
+    assert_eq!(res.status(), 200);
+    assert_eq!(res.headers()["etag"], "\"4\"");
+
     // Validation and transitions.
-    let res = patch(&app, &token, &path, Some("\"3\""), json!({"duration": 0})).await;
+    let res = patch(&app, &token, &path, Some("\"4\""), json!({"duration": 0})).await;
     assert_eq!(error(res, 422).await["code"], "invalid_slot");
     let res = app
         .post(
@@ -245,7 +250,7 @@ async fn a_change_applies_only_to_the_version_it_was_based_on() {
         )
         .await;
     assert_eq!(res.status(), 200);
-    let res = patch(&app, &token, &path, Some("\"4\""), json!({"notes": "y"})).await;
+    let res = patch(&app, &token, &path, Some("\"5\""), json!({"notes": "y"})).await;
     assert_eq!(error(res, 409).await["code"], "invalid_transition");
 }
 
