@@ -37,6 +37,12 @@ pub enum ApiError {
     TooManyRequests(&'static str, String),
     #[error("{1}")]
     Conflict(&'static str, String),
+    /// A conditional request (`If-Match`) whose condition does not hold (412).
+    #[error("{1}")]
+    PreconditionFailed(&'static str, String),
+    /// A request that must be conditional and is not (428).
+    #[error("{1}")]
+    PreconditionRequired(&'static str, String),
     #[error("request body too large")]
     PayloadTooLarge,
     /// A JSON body nested deeper than [`MAX_JSON_DEPTH`].
@@ -75,6 +81,8 @@ impl ApiError {
             ApiError::NotFound(_) | ApiError::NoSuch(..) => StatusCode::NOT_FOUND,
             ApiError::TooManyRequests(..) => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Conflict(..) => StatusCode::CONFLICT,
+            ApiError::PreconditionFailed(..) => StatusCode::PRECONDITION_FAILED,
+            ApiError::PreconditionRequired(..) => StatusCode::PRECONDITION_REQUIRED,
             ApiError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
@@ -90,6 +98,8 @@ impl ApiError {
             ApiError::Invalid(code, _)
             | ApiError::Unauthorized(code, _)
             | ApiError::Conflict(code, _)
+            | ApiError::PreconditionFailed(code, _)
+            | ApiError::PreconditionRequired(code, _)
             | ApiError::Unavailable(code, _)
             | ApiError::NoSuch(code, _)
             | ApiError::TooManyRequests(code, _) => code,

@@ -31,6 +31,9 @@ pub enum Command {
     /// Moderation consoles on the `queues` channel while items change state
     /// over REST: updates delivered, coalescing, time to the count on screen.
     QueueCounts(QueueCountsArgs),
+    /// Broadcasters' consoles on `planning:<station>` while planners change
+    /// slots over REST: latency from the write to each delivery, none lost.
+    Planning(PlanningArgs),
     /// Prints an access token for one seeded user (for curl and debugging).
     Mint(MintArgs),
 }
@@ -45,6 +48,7 @@ impl Command {
             Command::Inbox(_) => "inbox",
             Command::Email(_) => "email",
             Command::QueueCounts(_) => "queue-counts",
+            Command::Planning(_) => "planning",
             Command::Mint(_) => "mint",
         }
     }
@@ -59,6 +63,7 @@ impl Command {
             | Command::Inbox(_)
             | Command::Email(_)
             | Command::QueueCounts(_)
+            | Command::Planning(_)
             | Command::Mint(_) => false,
         }
     }
@@ -350,4 +355,26 @@ pub struct MintArgs {
     /// Lifetime of the token.
     #[arg(long, default_value_t = 3600)]
     pub ttl_secs: u64,
+}
+
+/// `planning`: stations, consoles and the rate of slot changes.
+#[derive(Debug, Clone, Args)]
+pub struct PlanningArgs {
+    #[command(flatten)]
+    pub server: ServerArgs,
+    /// Stations, each with its own planner.
+    #[arg(long, default_value_t = 20)]
+    pub stations: usize,
+    /// Broadcaster users, one WebSocket each, spread over the stations.
+    #[arg(long, default_value_t = 200)]
+    pub broadcasters: usize,
+    /// Slot changes per second, over all stations.
+    #[arg(long, default_value_t = 200)]
+    pub rate: u32,
+    /// How long to change slots.
+    #[arg(long, default_value_t = 30)]
+    pub duration_secs: u64,
+    /// Maximum wait for in-flight deliveries after the last change.
+    #[arg(long, default_value_t = 5)]
+    pub drain_secs: u64,
 }

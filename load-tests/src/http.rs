@@ -62,6 +62,16 @@ impl HttpConn {
         self.send(Method::POST, path, bearer, Some(body)).await
     }
 
+    /// PATCHes a JSON body and returns status and full response body.
+    pub async fn patch_json(
+        &mut self,
+        path: &str,
+        bearer: Option<&str>,
+        body: Bytes,
+    ) -> Result<(StatusCode, Bytes)> {
+        self.send(Method::PATCH, path, bearer, Some(body)).await
+    }
+
     /// GETs `path` and returns status and full response body.
     pub async fn get(&mut self, path: &str, bearer: Option<&str>) -> Result<(StatusCode, Bytes)> {
         self.send(Method::GET, path, bearer, None).await

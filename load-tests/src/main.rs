@@ -44,6 +44,7 @@ async fn main() -> ExitCode {
         Command::Inbox(args) => scenarios::inbox::run(args).await,
         Command::Email(args) => scenarios::email::run(args).await,
         Command::QueueCounts(args) => scenarios::queue_counts::run(args).await,
+        Command::Planning(args) => scenarios::planning::run(args).await,
         Command::Mint(args) => mint_command(&args),
     };
     match outcome {

@@ -8,6 +8,7 @@ pub mod idle;
 pub mod inbox;
 pub mod notify_fanout;
 mod paced;
+pub mod planning;
 pub mod publish;
 pub mod queue_counts;
 
