@@ -81,8 +81,11 @@ struct Report {
     achieved_rate: f64,
     /// Count publications received, over all consoles.
     deliveries: u64,
+    /// Publications per console.
     updates_per_console: f64,
-    /// Transitions per update a console received.
+    /// Queue counts per publication (several queues move in one window).
+    queues_per_update: f64,
+    /// Transitions per publication a console received.
     coalescing_ratio: f64,
     /// From a transition's scheduled send to the first update on a console
     /// that includes it, over every (transition, console) pair.
@@ -193,13 +196,15 @@ pub async fn run(args: QueueCountsArgs) -> Result<Option<String>> {
         let mut stop = stop_rx.clone();
         consoles.push(tokio::spawn(async move {
             let mut seen = Vec::new();
+            let mut frames = 0u64;
             loop {
                 tokio::select! {
-                    _ = stop.changed() => return seen,
+                    _ = stop.changed() => return (frames, seen),
                     msg = ws.next() => match msg {
                         Some(Ok(Message::Text(text))) => {
                             let arrived_ns = unix_nanos();
                             let Ok(Frame { kind: "pub", data: Some(update) }) = serde_json::from_str::<Frame>(&text) else { continue };
+                            frames += 1;
                             for (name, counts) in update.queues {
                                 let Some(queue) = name.strip_prefix('q').and_then(|q| q.parse::<usize>().ok()) else { continue };
                                 if queue < queues {
@@ -208,7 +213,7 @@ pub async fn run(args: QueueCountsArgs) -> Result<Option<String>> {
                             }
                         }
                         Some(Ok(_)) => {}
-                        _ => return seen,
+                        _ => return (frames, seen),
                     }
                 }
             }
@@ -277,10 +282,12 @@ pub async fn run(args: QueueCountsArgs) -> Result<Option<String>> {
 
     let mut on_screen = new_histogram();
     let mut deliveries = 0u64;
+    let mut entries = 0u64;
     let mut never_shown = 0u64;
     let mut stale = 0;
-    for seen in &seen_by_console {
-        deliveries += seen.len() as u64;
+    for (frames, seen) in &seen_by_console {
+        deliveries += frames;
+        entries += seen.len() as u64;
         // How many of each queue's transitions this console has been shown.
         let mut shown = vec![0usize; args.queues];
         for s in seen {
@@ -319,6 +326,7 @@ pub async fn run(args: QueueCountsArgs) -> Result<Option<String>> {
         achieved_rate: applied as f64 / sending.as_secs_f64().max(1e-9),
         deliveries,
         updates_per_console,
+        queues_per_update: entries as f64 / deliveries.max(1) as f64,
         coalescing_ratio: applied as f64 / updates_per_console.max(1e-9),
         on_screen: Percentiles::of(&on_screen),
         rest: Percentiles::of(&rest),
