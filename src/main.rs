@@ -107,7 +107,26 @@ enum ApiKeyAction {
     },
 }
 
+/// Makes the allocator give large blocks back to the system when freed.
+///
+/// glibc serves an allocation above a threshold with its own mapping and
+/// unmaps it on free, but it raises that threshold to the size of each
+/// such block freed, so from the second one on, large blocks come from the
+/// per-thread arenas and stay resident. Each password hash takes 19 MiB:
+/// ten sign-ins in a row left the hub at 231 MB resident instead of 36 MB
+/// (measured). A fixed threshold keeps the first behaviour; at 1 MiB it
+/// concerns only rare, large, short-lived blocks.
+fn return_large_allocations() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only changes a tuning parameter of the allocator; it
+    // is called before any other thread exists.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 1 << 20);
+    }
+}
+
 fn main() -> ExitCode {
+    return_large_allocations();
     let cli = Cli::parse();
     let config = match Config::from_env() {
         Ok(c) => c,

@@ -1,15 +1,75 @@
 //! Password hashing with argon2id (the crate's recommended parameters).
 //!
-//! Hashing is CPU- and memory-heavy on purpose, so it runs on the blocking
-//! pool, never on the async workers that carry WebSocket traffic.
+//! Hashing is CPU- and memory-heavy on purpose (19 MiB each), so it runs
+//! on a few threads of its own, one per core, never on the async workers
+//! that carry WebSocket traffic. Not on tokio's blocking pool: a burst of
+//! 200 sign-ins ran 200 hashes at once on as many threads, with 3.8 GB of
+//! hashing memory in flight; here sign-ins beyond one per core wait their
+//! turn, which a burst cannot avoid anyway on that many cores. (That the
+//! memory goes back to the system afterwards is `main`'s allocator setting.)
+
+use std::sync::{LazyLock, Mutex, mpsc};
 
 use argon2::{
     Argon2,
     password_hash::{PasswordHasher, PasswordVerifier, phc::PasswordHash},
 };
+use tokio::sync::Semaphore;
+
+type Job = Box<dyn FnOnce() + Send>;
+
+/// The hashing threads and the permits to hand them work: never more jobs
+/// than threads, so the hand-off queue never holds more than that.
+struct Hashers {
+    permits: Semaphore,
+    jobs: mpsc::SyncSender<Job>,
+}
+
+static HASHERS: LazyLock<Hashers> = LazyLock::new(|| {
+    let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let (jobs, queue) = mpsc::sync_channel::<Job>(threads);
+    let queue = std::sync::Arc::new(Mutex::new(queue));
+    for i in 0..threads {
+        let queue = queue.clone();
+        std::thread::Builder::new()
+            .name(format!("relais-argon2-{i}"))
+            .spawn(move || {
+                loop {
+                    let job = match queue.lock() {
+                        Ok(queue) => queue.recv(),
+                        Err(_) => return,
+                    };
+                    match job {
+                        Ok(job) => job(),
+                        Err(_) => return,
+                    }
+                }
+            })
+            .expect("starting a password hashing thread");
+    }
+    Hashers {
+        permits: Semaphore::new(threads),
+        jobs,
+    }
+});
+
+/// Runs one argon2 computation on the hashing threads.
+async fn bounded<T: Send + 'static>(
+    work: impl FnOnce() -> T + Send + 'static,
+) -> anyhow::Result<T> {
+    let _permit = HASHERS.permits.acquire().await?;
+    let (done, result) = tokio::sync::oneshot::channel();
+    HASHERS
+        .jobs
+        .try_send(Box::new(move || {
+            let _ = done.send(work());
+        }))
+        .map_err(|_| anyhow::anyhow!("password hashing threads unavailable"))?;
+    Ok(result.await?)
+}
 
 pub async fn hash(password: String) -> anyhow::Result<String> {
-    tokio::task::spawn_blocking(move || {
+    bounded(move || {
         Argon2::default()
             .hash_password(password.as_bytes())
             .map(|h| h.to_string())
@@ -22,7 +82,7 @@ pub async fn hash(password: String) -> anyhow::Result<String> {
 /// the time of a verification, so a login for an unknown email cannot be told
 /// apart by its duration.
 pub async fn verify(password: String, stored: Option<String>) -> anyhow::Result<bool> {
-    tokio::task::spawn_blocking(move || {
+    bounded(move || {
         let stored = stored.unwrap_or_else(|| DUMMY_HASH.to_owned());
         let parsed = PasswordHash::new(&stored).map_err(|e| anyhow::anyhow!("stored hash: {e}"))?;
         Ok(Argon2::default()
