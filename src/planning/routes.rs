@@ -44,10 +44,7 @@ pub fn router() -> Router<AppState> {
         .route("/api/v1/stations/{id}/export.csv", get(export_csv))
         .route("/api/v1/stations/{id}/export.ics", get(export_ics))
         .route("/api/v1/slots/{id}", get(find_slot).patch(update_slot))
-        .route("/api/v1/slots/{id}/confirm", post(confirm))
-        .route("/api/v1/slots/{id}/aired", post(aired))
-        .route("/api/v1/slots/{id}/cancel", post(cancel))
-        .route("/api/v1/slots/{id}/missed", post(missed))
+        .route("/api/v1/slots/{id}/{action}", post(slot_action))
 }
 
 /// A failed planning request: the REST error, with what helps the caller
@@ -618,74 +615,34 @@ struct ActionRequest {
     version: Option<i64>,
 }
 
-async fn confirm(
+/// `POST /api/v1/slots/{id}/confirm|aired|cancel|missed`.
+async fn slot_action(
     State(notify): State<Arc<Notify>>,
     AnyCaller(caller): AnyCaller,
-    Path(id): Path<String>,
+    Path((id, action)): Path<(String, String)>,
     headers: HeaderMap,
     OptionalJson(req): OptionalJson<ActionRequest>,
 ) -> Reply {
+    let action = match action.as_str() {
+        "confirm" => Action::Confirm,
+        "aired" => Action::Air,
+        "cancel" => Action::Cancel,
+        "missed" => Action::Miss,
+        _ => {
+            return Err(ApiError::NoSuch(
+                "not_found",
+                format!("no slot action `{action}` (confirm, aired, cancel, missed)"),
+            )
+            .into());
+        }
+    };
     act(
         &notify,
         &caller,
         &id,
         &headers,
         req.unwrap_or_default(),
-        Action::Confirm,
-    )
-    .await
-}
-
-async fn aired(
-    State(notify): State<Arc<Notify>>,
-    AnyCaller(caller): AnyCaller,
-    Path(id): Path<String>,
-    headers: HeaderMap,
-    OptionalJson(req): OptionalJson<ActionRequest>,
-) -> Reply {
-    act(
-        &notify,
-        &caller,
-        &id,
-        &headers,
-        req.unwrap_or_default(),
-        Action::Air,
-    )
-    .await
-}
-
-async fn cancel(
-    State(notify): State<Arc<Notify>>,
-    AnyCaller(caller): AnyCaller,
-    Path(id): Path<String>,
-    headers: HeaderMap,
-    OptionalJson(req): OptionalJson<ActionRequest>,
-) -> Reply {
-    act(
-        &notify,
-        &caller,
-        &id,
-        &headers,
-        req.unwrap_or_default(),
-        Action::Cancel,
-    )
-    .await
-}
-
-async fn missed(
-    State(notify): State<Arc<Notify>>,
-    AnyCaller(caller): AnyCaller,
-    Path(id): Path<String>,
-    headers: HeaderMap,
-    OptionalJson(req): OptionalJson<ActionRequest>,
-) -> Reply {
-    act(
-        &notify,
-        &caller,
-        &id,
-        &headers,
-        req.unwrap_or_default(),
-        Action::Miss,
+        action,
     )
     .await
 }
