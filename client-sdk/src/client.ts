@@ -4,6 +4,7 @@ import { CloseCode } from "./protocol.js";
 import type {
   Command,
   ConnectedFrame,
+  EphemeralFrame,
   HistoryFrame,
   JoinLeaveFrame,
   PongFrame,
@@ -11,12 +12,13 @@ import type {
   PubFrame,
   PublishedFrame,
   RefreshedFrame,
+  RpcResultFrame,
   StreamPosition,
   SubscribedFrame,
   UnsubscribedFrame,
 } from "./protocol.js";
 import { Subscription } from "./subscription.js";
-import type { SubscriptionHandlers, SubscriptionHost } from "./subscription.js";
+import type { SubscribeOptions, SubscribedInfo, SubscriptionHandlers, SubscriptionHost } from "./subscription.js";
 
 /**
  * The part of the WebSocket API the client uses: the browser's `WebSocket`
@@ -46,10 +48,14 @@ export interface RelaisClientOptions {
   /** WebSocket endpoint, e.g. `ws://localhost:8080/ws`. */
   url: string;
   /**
-   * Returns a valid access token. Called before every connection attempt and
-   * before the token expires (the client then sends `refresh`).
+   * Returns a valid access token. Called only when one is needed: before the
+   * first connection (unless `token` is given), before the current token
+   * expires (the client then sends `refresh`), and after the server refused
+   * or expired it. A reconnect while the token is still valid reuses it.
    */
   getToken: () => Promise<string>;
+  /** A first access token, used until it expires instead of calling `getToken`. */
+  token?: string;
   /** WebSocket constructor. Default `globalThis.WebSocket` (browsers, Node ≥ 22). */
   WebSocket?: WebSocketConstructor;
   /** Reconnect back-off. */
@@ -57,11 +63,13 @@ export interface RelaisClientOptions {
   /**
    * Send an application-level `ping` this often (ms) and drop the connection
    * (then reconnect) when its `pong` does not come back within
-   * `pingTimeoutMs`. Off by default: the server's WebSocket pings keep the
-   * connection alive.
+   * `pingTimeoutMs`. `0` turns it off. Default: in browsers, which cannot
+   * see the server's WebSocket pings, every `ping_interval` the server
+   * announces; elsewhere off (WebSocket libraries answer the server's pings,
+   * and a dead peer closes the socket).
    */
   pingIntervalMs?: number;
-  /** How long to wait for a `pong` before dropping the connection (ms). Default: `pingIntervalMs`. */
+  /** How long to wait for a `pong` before dropping the connection (ms). Default: `pingIntervalMs`, or 10,000 in browsers. */
   pingTimeoutMs?: number;
   /** Refresh the token this long (ms) before `expires_at`. Default 60,000. */
   refreshMarginMs?: number;
@@ -71,7 +79,22 @@ export interface RelaisClientOptions {
   maxQueuedCommands?: number;
 }
 
+/**
+ * `disconnected` (not started, closed, or stopped for good), `connecting` (an
+ * attempt is under way), `connected`, or `reconnecting` (waiting for the
+ * back-off before the next attempt).
+ */
 export type ClientState = "disconnected" | "connecting" | "connected" | "reconnecting";
+
+export interface StateChangeEvent {
+  oldState: ClientState;
+  newState: ClientState;
+}
+
+export interface ConnectingEvent {
+  /** Attempts since the last `connected` (0 for the first). */
+  attempt: number;
+}
 
 export interface ConnectedEvent {
   /** Connection id given by the server. */
@@ -95,6 +118,10 @@ export interface DisconnectedEvent {
 }
 
 export interface RelaisClientEvents {
+  /** Every change of `state`. */
+  state: StateChangeEvent;
+  /** A connection attempt starts. */
+  connecting: ConnectingEvent;
   connected: ConnectedEvent;
   disconnected: DisconnectedEvent;
   error: Error;
@@ -114,8 +141,13 @@ export interface HistoryResult extends StreamPosition {
   publications: Array<{ channel: string; epoch: string; offset: number; data: unknown }>;
 }
 
-export interface PublishResult extends StreamPosition {
+export interface PublishResult {
   channel: string;
+  /** Absent when the publication was `ephemeral` (delivered without a place in the stream). */
+  epoch?: string;
+  offset?: number;
+  /** `true` when the namespace delivered it as an `ephemeral` frame (e.g. typing). */
+  ephemeral?: boolean;
 }
 
 export interface PresenceResult {
@@ -172,8 +204,9 @@ export class RelaisClient extends TypedEmitter<RelaisClientEvents> implements Su
   private readonly initialDelayMs: number;
   private readonly maxDelayMs: number;
   private readonly jitter: number;
-  private readonly pingIntervalMs: number | undefined;
-  private readonly pingTimeoutMs: number;
+  /** Explicit interval, `0` for off, undefined for the default (browsers: the server's). */
+  private readonly pingOption: number | undefined;
+  private readonly pingTimeoutOption: number | undefined;
   private readonly refreshMarginMs: number;
   private readonly connectTimeoutMs: number;
   private readonly maxQueued: number;
@@ -187,6 +220,9 @@ export class RelaisClient extends TypedEmitter<RelaisClientEvents> implements Su
   private nextId = 1;
   private attempts = 0;
   private expiresAt: number | undefined;
+  /** The last access token and until when (local ms) it may be reused; undefined: ask `getToken`. */
+  private token: string | undefined;
+  private tokenValidUntil = 0;
   private _info: ConnectedEvent | undefined;
   private lastServerError: RelaisError | undefined;
   /** Whether an `error` event was already emitted for the current attempt. */
@@ -220,8 +256,12 @@ export class RelaisClient extends TypedEmitter<RelaisClientEvents> implements Su
     this.initialDelayMs = options.reconnect?.initialDelayMs ?? 500;
     this.maxDelayMs = options.reconnect?.maxDelayMs ?? 30_000;
     this.jitter = options.reconnect?.jitter ?? 0.5;
-    this.pingIntervalMs = options.pingIntervalMs && options.pingIntervalMs > 0 ? options.pingIntervalMs : undefined;
-    this.pingTimeoutMs = options.pingTimeoutMs ?? this.pingIntervalMs ?? 10_000;
+    this.pingOption = options.pingIntervalMs;
+    this.pingTimeoutOption = options.pingTimeoutMs;
+    if (options.token) {
+      this.token = options.token;
+      this.tokenValidUntil = Infinity; // until the server says otherwise
+    }
     this.refreshMarginMs = options.refreshMarginMs ?? 60_000;
     this.connectTimeoutMs = options.connectTimeoutMs ?? 15_000;
     this.maxQueued = options.maxQueuedCommands ?? 1000;
@@ -298,23 +338,38 @@ export class RelaisClient extends TypedEmitter<RelaisClientEvents> implements Su
    * recovered with `recover` each time. Throws if the client already holds a
    * subscription to this channel.
    */
-  subscribe(channel: string, handlers: SubscriptionHandlers): Subscription {
+  subscribe(channel: string, handlers: SubscriptionHandlers = {}, options: SubscribeOptions = {}): Subscription {
     if (this.subs.has(channel)) {
       throw new RelaisError("already_subscribed", `already subscribed to \`${channel}\``);
     }
-    if (!handlers || typeof handlers.onPublication !== "function") {
-      throw new TypeError("subscribe: handlers.onPublication is required");
-    }
-    const sub = new Subscription(this, channel, handlers);
+    const sub = new Subscription(this, channel, handlers, options);
     this.subs.set(channel, sub);
-    if (this._state === "connected") this.sendSubscribe(sub);
+    // Sent after the caller's synchronous code, so that listeners added right
+    // after `subscribe()` see every state change, `subscribing` included.
+    queueMicrotask(() => {
+      if (this.subs.get(channel) === sub && sub.state === "pending" && this._state === "connected") {
+        this.sendSubscribe(sub);
+      }
+    });
     return sub;
   }
 
   /** Publishes `data` (any JSON value) to `channel`. */
   async publish(channel: string, data: unknown): Promise<PublishResult> {
     const f = await this.request<PublishedFrame>({ type: "publish", channel, data });
+    if (f.ephemeral) return { channel: f.channel, ephemeral: true };
     return { channel: f.channel, epoch: f.epoch, offset: f.offset };
+  }
+
+  /**
+   * Calls a method of a server feature (`chat.mark_read`, …) and resolves
+   * with its result. Rejects with `method_not_found`, `forbidden`, or a code
+   * of the feature. Waits for the connection like every command.
+   */
+  async rpc<T = unknown>(method: string, data?: unknown): Promise<T> {
+    const cmd: Command = data === undefined ? { type: "rpc", method } : { type: "rpc", method, data };
+    const f = await this.request<RpcResultFrame>(cmd);
+    return f.data as T;
   }
 
   /** Who is subscribed to `channel`. */
@@ -358,7 +413,7 @@ export class RelaisClient extends TypedEmitter<RelaisClientEvents> implements Su
     this.subs.delete(sub.channel);
     clearTimeout(sub.retryTimer);
     const onServer = sub.state === "subscribing" || sub.state === "subscribed";
-    sub.state = "unsubscribed";
+    sub.setState("unsubscribed");
     sub.rejectReady(new RelaisError("unsubscribed", `unsubscribed from \`${sub.channel}\``));
     if (!onServer || this._state !== "connected") return Promise.resolve();
     return new Promise<void>((resolve) => {
@@ -374,7 +429,9 @@ export class RelaisClient extends TypedEmitter<RelaisClientEvents> implements Su
     const cmd: Command = { type: "subscribe", channel: sub.channel };
     const recover = sub.epoch !== undefined;
     if (recover) cmd.recover = { epoch: sub.epoch as string, offset: sub.offset };
-    sub.state = "subscribing";
+    // Sent on every subscribe: a failed recovery answers with a fresh snapshot of the same window.
+    if (sub.params) cmd.params = sub.params;
+    sub.setState("subscribing");
     this.sendNow({
       cmd,
       onReply: (f: SubscribedFrame) => this.onSubscribed(sub, f, recover),
@@ -384,7 +441,7 @@ export class RelaisClient extends TypedEmitter<RelaisClientEvents> implements Su
 
   private onSubscribed(sub: Subscription, f: SubscribedFrame, withRecover: boolean): void {
     if (this.subs.get(sub.channel) !== sub) return; // unsubscribed meanwhile
-    sub.state = "subscribed";
+    sub.setState("subscribed");
     sub.retries = 0;
     const recovered = withRecover ? f.recovered === true : undefined;
     if (!withRecover || !recovered) {
@@ -394,9 +451,11 @@ export class RelaisClient extends TypedEmitter<RelaisClientEvents> implements Su
       sub.epoch = f.epoch;
       sub.offset = f.offset;
     }
-    const info = { channel: sub.channel, epoch: f.epoch, offset: f.offset, recovered };
+    const info: SubscribedInfo = { channel: sub.channel, epoch: f.epoch, offset: f.offset, recovered };
+    if (f.snapshot !== undefined) info.snapshot = f.snapshot;
     sub.resolveReady(info);
     this.callHandler(() => sub.handlers.onSubscribed?.(info));
+    sub.fire("subscribed", info);
     if (withRecover && !recovered) {
       this.callHandler(() =>
         sub.handlers.onRecoveryFailed?.({ channel: sub.channel, epoch: f.epoch, offset: f.offset }),
@@ -406,7 +465,7 @@ export class RelaisClient extends TypedEmitter<RelaisClientEvents> implements Su
 
   private onSubscribeError(sub: Subscription, err: RelaisError): void {
     if (this.subs.get(sub.channel) !== sub) return;
-    sub.state = "pending";
+    sub.setState("pending");
     if (err.code === "connection_lost" || err.code === "client_closed") {
       return; // resubscribed on the next connection
     }
@@ -422,7 +481,7 @@ export class RelaisClient extends TypedEmitter<RelaisClientEvents> implements Su
     }
     // Refused for good (forbidden, invalid_channel, ...): forget it.
     this.subs.delete(sub.channel);
-    sub.state = "unsubscribed";
+    sub.setState("unsubscribed", err);
     if (!sub.readySettled) {
       sub.rejectReady(err);
     } else if (sub.handlers.onError) {
@@ -438,9 +497,9 @@ export class RelaisClient extends TypedEmitter<RelaisClientEvents> implements Su
     if (sub.epoch === f.epoch && f.offset <= sub.offset) return; // already processed
     sub.epoch = f.epoch;
     sub.offset = f.offset;
-    this.callHandler(() =>
-      sub.handlers.onPublication(f.data, { channel: f.channel, epoch: f.epoch, offset: f.offset }),
-    );
+    const ctx = { channel: f.channel, epoch: f.epoch, offset: f.offset };
+    this.callHandler(() => sub.handlers.onPublication?.(f.data, ctx));
+    sub.fire("publication", { ...ctx, data: f.data });
   }
 
   private onServerUnsubscribed(f: UnsubscribedFrame): void {
@@ -448,16 +507,16 @@ export class RelaisClient extends TypedEmitter<RelaisClientEvents> implements Su
     if (!sub) return;
     if (f.reason === "insufficient_state") {
       // The server saw a gap: resubscribe from our last position.
-      sub.state = "pending";
+      sub.setState("pending");
       if (this._state === "connected") this.sendSubscribe(sub);
       return;
     }
     this.subs.delete(f.channel);
-    sub.state = "unsubscribed";
     const err = new RelaisError(
       f.reason ?? "unsubscribed",
       `the server ended the subscription to \`${f.channel}\`${f.reason ? ` (${f.reason})` : ""}`,
     );
+    sub.setState("unsubscribed", err);
     sub.rejectReady(err);
     if (sub.handlers.onError) this.callHandler(() => sub.handlers.onError?.(err));
     else this.emit("error", err);
@@ -467,7 +526,7 @@ export class RelaisClient extends TypedEmitter<RelaisClientEvents> implements Su
     for (const sub of this.subs.values()) {
       clearTimeout(sub.retryTimer);
       sub.retryTimer = undefined;
-      sub.state = "pending";
+      sub.setState("pending");
     }
   }
 
@@ -532,7 +591,7 @@ export class RelaisClient extends TypedEmitter<RelaisClientEvents> implements Su
     this.attemptErrorReported = false;
     let token: string;
     try {
-      token = await this.getToken();
+      token = await this.currentToken();
     } catch (e) {
       if (gen !== this.generation || this.stopped) return;
       this.emit("error", asError(e, "getToken failed"));
@@ -566,6 +625,7 @@ export class RelaisClient extends TypedEmitter<RelaisClientEvents> implements Su
         onReply: (f: ConnectedFrame) => this.onConnected(f),
         onError: (err) => {
           if (err.code === "connection_lost" || err.code === "client_closed") return;
+          if (err.code === "invalid_token" || err.code === "token_expired") this.forgetToken();
           // invalid_token, token_expired, session_revoked, unsupported_protocol…
           // The server closes the socket next; the close code decides what follows.
           this.lastServerError = err;
@@ -625,6 +685,16 @@ export class RelaisClient extends TypedEmitter<RelaisClientEvents> implements Su
         this.callHandler(() =>
           jf.type === "join" ? sub.handlers.onJoin?.(event) : sub.handlers.onLeave?.(event),
         );
+        sub.fire(jf.type, event);
+        break;
+      }
+      case "ephemeral": {
+        const ef = f as EphemeralFrame;
+        const sub = this.subs.get(ef.channel);
+        if (!sub || sub.state !== "subscribed") break;
+        const event = { channel: ef.channel, data: ef.data };
+        this.callHandler(() => sub.handlers.onEphemeral?.(event));
+        sub.fire("ephemeral", event);
         break;
       }
       case "unsubscribed":
@@ -649,6 +719,7 @@ export class RelaisClient extends TypedEmitter<RelaisClientEvents> implements Su
     this.connectTimer = undefined;
     this.attempts = 0;
     this.expiresAt = f.expires_at;
+    this.noteTokenLifetime(f.expires_at, f.expires_in);
     this._info = {
       client: f.client,
       tenant: f.tenant,
@@ -679,6 +750,7 @@ export class RelaisClient extends TypedEmitter<RelaisClientEvents> implements Su
     this.resetSubscriptions();
     const error = this.lastServerError;
     this.lastServerError = undefined;
+    if (code === CloseCode.AuthenticationFailed || code === CloseCode.TokenExpired) this.forgetToken();
 
     if (NO_RECONNECT.has(code)) {
       this.stopped = true;
@@ -790,12 +862,15 @@ export class RelaisClient extends TypedEmitter<RelaisClientEvents> implements Su
     if (this._state !== "connected") throw new RelaisError("connection_lost", "not connected");
     const gen = this.generation;
     const token = await this.getToken();
+    this.token = token;
+    this.tokenValidUntil = 0; // until `refreshed` tells its lifetime
     if (gen !== this.generation || this._state !== "connected") {
       throw new RelaisError("connection_lost", "the connection changed during the refresh");
     }
     const f = await new Promise<RefreshedFrame>((resolve, reject) =>
       this.sendNow({ cmd: { type: "refresh", token }, onReply: resolve, onError: reject }),
     );
+    this.noteTokenLifetime(f.expires_at, f.expires_in);
     if (gen === this.generation) {
       this.expiresAt = f.expires_at;
       if (this._info) this._info = { ...this._info, expiresAt: f.expires_at };
@@ -804,10 +879,38 @@ export class RelaisClient extends TypedEmitter<RelaisClientEvents> implements Su
     return f.expires_at;
   }
 
+  /** The token to connect with: the last one while it stays valid, else a new one. */
+  private async currentToken(): Promise<string> {
+    if (this.token !== undefined && Date.now() < this.tokenValidUntil) return this.token;
+    const token = await this.getToken();
+    this.token = token;
+    this.tokenValidUntil = 0;
+    return token;
+  }
+
+  /**
+   * Records until when the current token may be reused for a reconnect:
+   * counted from `expires_in` (the protocol's advice, immune to clock skew),
+   * minus the refresh margin so a reconnect never starts with a token about
+   * to expire.
+   */
+  private noteTokenLifetime(expiresAt: number, expiresIn: number | undefined): void {
+    const lifeMs = expiresIn !== undefined ? expiresIn * 1000 : expiresAt * 1000 - Date.now();
+    this.tokenValidUntil = Date.now() + Math.max(0, lifeMs - Math.min(this.refreshMarginMs, lifeMs / 5));
+  }
+
+  private forgetToken(): void {
+    this.token = undefined;
+    this.tokenValidUntil = 0;
+  }
+
   // ------------------------------------------------------------------ ping
 
   private startPing(): void {
-    if (!this.pingIntervalMs) return;
+    const serverMs = (this._info?.pingInterval ?? 25) * 1000;
+    const intervalMs = this.pingOption ?? (isBrowser() ? serverMs : 0);
+    if (!(intervalMs > 0)) return;
+    const timeoutMs = this.pingTimeoutOption ?? (this.pingOption ?? 10_000);
     const ws = this.ws;
     let waiting = false;
     this.pingTimer = setInterval(() => {
@@ -815,7 +918,7 @@ export class RelaisClient extends TypedEmitter<RelaisClientEvents> implements Su
       waiting = true;
       this.pongTimer = setTimeout(() => {
         if (this.ws === ws) this.dropSocket("ping timeout");
-      }, this.pingTimeoutMs);
+      }, timeoutMs);
       this.sendNow({
         cmd: { type: "ping" },
         onReply: () => {
@@ -831,13 +934,17 @@ export class RelaisClient extends TypedEmitter<RelaisClientEvents> implements Su
           void err;
         },
       });
-    }, this.pingIntervalMs);
+    }, intervalMs);
   }
 
   // ----------------------------------------------------------------- misc
 
   private setState(state: ClientState): void {
+    const oldState = this._state;
+    if (oldState === state) return;
     this._state = state;
+    this.emit("state", { oldState, newState: state });
+    if (state === "connecting") this.emit("connecting", { attempt: this.attempts });
   }
 
   /** Runs an application handler; its exception is reported as an `error` event. */
@@ -862,6 +969,12 @@ export class RelaisClient extends TypedEmitter<RelaisClientEvents> implements Su
       this.emit("error", asError(err, "an event listener threw"));
     }
   }
+}
+
+/** A page (window or worker): no access to WebSocket pings, so liveness is checked with `ping`. */
+function isBrowser(): boolean {
+  const g = globalThis as { document?: unknown; importScripts?: unknown; process?: { versions?: { node?: string } } };
+  return (g.document !== undefined || typeof g.importScripts === "function") && !g.process?.versions?.node;
 }
 
 function detach(ws: WebSocketLike): void {

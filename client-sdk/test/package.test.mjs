@@ -33,7 +33,7 @@ after(() => {
   if (work) rmSync(work, { recursive: true, force: true });
 });
 
-const EXPECTED = ["RelaisClient", "RelaisError", "Subscription", "CloseCode", "login"];
+const EXPECTED = ["RelaisClient", "RelaisError", "Subscription", "CloseCode", "login", "RestClient", "Inbox", "Preferences", "Queues", "QueueCounts", "PlanningView"];
 
 function run(file, source) {
   writeFileSync(join(project, file), source);
@@ -65,10 +65,11 @@ test("a fresh project loads it with `require`", () => {
 });
 
 test("its declarations type-check from ESM and CommonJS code", () => {
-  const code = `import { RelaisClient, RelaisError } from "${pkg.name}";
-const code: string = new RelaisError("forbidden", "no").code;
+  const code = `import { RelaisClient, type RelaisErrorCode } from "${pkg.name}";
+const code: RelaisErrorCode = "forbidden";
 const c = new RelaisClient({ url: "ws://x/ws", getToken: async () => "t", WebSocket: class {} as never });
-c.on("connected", (e) => e.user);
+c.on("state", (e) => e.newState);
+c.subscribe("broadcast").on("subscribed", (i) => i.snapshot);
 export { code };
 `;
   writeFileSync(join(project, "a.mts"), code);
