@@ -17,6 +17,8 @@ import type {
   SubscribedFrame,
   UnsubscribedFrame,
 } from "./protocol.js";
+import { eventId, readEventStream, sseUrlFor } from "./sse.js";
+import type { SseEvent } from "./sse.js";
 import { Subscription } from "./subscription.js";
 import type { SubscribeOptions, SubscribedInfo, SubscriptionHandlers, SubscriptionHost } from "./subscription.js";
 
@@ -77,7 +79,23 @@ export interface RelaisClientOptions {
   connectTimeoutMs?: number;
   /** Largest number of commands waiting for the connection. Default 1000. */
   maxQueuedCommands?: number;
+  /**
+   * Server-Sent Events as a fallback when WebSocket is blocked (a proxy that
+   * refuses upgrades): `true` uses the hub's `/api/v1/sse` next to `url`, a
+   * string is the SSE endpoint. Over SSE the client only receives: the
+   * subscriptions work (with recovery), commands (`publish`, `rpc`, …)
+   * reject with `not_supported`.
+   */
+  sseFallback?: boolean | string;
+  /** WebSocket attempts in a row that fail before opening, after which SSE is used. Default 2. */
+  sseFallbackAfter?: number;
+  /** `"sse"` to use SSE from the start (with `sseFallback`'s endpoint). Default `"websocket"`. */
+  transport?: Transport;
+  /** `fetch` for SSE. Default: the global one. */
+  fetch?: typeof fetch;
 }
+
+export type Transport = "websocket" | "sse";
 
 /**
  * `disconnected` (not started, closed, or stopped for good), `connecting` (an
@@ -105,6 +123,11 @@ export interface ConnectedEvent {
   expiresAt: number;
   /** Seconds between the server's WebSocket pings. */
   pingInterval: number;
+  /**
+   * `sse` after a fallback: `client`, `tenant` and `user` are then empty and
+   * `expiresAt`, `pingInterval` 0 (the stream does not tell them).
+   */
+  transport: Transport;
 }
 
 export interface DisconnectedEvent {
@@ -187,6 +210,9 @@ interface ConnectWaiter {
 
 const MAX_TIMER_MS = 2_147_483_647;
 
+/** An SSE stream silent for this long (the hub sends keep-alives every `ping_interval`, 25 s by default) is dead. */
+const SSE_IDLE_TIMEOUT_MS = 40_000;
+
 /**
  * A client of the Relais WebSocket protocol, version 1.
  *
@@ -239,6 +265,18 @@ export class RelaisClient extends TypedEmitter<RelaisClientEvents> implements Su
   private pingTimer: ReturnType<typeof setInterval> | undefined;
   private pongTimer: ReturnType<typeof setTimeout> | undefined;
 
+  private readonly sseUrl: string | undefined;
+  private readonly sseFallbackAfter: number;
+  private readonly preferSse: boolean;
+  private readonly fetchImpl: typeof fetch;
+  private mode: Transport = "websocket";
+  /** WebSocket attempts in a row that never opened. */
+  private wsFailures = 0;
+  /** The live SSE request; aborting it ends the stream. */
+  private sseAbort: AbortController | undefined;
+  private sseRestartQueued = false;
+  private sseIdleTimer: ReturnType<typeof setTimeout> | undefined;
+
   constructor(options: RelaisClientOptions) {
     super();
     const WS = options.WebSocket ?? (globalThis as { WebSocket?: WebSocketConstructor }).WebSocket;
@@ -265,11 +303,21 @@ export class RelaisClient extends TypedEmitter<RelaisClientEvents> implements Su
     this.refreshMarginMs = options.refreshMarginMs ?? 60_000;
     this.connectTimeoutMs = options.connectTimeoutMs ?? 15_000;
     this.maxQueued = options.maxQueuedCommands ?? 1000;
+    const sse = options.sseFallback;
+    this.sseUrl = typeof sse === "string" ? sse : sse || options.transport === "sse" ? sseUrlFor(options.url) : undefined;
+    this.sseFallbackAfter = options.sseFallbackAfter ?? 2;
+    this.preferSse = options.transport === "sse";
+    this.fetchImpl = options.fetch ?? ((input, init) => fetch(input, init));
   }
 
   /** `disconnected`, `connecting`, `connected`, or `reconnecting` (waiting for the back-off). */
   get state(): ClientState {
     return this._state;
+  }
+
+  /** `websocket`, or `sse` after a fallback. */
+  get transport(): Transport {
+    return this.mode;
   }
 
   /** What the server said in its last `connected` reply (undefined until then). */
@@ -295,6 +343,8 @@ export class RelaisClient extends TypedEmitter<RelaisClientEvents> implements Su
     this.stopped = false;
     if (this._state === "disconnected") {
       this.attempts = 0;
+      this.wsFailures = 0; // try WebSocket again
+      this.mode = "websocket";
       void this.open();
     }
     return p;
@@ -312,6 +362,7 @@ export class RelaisClient extends TypedEmitter<RelaisClientEvents> implements Su
     clearTimeout(this.reconnectTimer);
     this.reconnectTimer = undefined;
     this.clearConnectionTimers();
+    this.stopSse();
     const ws = this.ws;
     this.ws = null;
     if (ws) {
@@ -416,6 +467,10 @@ export class RelaisClient extends TypedEmitter<RelaisClientEvents> implements Su
     sub.setState("unsubscribed");
     sub.rejectReady(new RelaisError("unsubscribed", `unsubscribed from \`${sub.channel}\``));
     if (!onServer || this._state !== "connected") return Promise.resolve();
+    if (this.mode === "sse") {
+      this.scheduleSseRestart(); // a stream without this channel
+      return Promise.resolve();
+    }
     return new Promise<void>((resolve) => {
       // Whatever happens (reply, not_subscribed, connection lost), the server
       // no longer delivers this channel to us.
@@ -426,6 +481,12 @@ export class RelaisClient extends TypedEmitter<RelaisClientEvents> implements Su
   private sendSubscribe(sub: Subscription): void {
     clearTimeout(sub.retryTimer);
     sub.retryTimer = undefined;
+    if (this.mode === "sse") {
+      // The stream's channels are fixed: open a new one with this channel too.
+      sub.setState("subscribing");
+      this.scheduleSseRestart();
+      return;
+    }
     const cmd: Command = { type: "subscribe", channel: sub.channel };
     const recover = sub.epoch !== undefined;
     if (recover) cmd.recover = { epoch: sub.epoch as string, offset: sub.offset };
@@ -535,7 +596,9 @@ export class RelaisClient extends TypedEmitter<RelaisClientEvents> implements Su
   private request<T>(cmd: Command): Promise<T> {
     return new Promise<T>((resolve, reject) => {
       const entry: PendingCommand = { cmd, onReply: resolve, onError: reject };
-      if (this._state === "connected") {
+      if (this.mode === "sse" && this._state === "connected") {
+        reject(notOverSse(cmd.type));
+      } else if (this._state === "connected") {
         this.sendNow(entry);
       } else if (this.stopped) {
         reject(new RelaisError("client_closed", "the client is closed; call connect() first"));
@@ -600,6 +663,12 @@ export class RelaisClient extends TypedEmitter<RelaisClientEvents> implements Su
     }
     if (gen !== this.generation || this.stopped) return;
 
+    if (this.sseUrl && (this.preferSse || this.mode === "sse" || this.wsFailures >= this.sseFallbackAfter)) {
+      this.mode = "sse";
+      this.startSseStream();
+      return;
+    }
+
     let ws: WebSocketLike;
     try {
       ws = new this.WS(this.url);
@@ -618,8 +687,11 @@ export class RelaisClient extends TypedEmitter<RelaisClientEvents> implements Su
       if (this.ws === ws && this._state === "connecting") this.dropSocket("connect timeout");
     }, this.connectTimeoutMs);
 
+    let opened = false;
     ws.onopen = () => {
       if (this.ws !== ws) return;
+      opened = true;
+      this.wsFailures = 0;
       this.sendNow({
         cmd: { type: "connect", token, protocol: 1 },
         onReply: (f: ConnectedFrame) => this.onConnected(f),
@@ -647,6 +719,7 @@ export class RelaisClient extends TypedEmitter<RelaisClientEvents> implements Su
     };
     ws.onclose = (ev: { code?: number; reason?: string }) => {
       if (this.ws !== ws) return;
+      if (!opened) this.wsFailures++;
       this.onSocketClosed(ev?.code ?? CloseCode.Abnormal, ev?.reason ?? "");
     };
   }
@@ -714,6 +787,154 @@ export class RelaisClient extends TypedEmitter<RelaisClientEvents> implements Su
     }
   }
 
+  // ------------------------------------------------------------------ SSE
+
+  /**
+   * (Re)opens the SSE stream with every subscription's channel, resuming
+   * each from its position through `Last-Event-ID`. With no subscription
+   * there is nothing to read: the client counts as connected.
+   */
+  private startSseStream(): void {
+    this.stopSse();
+    const subs = [...this.subs.values()];
+    if (subs.length === 0) {
+      if (this._state === "connecting") this.onSseConnected();
+      return;
+    }
+    const ctrl = new AbortController();
+    this.sseAbort = ctrl;
+    const resumed = new Set<string>();
+    const positions: Array<{ channel: string; epoch: string; offset: number }> = [];
+    for (const sub of subs) {
+      sub.setState("subscribing");
+      if (sub.epoch !== undefined) {
+        resumed.add(sub.channel);
+        positions.push({ channel: sub.channel, epoch: sub.epoch, offset: sub.offset });
+      }
+    }
+    const url = new URL(this.sseUrl as string);
+    url.searchParams.set("channels", subs.map((s) => s.channel).join(","));
+    const headers: Record<string, string> = { accept: "text/event-stream", authorization: `Bearer ${this.token ?? ""}` };
+    if (positions.length) headers["last-event-id"] = eventId(positions);
+    const live = () => this.sseAbort === ctrl;
+    this.fetchImpl(url.toString(), { headers, signal: ctrl.signal })
+      .then(async (res) => {
+        if (!live()) return;
+        if (!res.ok || !res.body) {
+          await this.onSseRefused(res, subs);
+          return;
+        }
+        if (this._state === "connecting") this.onSseConnected();
+        this.armSseIdle(ctrl);
+        await readEventStream(res.body, {
+          onActivity: () => live() && this.armSseIdle(ctrl),
+          onEvent: (e) => live() && this.onSseEvent(e, resumed),
+        });
+        if (live()) this.onSocketClosed(CloseCode.Abnormal, "the event stream ended");
+      })
+      .catch((e: unknown) => {
+        if (!live()) return;
+        this.attemptErrorReported = true;
+        this.emit("error", new RelaisError("socket_error", asError(e, "event stream failed").message));
+        this.onSocketClosed(CloseCode.Abnormal, "event stream failed");
+      });
+  }
+
+  private onSseConnected(): void {
+    this.attempts = 0;
+    this._info = { client: "", tenant: "", user: "", expiresAt: 0, pingInterval: 0, transport: "sse" };
+    this.setState("connected");
+    this.failQueue(notOverSse("command"));
+    const waiters = this.connectWaiters;
+    this.connectWaiters = [];
+    for (const w of waiters) w.resolve();
+    this.emit("connected", this._info);
+  }
+
+  private onSseEvent(e: SseEvent, resumed: Set<string>): void {
+    if (e.event === "subscribed") {
+      let f: SubscribedFrame;
+      try {
+        f = JSON.parse(e.data);
+      } catch {
+        return;
+      }
+      const sub = this.subs.get(f.channel);
+      if (sub) this.onSubscribed(sub, f, resumed.has(f.channel));
+    } else if (e.event === "pub" || e.event === "event") {
+      this.onMessage(e.data); // the same JSON as the WebSocket frame
+    } else if (e.event === "close") {
+      let code: number = CloseCode.Abnormal;
+      let reason = "";
+      try {
+        ({ code, reason } = JSON.parse(e.data));
+      } catch {
+        /* keep 1006 */
+      }
+      this.onSocketClosed(code, reason);
+    }
+  }
+
+  /** The stream was refused with an HTTP error, before it started. */
+  private async onSseRefused(res: Response, subs: Subscription[]): Promise<void> {
+    let code = "http_error";
+    let message = `HTTP ${res.status} from the event stream`;
+    try {
+      const body = (await res.json()) as { error?: { code?: string; message?: string } };
+      if (body?.error?.code) ({ code, message = code } = body.error as { code: string; message?: string });
+    } catch {
+      /* not JSON */
+    }
+    const err = new RelaisError(code, message, res.status);
+    if (res.status === 401) {
+      this.lastServerError = err;
+      this.attemptErrorReported = true;
+      this.emit("error", err);
+      this.onSocketClosed(code === "token_expired" ? CloseCode.TokenExpired : CloseCode.AuthenticationFailed, message);
+      return;
+    }
+    // A channel refused (forbidden, invalid, unknown) refuses the whole
+    // stream: give up the subscriptions not confirmed yet, go on with the rest.
+    const fresh = res.status >= 400 && res.status < 500 && res.status !== 429 ? subs.filter((s) => !s.readySettled) : [];
+    if (fresh.length > 0) {
+      for (const sub of fresh) {
+        if (this.subs.get(sub.channel) !== sub) continue;
+        this.subs.delete(sub.channel);
+        sub.setState("unsubscribed", err);
+        sub.rejectReady(err);
+      }
+      this.startSseStream();
+      return;
+    }
+    this.attemptErrorReported = true;
+    this.emit("error", err);
+    this.onSocketClosed(CloseCode.Abnormal, message);
+  }
+
+  private scheduleSseRestart(): void {
+    if (this.sseRestartQueued) return;
+    this.sseRestartQueued = true;
+    queueMicrotask(() => {
+      this.sseRestartQueued = false;
+      if (this.mode === "sse" && this._state === "connected") this.startSseStream();
+    });
+  }
+
+  private armSseIdle(ctrl: AbortController): void {
+    clearTimeout(this.sseIdleTimer);
+    this.sseIdleTimer = setTimeout(() => {
+      if (this.sseAbort === ctrl) this.onSocketClosed(CloseCode.Abnormal, "event stream idle");
+    }, SSE_IDLE_TIMEOUT_MS);
+  }
+
+  private stopSse(): void {
+    clearTimeout(this.sseIdleTimer);
+    this.sseIdleTimer = undefined;
+    const ctrl = this.sseAbort;
+    this.sseAbort = undefined;
+    ctrl?.abort();
+  }
+
   private onConnected(f: ConnectedFrame): void {
     clearTimeout(this.connectTimer);
     this.connectTimer = undefined;
@@ -726,6 +947,7 @@ export class RelaisClient extends TypedEmitter<RelaisClientEvents> implements Su
       user: f.user,
       expiresAt: f.expires_at,
       pingInterval: f.ping_interval,
+      transport: "websocket",
     };
     this.setState("connected");
     this.scheduleRefresh();
@@ -745,6 +967,7 @@ export class RelaisClient extends TypedEmitter<RelaisClientEvents> implements Su
   private onSocketClosed(code: number, reason: string): void {
     const wasConnected = this._state === "connected";
     this.ws = null;
+    this.stopSse();
     this.clearConnectionTimers();
     this.failPending(new RelaisError("connection_lost", `connection closed (${code})`));
     this.resetSubscriptions();
@@ -860,6 +1083,7 @@ export class RelaisClient extends TypedEmitter<RelaisClientEvents> implements Su
    */
   async refreshToken(): Promise<number> {
     if (this._state !== "connected") throw new RelaisError("connection_lost", "not connected");
+    if (this.mode === "sse") throw notOverSse("refresh");
     const gen = this.generation;
     const token = await this.getToken();
     this.token = token;
@@ -975,6 +1199,10 @@ export class RelaisClient extends TypedEmitter<RelaisClientEvents> implements Su
 function isBrowser(): boolean {
   const g = globalThis as { document?: unknown; importScripts?: unknown; process?: { versions?: { node?: string } } };
   return (g.document !== undefined || typeof g.importScripts === "function") && !g.process?.versions?.node;
+}
+
+function notOverSse(what: string): RelaisError {
+  return new RelaisError("not_supported", `\`${what}\` is not available over Server-Sent Events`);
 }
 
 function detach(ws: WebSocketLike): void {

@@ -73,6 +73,8 @@ export type ClientErrorCode =
   | "socket_error"
   /** A connection attempt ended before `connected`. */
   | "connect_failed"
+  /** A command while the client receives over Server-Sent Events (read-only). */
+  | "not_supported"
   /** A REST call failed without a JSON error body. */
   | "http_error"
   /** A connection closed for good with a code and no `error` frame (e.g. `closed_4000`). */

@@ -12,6 +12,7 @@ export type {
   RelaisClientEvents,
   RelaisClientOptions,
   StateChangeEvent,
+  Transport,
   WebSocketConstructor,
   WebSocketLike,
 } from "./client.js";
