@@ -31,6 +31,8 @@ export async function readEventStream(body: ReadableStream<Uint8Array>, handlers
     buffer += decoder.decode(value, { stream: true });
     let nl: number;
     while ((nl = buffer.search(/\r\n|\r|\n/)) >= 0) {
+      // A CR that ends the chunk may be the first half of a CRLF: wait for the next byte.
+      if (nl === buffer.length - 1 && buffer[nl] === "\r") break;
       const line = buffer.slice(0, nl);
       buffer = buffer.slice(nl + (buffer.startsWith("\r\n", nl) ? 2 : 1));
       if (line === "") {
