@@ -4,6 +4,7 @@ import { CloseCode } from "./protocol.js";
 import type {
   Command,
   ConnectedFrame,
+  EphemeralFrame,
   HistoryFrame,
   JoinLeaveFrame,
   PongFrame,
@@ -11,12 +12,15 @@ import type {
   PubFrame,
   PublishedFrame,
   RefreshedFrame,
+  RpcResultFrame,
   StreamPosition,
   SubscribedFrame,
   UnsubscribedFrame,
 } from "./protocol.js";
+import { eventId, readEventStream, sseUrlFor } from "./sse.js";
+import type { SseEvent } from "./sse.js";
 import { Subscription } from "./subscription.js";
-import type { SubscriptionHandlers, SubscriptionHost } from "./subscription.js";
+import type { SubscribeOptions, SubscribedInfo, SubscriptionHandlers, SubscriptionHost } from "./subscription.js";
 
 /**
  * The part of the WebSocket API the client uses: the browser's `WebSocket`
@@ -46,10 +50,14 @@ export interface RelaisClientOptions {
   /** WebSocket endpoint, e.g. `ws://localhost:8080/ws`. */
   url: string;
   /**
-   * Returns a valid access token. Called before every connection attempt and
-   * before the token expires (the client then sends `refresh`).
+   * Returns a valid access token. Called only when one is needed: before the
+   * first connection (unless `token` is given), before the current token
+   * expires (the client then sends `refresh`), and after the server refused
+   * or expired it. A reconnect while the token is still valid reuses it.
    */
   getToken: () => Promise<string>;
+  /** A first access token, used until it expires instead of calling `getToken`. */
+  token?: string;
   /** WebSocket constructor. Default `globalThis.WebSocket` (browsers, Node ≥ 22). */
   WebSocket?: WebSocketConstructor;
   /** Reconnect back-off. */
@@ -57,11 +65,13 @@ export interface RelaisClientOptions {
   /**
    * Send an application-level `ping` this often (ms) and drop the connection
    * (then reconnect) when its `pong` does not come back within
-   * `pingTimeoutMs`. Off by default: the server's WebSocket pings keep the
-   * connection alive.
+   * `pingTimeoutMs`. `0` turns it off. Default: in browsers, which cannot
+   * see the server's WebSocket pings, every `ping_interval` the server
+   * announces; elsewhere off (WebSocket libraries answer the server's pings,
+   * and a dead peer closes the socket).
    */
   pingIntervalMs?: number;
-  /** How long to wait for a `pong` before dropping the connection (ms). Default: `pingIntervalMs`. */
+  /** How long to wait for a `pong` before dropping the connection (ms). Default: `pingIntervalMs`, or 10,000 in browsers. */
   pingTimeoutMs?: number;
   /** Refresh the token this long (ms) before `expires_at`. Default 60,000. */
   refreshMarginMs?: number;
@@ -69,9 +79,40 @@ export interface RelaisClientOptions {
   connectTimeoutMs?: number;
   /** Largest number of commands waiting for the connection. Default 1000. */
   maxQueuedCommands?: number;
+  /**
+   * Server-Sent Events as a fallback when WebSocket is blocked (a proxy that
+   * refuses upgrades): `true` uses the hub's `/api/v1/sse` next to `url`, a
+   * string is the SSE endpoint. Over SSE the client only receives: the
+   * subscriptions work (with recovery), commands (`publish`, `rpc`, …)
+   * reject with `not_supported`.
+   */
+  sseFallback?: boolean | string;
+  /** WebSocket attempts in a row that fail before opening, after which SSE is used. Default 2. */
+  sseFallbackAfter?: number;
+  /** `"sse"` to use SSE from the start (with `sseFallback`'s endpoint). Default `"websocket"`. */
+  transport?: Transport;
+  /** `fetch` for SSE. Default: the global one. */
+  fetch?: typeof fetch;
 }
 
+export type Transport = "websocket" | "sse";
+
+/**
+ * `disconnected` (not started, closed, or stopped for good), `connecting` (an
+ * attempt is under way), `connected`, or `reconnecting` (waiting for the
+ * back-off before the next attempt).
+ */
 export type ClientState = "disconnected" | "connecting" | "connected" | "reconnecting";
+
+export interface StateChangeEvent {
+  oldState: ClientState;
+  newState: ClientState;
+}
+
+export interface ConnectingEvent {
+  /** Attempts since the last `connected` (0 for the first). */
+  attempt: number;
+}
 
 export interface ConnectedEvent {
   /** Connection id given by the server. */
@@ -82,6 +123,11 @@ export interface ConnectedEvent {
   expiresAt: number;
   /** Seconds between the server's WebSocket pings. */
   pingInterval: number;
+  /**
+   * `sse` after a fallback: `client`, `tenant` and `user` are then empty and
+   * `expiresAt`, `pingInterval` 0 (the stream does not tell them).
+   */
+  transport: Transport;
 }
 
 export interface DisconnectedEvent {
@@ -95,6 +141,10 @@ export interface DisconnectedEvent {
 }
 
 export interface RelaisClientEvents {
+  /** Every change of `state`. */
+  state: StateChangeEvent;
+  /** A connection attempt starts. */
+  connecting: ConnectingEvent;
   connected: ConnectedEvent;
   disconnected: DisconnectedEvent;
   error: Error;
@@ -114,8 +164,13 @@ export interface HistoryResult extends StreamPosition {
   publications: Array<{ channel: string; epoch: string; offset: number; data: unknown }>;
 }
 
-export interface PublishResult extends StreamPosition {
+export interface PublishResult {
   channel: string;
+  /** Absent when the publication was `ephemeral` (delivered without a place in the stream). */
+  epoch?: string;
+  offset?: number;
+  /** `true` when the namespace delivered it as an `ephemeral` frame (e.g. typing). */
+  ephemeral?: boolean;
 }
 
 export interface PresenceResult {
@@ -155,6 +210,9 @@ interface ConnectWaiter {
 
 const MAX_TIMER_MS = 2_147_483_647;
 
+/** An SSE stream silent for this long (the hub sends keep-alives every `ping_interval`, 25 s by default) is dead. */
+const SSE_IDLE_TIMEOUT_MS = 40_000;
+
 /**
  * A client of the Relais WebSocket protocol, version 1.
  *
@@ -172,8 +230,9 @@ export class RelaisClient extends TypedEmitter<RelaisClientEvents> implements Su
   private readonly initialDelayMs: number;
   private readonly maxDelayMs: number;
   private readonly jitter: number;
-  private readonly pingIntervalMs: number | undefined;
-  private readonly pingTimeoutMs: number;
+  /** Explicit interval, `0` for off, undefined for the default (browsers: the server's). */
+  private readonly pingOption: number | undefined;
+  private readonly pingTimeoutOption: number | undefined;
   private readonly refreshMarginMs: number;
   private readonly connectTimeoutMs: number;
   private readonly maxQueued: number;
@@ -187,6 +246,9 @@ export class RelaisClient extends TypedEmitter<RelaisClientEvents> implements Su
   private nextId = 1;
   private attempts = 0;
   private expiresAt: number | undefined;
+  /** The last access token and until when (local ms) it may be reused; undefined: ask `getToken`. */
+  private token: string | undefined;
+  private tokenValidUntil = 0;
   private _info: ConnectedEvent | undefined;
   private lastServerError: RelaisError | undefined;
   /** Whether an `error` event was already emitted for the current attempt. */
@@ -202,6 +264,18 @@ export class RelaisClient extends TypedEmitter<RelaisClientEvents> implements Su
   private refreshTimer: ReturnType<typeof setTimeout> | undefined;
   private pingTimer: ReturnType<typeof setInterval> | undefined;
   private pongTimer: ReturnType<typeof setTimeout> | undefined;
+
+  private readonly sseUrl: string | undefined;
+  private readonly sseFallbackAfter: number;
+  private readonly preferSse: boolean;
+  private readonly fetchImpl: typeof fetch;
+  private mode: Transport = "websocket";
+  /** WebSocket attempts in a row that never opened. */
+  private wsFailures = 0;
+  /** The live SSE request; aborting it ends the stream. */
+  private sseAbort: AbortController | undefined;
+  private sseRestartQueued = false;
+  private sseIdleTimer: ReturnType<typeof setTimeout> | undefined;
 
   constructor(options: RelaisClientOptions) {
     super();
@@ -220,16 +294,30 @@ export class RelaisClient extends TypedEmitter<RelaisClientEvents> implements Su
     this.initialDelayMs = options.reconnect?.initialDelayMs ?? 500;
     this.maxDelayMs = options.reconnect?.maxDelayMs ?? 30_000;
     this.jitter = options.reconnect?.jitter ?? 0.5;
-    this.pingIntervalMs = options.pingIntervalMs && options.pingIntervalMs > 0 ? options.pingIntervalMs : undefined;
-    this.pingTimeoutMs = options.pingTimeoutMs ?? this.pingIntervalMs ?? 10_000;
+    this.pingOption = options.pingIntervalMs;
+    this.pingTimeoutOption = options.pingTimeoutMs;
+    if (options.token) {
+      this.token = options.token;
+      this.tokenValidUntil = Infinity; // until the server says otherwise
+    }
     this.refreshMarginMs = options.refreshMarginMs ?? 60_000;
     this.connectTimeoutMs = options.connectTimeoutMs ?? 15_000;
     this.maxQueued = options.maxQueuedCommands ?? 1000;
+    const sse = options.sseFallback;
+    this.sseUrl = typeof sse === "string" ? sse : sse || options.transport === "sse" ? sseUrlFor(options.url) : undefined;
+    this.sseFallbackAfter = options.sseFallbackAfter ?? 2;
+    this.preferSse = options.transport === "sse";
+    this.fetchImpl = options.fetch ?? ((input, init) => fetch(input, init));
   }
 
   /** `disconnected`, `connecting`, `connected`, or `reconnecting` (waiting for the back-off). */
   get state(): ClientState {
     return this._state;
+  }
+
+  /** `websocket`, or `sse` after a fallback. */
+  get transport(): Transport {
+    return this.mode;
   }
 
   /** What the server said in its last `connected` reply (undefined until then). */
@@ -255,6 +343,8 @@ export class RelaisClient extends TypedEmitter<RelaisClientEvents> implements Su
     this.stopped = false;
     if (this._state === "disconnected") {
       this.attempts = 0;
+      this.wsFailures = 0; // try WebSocket again
+      this.mode = "websocket";
       void this.open();
     }
     return p;
@@ -272,6 +362,7 @@ export class RelaisClient extends TypedEmitter<RelaisClientEvents> implements Su
     clearTimeout(this.reconnectTimer);
     this.reconnectTimer = undefined;
     this.clearConnectionTimers();
+    this.stopSse();
     const ws = this.ws;
     this.ws = null;
     if (ws) {
@@ -298,23 +389,38 @@ export class RelaisClient extends TypedEmitter<RelaisClientEvents> implements Su
    * recovered with `recover` each time. Throws if the client already holds a
    * subscription to this channel.
    */
-  subscribe(channel: string, handlers: SubscriptionHandlers): Subscription {
+  subscribe(channel: string, handlers: SubscriptionHandlers = {}, options: SubscribeOptions = {}): Subscription {
     if (this.subs.has(channel)) {
       throw new RelaisError("already_subscribed", `already subscribed to \`${channel}\``);
     }
-    if (!handlers || typeof handlers.onPublication !== "function") {
-      throw new TypeError("subscribe: handlers.onPublication is required");
-    }
-    const sub = new Subscription(this, channel, handlers);
+    const sub = new Subscription(this, channel, handlers, options);
     this.subs.set(channel, sub);
-    if (this._state === "connected") this.sendSubscribe(sub);
+    // Sent after the caller's synchronous code, so that listeners added right
+    // after `subscribe()` see every state change, `subscribing` included.
+    queueMicrotask(() => {
+      if (this.subs.get(channel) === sub && sub.state === "pending" && this._state === "connected") {
+        this.sendSubscribe(sub);
+      }
+    });
     return sub;
   }
 
   /** Publishes `data` (any JSON value) to `channel`. */
   async publish(channel: string, data: unknown): Promise<PublishResult> {
     const f = await this.request<PublishedFrame>({ type: "publish", channel, data });
+    if (f.ephemeral) return { channel: f.channel, ephemeral: true };
     return { channel: f.channel, epoch: f.epoch, offset: f.offset };
+  }
+
+  /**
+   * Calls a method of a server feature (`chat.mark_read`, …) and resolves
+   * with its result. Rejects with `method_not_found`, `forbidden`, or a code
+   * of the feature. Waits for the connection like every command.
+   */
+  async rpc<T = unknown>(method: string, data?: unknown): Promise<T> {
+    const cmd: Command = data === undefined ? { type: "rpc", method } : { type: "rpc", method, data };
+    const f = await this.request<RpcResultFrame>(cmd);
+    return f.data as T;
   }
 
   /** Who is subscribed to `channel`. */
@@ -358,9 +464,13 @@ export class RelaisClient extends TypedEmitter<RelaisClientEvents> implements Su
     this.subs.delete(sub.channel);
     clearTimeout(sub.retryTimer);
     const onServer = sub.state === "subscribing" || sub.state === "subscribed";
-    sub.state = "unsubscribed";
+    sub.setState("unsubscribed");
     sub.rejectReady(new RelaisError("unsubscribed", `unsubscribed from \`${sub.channel}\``));
     if (!onServer || this._state !== "connected") return Promise.resolve();
+    if (this.mode === "sse") {
+      this.scheduleSseRestart(); // a stream without this channel
+      return Promise.resolve();
+    }
     return new Promise<void>((resolve) => {
       // Whatever happens (reply, not_subscribed, connection lost), the server
       // no longer delivers this channel to us.
@@ -371,10 +481,18 @@ export class RelaisClient extends TypedEmitter<RelaisClientEvents> implements Su
   private sendSubscribe(sub: Subscription): void {
     clearTimeout(sub.retryTimer);
     sub.retryTimer = undefined;
+    if (this.mode === "sse") {
+      // The stream's channels are fixed: open a new one with this channel too.
+      sub.setState("subscribing");
+      this.scheduleSseRestart();
+      return;
+    }
     const cmd: Command = { type: "subscribe", channel: sub.channel };
     const recover = sub.epoch !== undefined;
     if (recover) cmd.recover = { epoch: sub.epoch as string, offset: sub.offset };
-    sub.state = "subscribing";
+    // Sent on every subscribe: a failed recovery answers with a fresh snapshot of the same window.
+    if (sub.params) cmd.params = sub.params;
+    sub.setState("subscribing");
     this.sendNow({
       cmd,
       onReply: (f: SubscribedFrame) => this.onSubscribed(sub, f, recover),
@@ -384,7 +502,7 @@ export class RelaisClient extends TypedEmitter<RelaisClientEvents> implements Su
 
   private onSubscribed(sub: Subscription, f: SubscribedFrame, withRecover: boolean): void {
     if (this.subs.get(sub.channel) !== sub) return; // unsubscribed meanwhile
-    sub.state = "subscribed";
+    sub.setState("subscribed");
     sub.retries = 0;
     const recovered = withRecover ? f.recovered === true : undefined;
     if (!withRecover || !recovered) {
@@ -394,9 +512,11 @@ export class RelaisClient extends TypedEmitter<RelaisClientEvents> implements Su
       sub.epoch = f.epoch;
       sub.offset = f.offset;
     }
-    const info = { channel: sub.channel, epoch: f.epoch, offset: f.offset, recovered };
+    const info: SubscribedInfo = { channel: sub.channel, epoch: f.epoch, offset: f.offset, recovered };
+    if (f.snapshot !== undefined) info.snapshot = f.snapshot;
     sub.resolveReady(info);
     this.callHandler(() => sub.handlers.onSubscribed?.(info));
+    sub.fire("subscribed", info);
     if (withRecover && !recovered) {
       this.callHandler(() =>
         sub.handlers.onRecoveryFailed?.({ channel: sub.channel, epoch: f.epoch, offset: f.offset }),
@@ -406,7 +526,7 @@ export class RelaisClient extends TypedEmitter<RelaisClientEvents> implements Su
 
   private onSubscribeError(sub: Subscription, err: RelaisError): void {
     if (this.subs.get(sub.channel) !== sub) return;
-    sub.state = "pending";
+    sub.setState("pending");
     if (err.code === "connection_lost" || err.code === "client_closed") {
       return; // resubscribed on the next connection
     }
@@ -422,7 +542,7 @@ export class RelaisClient extends TypedEmitter<RelaisClientEvents> implements Su
     }
     // Refused for good (forbidden, invalid_channel, ...): forget it.
     this.subs.delete(sub.channel);
-    sub.state = "unsubscribed";
+    sub.setState("unsubscribed", err);
     if (!sub.readySettled) {
       sub.rejectReady(err);
     } else if (sub.handlers.onError) {
@@ -438,9 +558,9 @@ export class RelaisClient extends TypedEmitter<RelaisClientEvents> implements Su
     if (sub.epoch === f.epoch && f.offset <= sub.offset) return; // already processed
     sub.epoch = f.epoch;
     sub.offset = f.offset;
-    this.callHandler(() =>
-      sub.handlers.onPublication(f.data, { channel: f.channel, epoch: f.epoch, offset: f.offset }),
-    );
+    const ctx = { channel: f.channel, epoch: f.epoch, offset: f.offset };
+    this.callHandler(() => sub.handlers.onPublication?.(f.data, ctx));
+    sub.fire("publication", { ...ctx, data: f.data });
   }
 
   private onServerUnsubscribed(f: UnsubscribedFrame): void {
@@ -448,16 +568,16 @@ export class RelaisClient extends TypedEmitter<RelaisClientEvents> implements Su
     if (!sub) return;
     if (f.reason === "insufficient_state") {
       // The server saw a gap: resubscribe from our last position.
-      sub.state = "pending";
+      sub.setState("pending");
       if (this._state === "connected") this.sendSubscribe(sub);
       return;
     }
     this.subs.delete(f.channel);
-    sub.state = "unsubscribed";
     const err = new RelaisError(
       f.reason ?? "unsubscribed",
       `the server ended the subscription to \`${f.channel}\`${f.reason ? ` (${f.reason})` : ""}`,
     );
+    sub.setState("unsubscribed", err);
     sub.rejectReady(err);
     if (sub.handlers.onError) this.callHandler(() => sub.handlers.onError?.(err));
     else this.emit("error", err);
@@ -467,7 +587,7 @@ export class RelaisClient extends TypedEmitter<RelaisClientEvents> implements Su
     for (const sub of this.subs.values()) {
       clearTimeout(sub.retryTimer);
       sub.retryTimer = undefined;
-      sub.state = "pending";
+      sub.setState("pending");
     }
   }
 
@@ -476,7 +596,9 @@ export class RelaisClient extends TypedEmitter<RelaisClientEvents> implements Su
   private request<T>(cmd: Command): Promise<T> {
     return new Promise<T>((resolve, reject) => {
       const entry: PendingCommand = { cmd, onReply: resolve, onError: reject };
-      if (this._state === "connected") {
+      if (this.mode === "sse" && this._state === "connected") {
+        reject(notOverSse(cmd.type));
+      } else if (this._state === "connected") {
         this.sendNow(entry);
       } else if (this.stopped) {
         reject(new RelaisError("client_closed", "the client is closed; call connect() first"));
@@ -532,7 +654,7 @@ export class RelaisClient extends TypedEmitter<RelaisClientEvents> implements Su
     this.attemptErrorReported = false;
     let token: string;
     try {
-      token = await this.getToken();
+      token = await this.currentToken();
     } catch (e) {
       if (gen !== this.generation || this.stopped) return;
       this.emit("error", asError(e, "getToken failed"));
@@ -540,6 +662,12 @@ export class RelaisClient extends TypedEmitter<RelaisClientEvents> implements Su
       return;
     }
     if (gen !== this.generation || this.stopped) return;
+
+    if (this.sseUrl && (this.preferSse || this.mode === "sse" || this.wsFailures >= this.sseFallbackAfter)) {
+      this.mode = "sse";
+      this.startSseStream();
+      return;
+    }
 
     let ws: WebSocketLike;
     try {
@@ -559,13 +687,17 @@ export class RelaisClient extends TypedEmitter<RelaisClientEvents> implements Su
       if (this.ws === ws && this._state === "connecting") this.dropSocket("connect timeout");
     }, this.connectTimeoutMs);
 
+    let opened = false;
     ws.onopen = () => {
       if (this.ws !== ws) return;
+      opened = true;
+      this.wsFailures = 0;
       this.sendNow({
         cmd: { type: "connect", token, protocol: 1 },
         onReply: (f: ConnectedFrame) => this.onConnected(f),
         onError: (err) => {
           if (err.code === "connection_lost" || err.code === "client_closed") return;
+          if (err.code === "invalid_token" || err.code === "token_expired") this.forgetToken();
           // invalid_token, token_expired, session_revoked, unsupported_protocol…
           // The server closes the socket next; the close code decides what follows.
           this.lastServerError = err;
@@ -587,6 +719,7 @@ export class RelaisClient extends TypedEmitter<RelaisClientEvents> implements Su
     };
     ws.onclose = (ev: { code?: number; reason?: string }) => {
       if (this.ws !== ws) return;
+      if (!opened) this.wsFailures++;
       this.onSocketClosed(ev?.code ?? CloseCode.Abnormal, ev?.reason ?? "");
     };
   }
@@ -625,6 +758,16 @@ export class RelaisClient extends TypedEmitter<RelaisClientEvents> implements Su
         this.callHandler(() =>
           jf.type === "join" ? sub.handlers.onJoin?.(event) : sub.handlers.onLeave?.(event),
         );
+        sub.fire(jf.type, event);
+        break;
+      }
+      case "ephemeral": {
+        const ef = f as EphemeralFrame;
+        const sub = this.subs.get(ef.channel);
+        if (!sub || sub.state !== "subscribed") break;
+        const event = { channel: ef.channel, data: ef.data };
+        this.callHandler(() => sub.handlers.onEphemeral?.(event));
+        sub.fire("ephemeral", event);
         break;
       }
       case "unsubscribed":
@@ -644,17 +787,167 @@ export class RelaisClient extends TypedEmitter<RelaisClientEvents> implements Su
     }
   }
 
+  // ------------------------------------------------------------------ SSE
+
+  /**
+   * (Re)opens the SSE stream with every subscription's channel, resuming
+   * each from its position through `Last-Event-ID`. With no subscription
+   * there is nothing to read: the client counts as connected.
+   */
+  private startSseStream(): void {
+    this.stopSse();
+    const subs = [...this.subs.values()];
+    if (subs.length === 0) {
+      if (this._state === "connecting") this.onSseConnected();
+      return;
+    }
+    const ctrl = new AbortController();
+    this.sseAbort = ctrl;
+    const resumed = new Set<string>();
+    const positions: Array<{ channel: string; epoch: string; offset: number }> = [];
+    for (const sub of subs) {
+      sub.setState("subscribing");
+      if (sub.epoch !== undefined) {
+        resumed.add(sub.channel);
+        positions.push({ channel: sub.channel, epoch: sub.epoch, offset: sub.offset });
+      }
+    }
+    const url = new URL(this.sseUrl as string);
+    url.searchParams.set("channels", subs.map((s) => s.channel).join(","));
+    const headers: Record<string, string> = { accept: "text/event-stream", authorization: `Bearer ${this.token ?? ""}` };
+    if (positions.length) headers["last-event-id"] = eventId(positions);
+    const live = () => this.sseAbort === ctrl;
+    this.fetchImpl(url.toString(), { headers, signal: ctrl.signal })
+      .then(async (res) => {
+        if (!live()) return;
+        if (!res.ok || !res.body) {
+          await this.onSseRefused(res, subs);
+          return;
+        }
+        if (this._state === "connecting") this.onSseConnected();
+        this.armSseIdle(ctrl);
+        await readEventStream(res.body, {
+          onActivity: () => live() && this.armSseIdle(ctrl),
+          onEvent: (e) => live() && this.onSseEvent(e, resumed),
+        });
+        if (live()) this.onSocketClosed(CloseCode.Abnormal, "the event stream ended");
+      })
+      .catch((e: unknown) => {
+        if (!live()) return;
+        this.attemptErrorReported = true;
+        this.emit("error", new RelaisError("socket_error", asError(e, "event stream failed").message));
+        this.onSocketClosed(CloseCode.Abnormal, "event stream failed");
+      });
+  }
+
+  private onSseConnected(): void {
+    this.attempts = 0;
+    this._info = { client: "", tenant: "", user: "", expiresAt: 0, pingInterval: 0, transport: "sse" };
+    this.setState("connected");
+    this.failQueue(notOverSse("command"));
+    const waiters = this.connectWaiters;
+    this.connectWaiters = [];
+    for (const w of waiters) w.resolve();
+    this.emit("connected", this._info);
+  }
+
+  private onSseEvent(e: SseEvent, resumed: Set<string>): void {
+    if (e.event === "subscribed") {
+      let f: SubscribedFrame;
+      try {
+        f = JSON.parse(e.data);
+      } catch {
+        return;
+      }
+      const sub = this.subs.get(f.channel);
+      if (sub) this.onSubscribed(sub, f, resumed.has(f.channel));
+    } else if (e.event === "pub" || e.event === "event") {
+      this.onMessage(e.data); // the same JSON as the WebSocket frame
+    } else if (e.event === "close") {
+      let code: number = CloseCode.Abnormal;
+      let reason = "";
+      try {
+        ({ code, reason } = JSON.parse(e.data));
+      } catch {
+        /* keep 1006 */
+      }
+      this.onSocketClosed(code, reason);
+    }
+  }
+
+  /** The stream was refused with an HTTP error, before it started. */
+  private async onSseRefused(res: Response, subs: Subscription[]): Promise<void> {
+    let code = "http_error";
+    let message = `HTTP ${res.status} from the event stream`;
+    try {
+      const body = (await res.json()) as { error?: { code?: string; message?: string } };
+      if (body?.error?.code) ({ code, message = code } = body.error as { code: string; message?: string });
+    } catch {
+      /* not JSON */
+    }
+    const err = new RelaisError(code, message, res.status);
+    if (res.status === 401) {
+      this.lastServerError = err;
+      this.attemptErrorReported = true;
+      this.emit("error", err);
+      this.onSocketClosed(code === "token_expired" ? CloseCode.TokenExpired : CloseCode.AuthenticationFailed, message);
+      return;
+    }
+    // A channel refused (forbidden, invalid, unknown) refuses the whole
+    // stream: give up the subscriptions not confirmed yet, go on with the rest.
+    const fresh = res.status >= 400 && res.status < 500 && res.status !== 429 ? subs.filter((s) => !s.readySettled) : [];
+    if (fresh.length > 0) {
+      for (const sub of fresh) {
+        if (this.subs.get(sub.channel) !== sub) continue;
+        this.subs.delete(sub.channel);
+        sub.setState("unsubscribed", err);
+        sub.rejectReady(err);
+      }
+      this.startSseStream();
+      return;
+    }
+    this.attemptErrorReported = true;
+    this.emit("error", err);
+    this.onSocketClosed(CloseCode.Abnormal, message);
+  }
+
+  private scheduleSseRestart(): void {
+    if (this.sseRestartQueued) return;
+    this.sseRestartQueued = true;
+    queueMicrotask(() => {
+      this.sseRestartQueued = false;
+      if (this.mode === "sse" && this._state === "connected") this.startSseStream();
+    });
+  }
+
+  private armSseIdle(ctrl: AbortController): void {
+    clearTimeout(this.sseIdleTimer);
+    this.sseIdleTimer = setTimeout(() => {
+      if (this.sseAbort === ctrl) this.onSocketClosed(CloseCode.Abnormal, "event stream idle");
+    }, SSE_IDLE_TIMEOUT_MS);
+  }
+
+  private stopSse(): void {
+    clearTimeout(this.sseIdleTimer);
+    this.sseIdleTimer = undefined;
+    const ctrl = this.sseAbort;
+    this.sseAbort = undefined;
+    ctrl?.abort();
+  }
+
   private onConnected(f: ConnectedFrame): void {
     clearTimeout(this.connectTimer);
     this.connectTimer = undefined;
     this.attempts = 0;
     this.expiresAt = f.expires_at;
+    this.noteTokenLifetime(f.expires_at, f.expires_in);
     this._info = {
       client: f.client,
       tenant: f.tenant,
       user: f.user,
       expiresAt: f.expires_at,
       pingInterval: f.ping_interval,
+      transport: "websocket",
     };
     this.setState("connected");
     this.scheduleRefresh();
@@ -674,11 +967,13 @@ export class RelaisClient extends TypedEmitter<RelaisClientEvents> implements Su
   private onSocketClosed(code: number, reason: string): void {
     const wasConnected = this._state === "connected";
     this.ws = null;
+    this.stopSse();
     this.clearConnectionTimers();
     this.failPending(new RelaisError("connection_lost", `connection closed (${code})`));
     this.resetSubscriptions();
     const error = this.lastServerError;
     this.lastServerError = undefined;
+    if (code === CloseCode.AuthenticationFailed || code === CloseCode.TokenExpired) this.forgetToken();
 
     if (NO_RECONNECT.has(code)) {
       this.stopped = true;
@@ -788,14 +1083,18 @@ export class RelaisClient extends TypedEmitter<RelaisClientEvents> implements Su
    */
   async refreshToken(): Promise<number> {
     if (this._state !== "connected") throw new RelaisError("connection_lost", "not connected");
+    if (this.mode === "sse") throw notOverSse("refresh");
     const gen = this.generation;
     const token = await this.getToken();
+    this.token = token;
+    this.tokenValidUntil = 0; // until `refreshed` tells its lifetime
     if (gen !== this.generation || this._state !== "connected") {
       throw new RelaisError("connection_lost", "the connection changed during the refresh");
     }
     const f = await new Promise<RefreshedFrame>((resolve, reject) =>
       this.sendNow({ cmd: { type: "refresh", token }, onReply: resolve, onError: reject }),
     );
+    this.noteTokenLifetime(f.expires_at, f.expires_in);
     if (gen === this.generation) {
       this.expiresAt = f.expires_at;
       if (this._info) this._info = { ...this._info, expiresAt: f.expires_at };
@@ -804,10 +1103,38 @@ export class RelaisClient extends TypedEmitter<RelaisClientEvents> implements Su
     return f.expires_at;
   }
 
+  /** The token to connect with: the last one while it stays valid, else a new one. */
+  private async currentToken(): Promise<string> {
+    if (this.token !== undefined && Date.now() < this.tokenValidUntil) return this.token;
+    const token = await this.getToken();
+    this.token = token;
+    this.tokenValidUntil = 0;
+    return token;
+  }
+
+  /**
+   * Records until when the current token may be reused for a reconnect:
+   * counted from `expires_in` (the protocol's advice, immune to clock skew),
+   * minus the refresh margin so a reconnect never starts with a token about
+   * to expire.
+   */
+  private noteTokenLifetime(expiresAt: number, expiresIn: number | undefined): void {
+    const lifeMs = expiresIn !== undefined ? expiresIn * 1000 : expiresAt * 1000 - Date.now();
+    this.tokenValidUntil = Date.now() + Math.max(0, lifeMs - Math.min(this.refreshMarginMs, lifeMs / 5));
+  }
+
+  private forgetToken(): void {
+    this.token = undefined;
+    this.tokenValidUntil = 0;
+  }
+
   // ------------------------------------------------------------------ ping
 
   private startPing(): void {
-    if (!this.pingIntervalMs) return;
+    const serverMs = (this._info?.pingInterval ?? 25) * 1000;
+    const intervalMs = this.pingOption ?? (isBrowser() ? serverMs : 0);
+    if (!(intervalMs > 0)) return;
+    const timeoutMs = this.pingTimeoutOption ?? (this.pingOption ?? 10_000);
     const ws = this.ws;
     let waiting = false;
     this.pingTimer = setInterval(() => {
@@ -815,7 +1142,7 @@ export class RelaisClient extends TypedEmitter<RelaisClientEvents> implements Su
       waiting = true;
       this.pongTimer = setTimeout(() => {
         if (this.ws === ws) this.dropSocket("ping timeout");
-      }, this.pingTimeoutMs);
+      }, timeoutMs);
       this.sendNow({
         cmd: { type: "ping" },
         onReply: () => {
@@ -831,13 +1158,17 @@ export class RelaisClient extends TypedEmitter<RelaisClientEvents> implements Su
           void err;
         },
       });
-    }, this.pingIntervalMs);
+    }, intervalMs);
   }
 
   // ----------------------------------------------------------------- misc
 
   private setState(state: ClientState): void {
+    const oldState = this._state;
+    if (oldState === state) return;
     this._state = state;
+    this.emit("state", { oldState, newState: state });
+    if (state === "connecting") this.emit("connecting", { attempt: this.attempts });
   }
 
   /** Runs an application handler; its exception is reported as an `error` event. */
@@ -862,6 +1193,16 @@ export class RelaisClient extends TypedEmitter<RelaisClientEvents> implements Su
       this.emit("error", asError(err, "an event listener threw"));
     }
   }
+}
+
+/** A page (window or worker): no access to WebSocket pings, so liveness is checked with `ping`. */
+function isBrowser(): boolean {
+  const g = globalThis as { document?: unknown; importScripts?: unknown; process?: { versions?: { node?: string } } };
+  return (g.document !== undefined || typeof g.importScripts === "function") && !g.process?.versions?.node;
+}
+
+function notOverSse(what: string): RelaisError {
+  return new RelaisError("not_supported", `\`${what}\` is not available over Server-Sent Events`);
 }
 
 function detach(ws: WebSocketLike): void {

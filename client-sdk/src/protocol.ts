@@ -27,6 +27,7 @@ export interface ConnectedFrame {
   tenant: string;
   user: string;
   expires_at: number;
+  expires_in?: number;
   ping_interval: number;
 }
 
@@ -35,6 +36,7 @@ export interface SubscribedFrame extends StreamPosition {
   id: number | null;
   channel: string;
   recovered?: boolean;
+  snapshot?: unknown;
 }
 
 export interface UnsubscribedFrame {
@@ -44,10 +46,13 @@ export interface UnsubscribedFrame {
   reason?: string;
 }
 
-export interface PublishedFrame extends StreamPosition {
+export interface PublishedFrame {
   type: "published";
   id: number | null;
   channel: string;
+  epoch: string;
+  offset: number;
+  ephemeral?: boolean;
 }
 
 export interface PresenceMember {
@@ -82,6 +87,19 @@ export interface RefreshedFrame {
   type: "refreshed";
   id: number | null;
   expires_at: number;
+  expires_in?: number;
+}
+
+export interface RpcResultFrame {
+  type: "rpc_result";
+  id: number | null;
+  data: unknown;
+}
+
+export interface EphemeralFrame {
+  type: "ephemeral";
+  channel: string;
+  data: unknown;
 }
 
 export interface PongFrame {
@@ -113,18 +131,21 @@ export type ServerFrame =
   | RefreshedFrame
   | PongFrame
   | ErrorFrame
-  | JoinLeaveFrame;
+  | JoinLeaveFrame
+  | RpcResultFrame
+  | EphemeralFrame;
 
 // ----- client commands -----------------------------------------------------
 
 export type Command =
   | { type: "connect"; token: string; protocol: 1 }
-  | { type: "subscribe"; channel: string; recover?: StreamPosition }
+  | { type: "subscribe"; channel: string; recover?: StreamPosition; params?: Record<string, unknown> }
   | { type: "unsubscribe"; channel: string }
   | { type: "publish"; channel: string; data: unknown }
   | { type: "presence"; channel: string }
   | { type: "history"; channel: string; since?: StreamPosition; limit?: number }
   | { type: "refresh"; token: string }
+  | { type: "rpc"; method: string; data?: unknown }
   | { type: "ping" };
 
 /** Close codes of docs/protocol.md, section 7. */

@@ -33,8 +33,8 @@ function endpoint(baseUrl: string, path: string): string {
   return baseUrl.replace(/\/+$/, "") + path;
 }
 
-async function call<T>(url: string, init: RequestInit): Promise<T> {
-  const res = await fetch(url, init);
+async function call<T>(url: string, init: RequestInit, fetchImpl: typeof fetch = fetch): Promise<T> {
+  const res = await fetchImpl(url, init);
   const text = await res.text();
   let body: unknown;
   if (text) {
@@ -47,7 +47,7 @@ async function call<T>(url: string, init: RequestInit): Promise<T> {
   if (!res.ok) {
     const err = (body as { error?: { code?: unknown; message?: unknown } } | undefined)?.error;
     if (err && typeof err.code === "string") {
-      throw new RelaisError(err.code, String(err.message ?? err.code), res.status);
+      throw new RelaisError(err.code, String(err.message ?? err.code), res.status, err as Record<string, unknown>);
     }
     throw new RelaisError("http_error", `HTTP ${res.status} from ${url}`, res.status);
   }
@@ -93,4 +93,58 @@ export async function logout(
     headers: { "content-type": "application/json", authorization: `Bearer ${accessToken}` },
     body: JSON.stringify({ all: options.all ?? false }),
   });
+}
+
+export interface RestClientOptions {
+  /** The hub's base URL, e.g. `http://localhost:8080`. */
+  baseUrl: string;
+  /**
+   * The bearer credential of each call: a user's access token (the inbox and
+   * preferences are the signed-in user's own) or an app backend's API key.
+   */
+  getToken: () => Promise<string> | string;
+  /** `fetch` implementation. Default: the global one (browsers, Node ≥ 18). */
+  fetch?: typeof fetch;
+}
+
+export interface RequestOptions {
+  body?: unknown;
+  /** Query parameters; `undefined` values are left out. */
+  query?: Record<string, string | number | boolean | undefined>;
+  headers?: Record<string, string>;
+}
+
+/**
+ * Calls the hub's REST API (`/api/v1/…`) with a bearer token. Errors are
+ * {@link RelaisError}s carrying the body's `code`, the HTTP `status` and the
+ * whole error object in `details`.
+ */
+export class RestClient {
+  readonly baseUrl: string;
+  private readonly getToken: () => Promise<string> | string;
+  private readonly fetchImpl: typeof fetch;
+
+  constructor(options: RestClientOptions) {
+    this.baseUrl = options.baseUrl.replace(/\/+$/, "");
+    this.getToken = options.getToken;
+    // Bound: some browsers refuse `fetch` called as a method of another object.
+    this.fetchImpl = options.fetch ?? ((input, init) => fetch(input, init));
+  }
+
+  async request<T>(method: string, path: string, options: RequestOptions = {}): Promise<T> {
+    let url = this.baseUrl + "/api/v1" + path;
+    if (options.query) {
+      const q = new URLSearchParams();
+      for (const [k, v] of Object.entries(options.query)) if (v !== undefined) q.set(k, String(v));
+      const qs = q.toString();
+      if (qs) url += "?" + qs;
+    }
+    const headers: Record<string, string> = { authorization: `Bearer ${await this.getToken()}`, ...options.headers };
+    const init: RequestInit = { method, headers };
+    if (options.body !== undefined) {
+      headers["content-type"] = "application/json";
+      init.body = JSON.stringify(options.body);
+    }
+    return call<T>(url, init, this.fetchImpl);
+  }
 }

@@ -1,3 +1,4 @@
+import { TypedEmitter } from "./emitter.js";
 import { RelaisError } from "./errors.js";
 import type { StreamPosition } from "./protocol.js";
 
@@ -10,6 +11,16 @@ export interface SubscribedInfo extends StreamPosition {
   channel: string;
   /** `true`/`false` when the subscription was made with `recover`, otherwise `undefined`. */
   recovered: boolean | undefined;
+  /**
+   * The channel's state as of `offset`, on namespaces that serve one (queue
+   * counts, planning), when nothing was recovered: it replaces what you held.
+   */
+  snapshot?: unknown;
+}
+
+export interface EphemeralEvent {
+  channel: string;
+  data: unknown;
 }
 
 export interface PresenceEvent {
@@ -19,7 +30,9 @@ export interface PresenceEvent {
 
 export interface SubscriptionHandlers {
   /** A publication, delivered once and in offset order. */
-  onPublication(data: unknown, ctx: PublicationContext): void;
+  onPublication?(data: unknown, ctx: PublicationContext): void;
+  /** An `ephemeral` frame (e.g. typing): current subscribers only, no offset, never recovered. */
+  onEphemeral?(event: EphemeralEvent): void;
   /** A `join` event (only on namespaces that send them). */
   onJoin?(event: PresenceEvent): void;
   /** A `leave` event (only on namespaces that send them). */
@@ -43,7 +56,40 @@ export interface SubscriptionHandlers {
   onError?(error: RelaisError): void;
 }
 
+/**
+ * `pending`: waiting for a connection (or for a retry); `subscribing`: the
+ * `subscribe` command is on its way; `subscribed`; `unsubscribed`: over for good.
+ */
 export type SubscriptionState = "pending" | "subscribing" | "subscribed" | "unsubscribed";
+
+export interface SubscribeOptions {
+  /**
+   * Resume from this position (saved, e.g., before a page reload): the first
+   * subscribe sends it as `recover`, so the missed publications are replayed,
+   * or `onRecoveryFailed` says they are gone.
+   */
+  since?: StreamPosition;
+  /** Parameters of the namespace's snapshot (e.g. planning's `{from, to}` window). */
+  params?: Record<string, unknown>;
+}
+
+export interface SubscriptionStateEvent {
+  oldState: SubscriptionState;
+  newState: SubscriptionState;
+}
+
+export interface SubscriptionEvents {
+  /** Every change of `status`. */
+  state: SubscriptionStateEvent;
+  subscribing: { channel: string };
+  subscribed: SubscribedInfo;
+  /** The subscription ended: by `unsubscribe()` (no `error`) or refused by the server. */
+  unsubscribed: { channel: string; error?: RelaisError };
+  publication: PublicationContext & { data: unknown };
+  ephemeral: EphemeralEvent;
+  join: PresenceEvent;
+  leave: PresenceEvent;
+}
 
 /** @internal the part of the client a subscription talks to. */
 export interface SubscriptionHost {
@@ -54,7 +100,7 @@ export interface SubscriptionHost {
  * A channel subscription, kept across reconnects.
  * Created by `RelaisClient.subscribe()`.
  */
-export class Subscription {
+export class Subscription extends TypedEmitter<SubscriptionEvents> {
   readonly channel: string;
   /**
    * Settles on the first `subscribed` reply, or rejects with a
@@ -66,7 +112,8 @@ export class Subscription {
   readonly ready: Promise<SubscribedInfo>;
 
   /** @internal */ handlers: SubscriptionHandlers;
-  /** @internal */ state: SubscriptionState = "pending";
+  /** @internal */ params: Record<string, unknown> | undefined;
+  private _state: SubscriptionState = "pending";
   /** @internal last processed epoch (undefined before the first `subscribed`). */
   epoch: string | undefined;
   /** @internal last processed offset. */
@@ -80,10 +127,16 @@ export class Subscription {
   private readonly host: SubscriptionHost;
 
   /** @internal */
-  constructor(host: SubscriptionHost, channel: string, handlers: SubscriptionHandlers) {
+  constructor(host: SubscriptionHost, channel: string, handlers: SubscriptionHandlers, options: SubscribeOptions = {}) {
+    super();
     this.host = host;
     this.channel = channel;
     this.handlers = handlers;
+    this.params = options.params;
+    if (options.since) {
+      this.epoch = options.since.epoch;
+      this.offset = options.since.offset;
+    }
     this.ready = new Promise<SubscribedInfo>((resolve, reject) => {
       this.resolveReady = (info) => {
         if (this.readySettled) return;
@@ -107,7 +160,27 @@ export class Subscription {
 
   /** `pending` (waiting for a connection), `subscribing`, `subscribed` or `unsubscribed`. */
   get status(): SubscriptionState {
-    return this.state;
+    return this._state;
+  }
+
+  /** @internal */
+  get state(): SubscriptionState {
+    return this._state;
+  }
+
+  /** @internal moves to `state` and tells the listeners (nothing if unchanged). */
+  setState(state: SubscriptionState, error?: RelaisError): void {
+    const oldState = this._state;
+    if (oldState === state) return;
+    this._state = state;
+    this.emit("state", { oldState, newState: state });
+    if (state === "subscribing") this.emit("subscribing", { channel: this.channel });
+    if (state === "unsubscribed") this.emit("unsubscribed", error ? { channel: this.channel, error } : { channel: this.channel });
+  }
+
+  /** @internal */
+  fire<K extends keyof SubscriptionEvents>(event: K, payload: SubscriptionEvents[K]): void {
+    this.emit(event, payload);
   }
 
   /**

@@ -82,17 +82,22 @@ describe("RelaisClient against a live hub", { timeout: 120_000 }, () => {
 
   test("recovery: missed publications arrive exactly once and in order after a dropped socket", { timeout: 30_000 }, async () => {
     const tokens = await hub.login();
-    // The test holds getToken during the reconnect, so that it can publish
-    // while the client is certainly disconnected.
+    // The test holds the socket's opening during the reconnect, so that it
+    // can publish while the client is certainly disconnected.
     let gate = null;
     let tokenCalls = 0;
+    let attempts = 0;
     const { client, sockets } = track(
-      makeClient(hub, async () => {
-        tokenCalls++;
-        if (gate) await gate.promise;
-        return tokens.access_token;
-      }),
+      makeClient(
+        hub,
+        async () => {
+          tokenCalls++;
+          return tokens.access_token;
+        },
+        { openGate: () => gate?.promise },
+      ),
     );
+    client.on("connecting", () => attempts++);
     const disconnects = [];
     client.on("disconnected", (e) => disconnects.push(e));
     await client.connect();
@@ -124,7 +129,8 @@ describe("RelaisClient against a live hub", { timeout: 120_000 }, () => {
     // Publish while disconnected: over REST, and through the client (queued).
     for (let i = 4; i <= 8; i++) await hub.publish(tokens.access_token, "broadcast", { n: i });
     const queued = client.publish("broadcast", { n: 9 });
-    await waitUntil(() => tokenCalls >= 2, "the reconnect attempt");
+    await waitUntil(() => attempts >= 2, "the reconnect attempt");
+    assert.equal(tokenCalls, 1, "the still-valid token is reused: no getToken call");
     assert.equal(received.length, 3, "nothing arrives while disconnected");
     const reconnected = nextEvent(client, "connected");
     gate = null;

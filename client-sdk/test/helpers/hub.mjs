@@ -177,20 +177,33 @@ export class Hub {
 /**
  * A RelaisClient on `hub` using the `ws` package. `sockets` lists every
  * WebSocket it opened, so a test can terminate the current one.
+ * `options.openGate` (test only) delays each socket's `open` until the promise it returns settles.
  */
 export function makeClient(hub, getToken, options = {}) {
   const sockets = [];
+  // `openGate()` may return a promise: the client sees the socket open only
+  // once it settles, so a test can hold a reconnect while it acts.
+  const { openGate, ...clientOptions } = options;
   class TrackedWebSocket extends WebSocket {
     constructor(...args) {
       super(...args);
       sockets.push(this);
+    }
+    get onopen() {
+      return super.onopen;
+    }
+    set onopen(fn) {
+      super.onopen = fn && openGate ? async (ev) => {
+        await openGate();
+        fn(ev);
+      } : fn;
     }
   }
   const client = new RelaisClient({
     url: hub.wsUrl,
     getToken,
     WebSocket: TrackedWebSocket,
-    ...options,
+    ...clientOptions,
   });
   return { client, sockets };
 }
