@@ -150,12 +150,13 @@ async fn concurrent_writers_never_make_two_slots_of_a_station_overlap() {
         assert!(pair[0].1 <= pair[1].0, "stored slots overlap: {pair:?}");
     }
 
-    // A refused write names the slot it collides with.
+    // A refused write names the slot it collides with: 40 s into the first
+    // minute lies in whichever of its two slots won.
     let res = create_slot(
         &app,
         &key,
         id(&st),
-        json!({"starts_at": at(DAY_MS + 10_000), "duration": 5}),
+        json!({"starts_at": at(DAY_MS + 40_000), "duration": 5}),
     )
     .await;
     let err = error(res, 409).await;
