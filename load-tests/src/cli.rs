@@ -408,4 +408,8 @@ pub struct ChatArgs {
     /// Maximum wait for in-flight replies and deliveries after the last send.
     #[arg(long, default_value_t = 5)]
     pub drain_secs: u64,
+    /// Nodes the users' WebSockets connect to, in turn (user i to node
+    /// i mod n); `--url` when empty. REST setup always uses `--url`.
+    #[arg(long, value_delimiter = ',')]
+    pub node_urls: Vec<String>,
 }

@@ -39,6 +39,7 @@ struct ChatResult {
     rooms: usize,
     members: usize,
     users: usize,
+    nodes: usize,
     rate: u32,
     duration_secs: u64,
     /// Messages the hook stored and published (`published` replies).
@@ -170,15 +171,25 @@ pub async fn run(args: ChatArgs) -> Result<Option<String>> {
     }
 
     // One connection per user, subscribed to all of its rooms.
-    let connector = Connector {
-        target: Arc::clone(&target),
-        token: Arc::from(admin.as_str()),
-        sources: SourceAddrs::new(8, &target),
-        attempt_timeout: Duration::from_secs(10),
-        retries: 3,
+    let mut connectors = Vec::new();
+    let node_urls = if args.node_urls.is_empty() {
+        vec![args.server.url.clone()]
+    } else {
+        args.node_urls.clone()
     };
+    for url in &node_urls {
+        let target = Arc::new(Target::resolve(url).await?);
+        connectors.push(Connector {
+            token: Arc::from(admin.as_str()),
+            sources: SourceAddrs::new(8, &target),
+            target,
+            attempt_timeout: Duration::from_secs(10),
+            retries: 3,
+        });
+    }
     let mut sockets = Vec::with_capacity(args.users);
     for (i, (_, token)) in users.iter().enumerate() {
+        let connector = &connectors[i % connectors.len()];
         let mut ws = connector.open_as(i, token, None).await?;
         for (n, room) in rooms_of[i].iter().enumerate() {
             let id = 10 + n as u64;
@@ -375,6 +386,7 @@ pub async fn run(args: ChatArgs) -> Result<Option<String>> {
         rooms: args.rooms,
         members: args.members,
         users: args.users,
+        nodes: node_urls.len(),
         rate: args.rate,
         duration_secs: args.duration_secs,
         messages,
