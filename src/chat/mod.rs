@@ -336,7 +336,7 @@ impl ChatError {
             ChatError::Invalid(_) => "invalid_message",
             ChatError::TooLong => "message_too_long",
             ChatError::Muted => "muted",
-            ChatError::RateLimited(_) => "rate_limited",
+            ChatError::RateLimited(_) => "message_rate_limited",
             ChatError::TypingTooFrequent => "typing_too_frequent",
             ChatError::Archived => "room_archived",
             ChatError::Duplicate(_) => "duplicate_message",
@@ -426,7 +426,7 @@ mod tests {
             (
                 ChatError::RateLimited(5),
                 429,
-                "rate_limited",
+                "message_rate_limited",
                 "at most 5 messages per second; wait a moment",
             ),
             (
@@ -468,6 +468,9 @@ mod tests {
         let e = DomainError::from(ChatError::Muted);
         assert_eq!((e.kind, e.code), (ErrorKind::Conflict, "muted"));
         let e = DomainError::from(ChatError::RateLimited(5));
-        assert_eq!((e.kind, e.code), (ErrorKind::RateLimited, "rate_limited"));
+        assert_eq!(
+            (e.kind, e.code),
+            (ErrorKind::RateLimited, "message_rate_limited")
+        );
     }
 }

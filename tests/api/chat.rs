@@ -468,7 +468,7 @@ async fn muted_users_and_fast_senders_are_refused_with_their_codes() {
     assert_eq!(say(&mut bo_ws, &room_id, "2").await["type"], "published");
     let refused = say(&mut bo_ws, &room_id, "3").await;
     assert_eq!(refused["type"], "error");
-    assert_eq!(refused["code"], "rate_limited");
+    assert_eq!(refused["code"], "message_rate_limited");
 
     // Bo may not mute; the room's admin may.
     let res = app
