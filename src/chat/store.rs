@@ -632,11 +632,11 @@ pub async fn resolve_handles(
     let mut found = Vec::new();
     for handle in handles {
         let rows = sqlx::query(
-            "SELECT id FROM users WHERE tenant_id = $1 AND disabled_at IS NULL AND (id = $2 OR LOWER(email) LIKE $3)",
+            "SELECT id FROM users WHERE tenant_id = $1 AND disabled_at IS NULL AND (id = $2 OR LOWER(email) LIKE $3 ESCAPE '\\')",
         )
         .bind(tenant)
         .bind(handle)
-        .bind(format!("{}@%", handle.to_lowercase()))
+        .bind(format!("{}@%", like_escape(&handle.to_lowercase())))
         .fetch_all(&store.pool)
         .await?;
         for row in rows {
@@ -647,6 +647,18 @@ pub async fn resolve_handles(
         }
     }
     Ok(found)
+}
+
+/// `text` matched literally by `LIKE … ESCAPE '\'`.
+fn like_escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        if matches!(c, '%' | '_' | '\\') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
 }
 
 /// A user's display name, or their id when unknown.
@@ -739,4 +751,13 @@ pub async fn project_name(
         .fetch_optional(&store.pool)
         .await?;
     Ok(row.map(|r| r.try_get("name")).transpose()?)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn like_wildcards_are_escaped() {
+        assert_eq!(super::like_escape("a_b%c\\d"), "a\\_b\\%c\\\\d");
+        assert_eq!(super::like_escape("awa.k"), "awa.k");
+    }
 }

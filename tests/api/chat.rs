@@ -688,3 +688,78 @@ async fn messages_sent_on_two_nodes_reach_members_on_both_in_one_order() {
     assert_eq!(page["messages"].as_array().unwrap().len(), 2 * EACH);
     let _ = ana;
 }
+
+#[tokio::test]
+async fn retention_purges_old_messages_of_the_tenant_that_set_it() {
+    let app = spawn_app_with(&[("RELAIS_CHAT_PURGE_INTERVAL_SECS", "0.1")]).await;
+    let admin = app.admin_token().await;
+    let (_, token) = app.user("ana@example.com", &["member"]).await;
+    let room_id = general(&app, &token).await;
+    let mut ws = app.ws_connected(&token).await;
+    for text in ["old", "recent"] {
+        assert_eq!(say(&mut ws, &room_id, text).await["type"], "published");
+    }
+    // Age the first message by 40 days.
+    sqlx::query("UPDATE chat_messages SET created_at = created_at - $1 WHERE text = 'old'")
+        .bind(40i64 * 86_400_000)
+        .execute(&app.state.store.pool)
+        .await
+        .unwrap();
+    // Members may not set retention; tenant admins may.
+    let put = |bearer: String, body: Value| {
+        let app = &app;
+        async move {
+            app.http
+                .put(app.url("/api/v1/chat/settings"))
+                .bearer_auth(bearer)
+                .json(&body)
+                .send()
+                .await
+                .unwrap()
+        }
+    };
+    assert_eq!(
+        put(token.clone(), json!({"retention_days": 30}))
+            .await
+            .status(),
+        403
+    );
+    assert_eq!(
+        put(admin.clone(), json!({"retention_days": 0}))
+            .await
+            .status(),
+        422
+    );
+    assert_eq!(
+        put(admin.clone(), json!({"retention_days": 30}))
+            .await
+            .status(),
+        200
+    );
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let page = history(&app, &token, &room_id, "").await;
+        let texts: Vec<&str> = page["messages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|m| m["type"] == "message")
+            .map(|m| m["text"].as_str().unwrap())
+            .collect();
+        if texts == ["recent"] {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "not purged: {texts:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let settings: Value = app
+        .get("/api/v1/chat/settings", Some(&admin))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(settings["retention_days"], 30);
+}
