@@ -106,6 +106,10 @@ impl Core {
             },
         )
         .await?;
+        self.job(Job::Posted {
+            tenant: tenant.to_owned(),
+            room: Box::new(room.clone()),
+        });
         if !message.mentions.is_empty() {
             self.job(Job::Mention {
                 tenant: tenant.to_owned(),

@@ -35,6 +35,8 @@ pub enum Job {
         room: String,
         present: bool,
     },
+    /// A message was stored in a room: its members' unread counts moved.
+    Posted { tenant: String, room: Box<Room> },
     /// The disconnect delay of a user ran out; `generation` tells whether
     /// they came back since.
     DisconnectDue {
@@ -63,15 +65,31 @@ impl ChatWorker {
         // Per tenant/user/room: bumped on every presence change, so a due
         // disconnect knows whether the user came back in between.
         let mut generations: HashMap<String, u64> = HashMap::new();
+        // Rooms with new messages since the last push of unread counts.
+        let mut dirty: HashMap<String, HashMap<String, Room>> = HashMap::new();
+        let mut tick = tokio::time::interval(self.core.config.unread_window);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             let job = tokio::select! {
                 _ = stop.cancelled() => return,
+                _ = tick.tick() => {
+                    if !dirty.is_empty() {
+                        self.push_unread(std::mem::take(&mut dirty)).await;
+                    }
+                    continue;
+                }
                 job = queue.recv() => match job {
                     Some(job) => job,
                     None => return,
                 },
             };
             match job {
+                Job::Posted { tenant, room } => {
+                    dirty
+                        .entry(tenant)
+                        .or_default()
+                        .insert(room.id.clone(), *room);
+                }
                 Job::Mention {
                     tenant,
                     room,
@@ -211,6 +229,42 @@ impl ChatWorker {
         };
         if let Err(e) = result.await {
             tracing::warn!(error = %e, "chat disconnect message not posted");
+        }
+    }
+
+    /// Pushes `chat.unread_counts` to every member of the rooms that got
+    /// messages: one publication per user per window, on `user:<id>`, with
+    /// the counts of those rooms and the user's total.
+    async fn push_unread(&self, dirty: HashMap<String, HashMap<String, Room>>) {
+        let Some(gateway) = self.gateway.upgrade() else {
+            return;
+        };
+        for (tenant, rooms) in dirty {
+            let result = async {
+                let mut users = std::collections::BTreeSet::new();
+                for room in rooms.values() {
+                    users.extend(store::member_ids(&self.core.store, &tenant, room).await?);
+                }
+                for user in users {
+                    let all = store::rooms_of(&self.core.store, &tenant, &user).await?;
+                    let total: i64 = all.iter().map(|(_, _, n)| n).sum();
+                    let changed: Vec<serde_json::Value> = all
+                        .iter()
+                        .filter(|(r, _, _)| rooms.contains_key(&r.id))
+                        .map(|(r, _, n)| json!({"room": r.id, "unread": n}))
+                        .collect();
+                    if changed.is_empty() {
+                        continue;
+                    }
+                    let event =
+                        json!({"type": "chat.unread_counts", "rooms": changed, "total": total});
+                    hook::publish(&gateway, &tenant, &format!("user:{user}"), &event).await;
+                }
+                Ok::<_, super::ChatError>(())
+            };
+            if let Err(e) = result.await {
+                tracing::warn!(error = %e, "chat unread counts not pushed");
+            }
         }
     }
 

@@ -83,6 +83,9 @@ pub struct ChatConfig {
     pub messages_per_sec: u32,
     /// How often the retention purge runs (`RELAIS_CHAT_PURGE_INTERVAL_SECS`).
     pub purge_interval: Duration,
+    /// Shortest time between two pushes of a user's unread counts after
+    /// new messages (`RELAIS_CHAT_UNREAD_WINDOW_MS`).
+    pub unread_window: Duration,
 }
 
 /// First-start identity, used only when the store holds no tenant.
@@ -174,6 +177,10 @@ impl Config {
                     .clamp(1, 10_000),
                 purge_interval: env
                     .secs("RELAIS_CHAT_PURGE_INTERVAL_SECS", Duration::from_secs(3600))?,
+                unread_window: Duration::from_millis(
+                    env.parse("RELAIS_CHAT_UNREAD_WINDOW_MS", 1000u64)?
+                        .clamp(50, 60_000),
+                ),
             },
             email,
             public_url: env

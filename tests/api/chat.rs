@@ -238,9 +238,25 @@ async fn read_markers_update_every_device_of_the_user() {
     let again = room(&app, &ana_token, json!({"kind": "direct", "user": bo})).await;
     assert_eq!(again["id"], room_id.as_str());
 
+    let mut phone = app.ws_connected(&ana_token).await;
+    phone.subscribe(&format!("user:{ana}")).await;
+    let mut laptop = app.ws_connected(&ana_token).await;
+    laptop.subscribe(&format!("user:{ana}")).await;
     let mut bo_ws = app.ws_connected(&bo_token).await;
     for text in ["one", "two", "three"] {
         assert_eq!(say(&mut bo_ws, &room_id, text).await["type"], "published");
+    }
+    // New messages: both devices get the counts (coalesced) until all three show.
+    for device in [&mut phone, &mut laptop] {
+        loop {
+            let event = next_data(device, "pub", "chat.unread_counts").await;
+            let rooms = event["data"]["rooms"].as_array().unwrap().clone();
+            assert_eq!(rooms[0]["room"], room_id.as_str());
+            if rooms[0]["unread"] == 3 {
+                assert_eq!(event["data"]["total"], 3);
+                break;
+            }
+        }
     }
     let listed = rooms(&app, &ana_token).await;
     let entry = listed["rooms"]
@@ -255,10 +271,6 @@ async fn read_markers_update_every_device_of_the_user() {
     // The author has nothing unread.
     assert_eq!(rooms(&app, &bo_token).await["total_unread"], 0);
 
-    let mut phone = app.ws_connected(&ana_token).await;
-    phone.subscribe(&format!("user:{ana}")).await;
-    let mut laptop = app.ws_connected(&ana_token).await;
-    laptop.subscribe(&format!("user:{ana}")).await;
     let result = phone
         .request(
             json!({"type": "rpc", "method": "chat.mark_read", "data": {"room": room_id, "seq": 2}}),
