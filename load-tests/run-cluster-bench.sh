@@ -17,6 +17,7 @@
 # run's Redis keys deleted.
 #
 # Environment overrides:
+#   BENCH_SCENARIO          fanout (default) or chat (relais-load chat options then)
 #   BENCH_REDIS_URL         Redis both nodes share (default redis://127.0.0.1:6379)
 #   RELAIS_BIN              server binary (default: target/release/relais)
 #   RELAIS_LOAD_BIN         load generator (default: target/release/relais-load)
@@ -217,6 +218,20 @@ export BENCH_SNAP_DIR="$work_dir" BENCH_SNAP_REDIS_URL="$redis_url" BENCH_SNAP_R
 # --- the run ------------------------------------------------------------------
 
 snapshot run-start
+# BENCH_SCENARIO=chat: the chat scenario with its users' WebSockets split
+# over both nodes (REST setup on node 1); prints its result line only.
+if [[ "${BENCH_SCENARIO:-fanout}" == chat ]]; then
+    "$load_bin" chat \
+        --url "$url1" --node-urls "$url1,$url2" \
+        --email "$email" --password "$password" --server-pid "${pids[0]}" \
+        "$@" >"$work_dir/result.json" </dev/null &
+    load_pid=$!
+    status=0
+    wait "$load_pid" || status=$?
+    load_pid=""
+    cat "$work_dir/result.json"
+    exit "$status"
+fi
 # In the background and waited for, so a TERM/INT to this script runs the
 # trap at once (a foreground child would be waited for first).
 "$load_bin" fanout \

@@ -365,6 +365,7 @@ fn builtin_modules(mailer: Arc<Mailer>) -> Vec<ModuleFactory> {
         Arc::new(projects::module),
         Arc::new(crate::queues::module),
         Arc::new(crate::planning::module),
+        Arc::new(crate::chat::module),
     ]
 }
 

@@ -10,6 +10,9 @@
 //!   recover, so it needs no separate REST fetch.
 //! - [`RpcHandler`]: client `rpc` commands under a method prefix
 //!   (`chat.mark_read`, `assistant.cancel`).
+//! - [`PresenceObserver`]: told when a user's first connection enters a
+//!   namespace's presence and when their last one leaves it (system
+//!   messages such as "Awa is online").
 //!
 //! Each returns a [`DomainError`] with a stable code, mapped once to a REST
 //! error ([`crate::error::ApiError`]) and to a WebSocket error frame.
@@ -177,4 +180,16 @@ pub trait RpcHandler: Send + Sync {
 /// The error an [`RpcHandler`] returns for a method it does not know.
 pub fn method_not_found(method: &str) -> DomainError {
     DomainError::not_found("method_not_found", format!("no rpc method `{method}`"))
+}
+
+/// Told when a user becomes present on a channel (their first connection
+/// subscribes, as the bus's presence counts them across nodes) and when
+/// they stop being present (their last connection unsubscribes or closes).
+///
+/// Called inline by the connection's session: implementations must not
+/// block; hand the event to a task of the module (a channel, a spawn) and
+/// return. Only namespaces that keep presence (a presence rule other than
+/// `Nobody`, or join/leave events) are observed.
+pub trait PresenceObserver: Send + Sync {
+    fn presence_changed(&self, who: &Principal, channel: &ChannelKey, present: bool);
 }

@@ -33,7 +33,8 @@
 //!   files, per-kind send guards), [`projects`] (projects and members, the
 //!   `project:` channels, project events), [`queues`] (moderation queues,
 //!   their audit trail and live counts), [`planning`] (stations, slots and
-//!   the broadcasters' live planning).
+//!   the broadcasters' live planning), [`chat`] (collaboration rooms,
+//!   persisted messages, typing, read markers and mentions).
 //! - [`state`], [`module`], [`app`]: the shared REST state, the module seam,
 //!   and building and running the application.
 //!
@@ -51,6 +52,7 @@ pub mod auth;
 pub mod bootstrap;
 pub mod bus;
 pub mod channels;
+pub mod chat;
 pub mod config;
 pub mod email;
 pub mod error;

@@ -74,4 +74,15 @@ impl Extensions {
     pub fn rpc(&mut self, prefix: &'static str, handler: Arc<dyn RpcHandler>) {
         self.rpc.register(prefix, handler);
     }
+
+    /// Registers the observer of a namespace's presence (first connection
+    /// of a user in, last one out). One per namespace.
+    pub fn observe_presence(
+        &mut self,
+        namespace: &'static str,
+        observer: Arc<dyn crate::extension::PresenceObserver>,
+    ) {
+        let previous = self.presence.insert(namespace, observer);
+        assert!(previous.is_none(), "presence observer registered twice");
+    }
 }

@@ -34,6 +34,9 @@ pub enum Command {
     /// Broadcasters' consoles on `planning:<station>` while planners change
     /// slots over REST: latency from the write to each delivery, none lost.
     Planning(PlanningArgs),
+    /// Chat rooms whose members send messages over the WebSocket: latency
+    /// from send to delivery on the other members, store write cost.
+    Chat(ChatArgs),
     /// Prints an access token for one seeded user (for curl and debugging).
     Mint(MintArgs),
 }
@@ -49,6 +52,7 @@ impl Command {
             Command::Email(_) => "email",
             Command::QueueCounts(_) => "queue-counts",
             Command::Planning(_) => "planning",
+            Command::Chat(_) => "chat",
             Command::Mint(_) => "mint",
         }
     }
@@ -64,6 +68,7 @@ impl Command {
             | Command::Email(_)
             | Command::QueueCounts(_)
             | Command::Planning(_)
+            | Command::Chat(_)
             | Command::Mint(_) => false,
         }
     }
@@ -377,4 +382,34 @@ pub struct PlanningArgs {
     /// Maximum wait for in-flight deliveries after the last change.
     #[arg(long, default_value_t = 5)]
     pub drain_secs: u64,
+}
+
+/// `chat`: rooms, members, users and the message rate.
+#[derive(Debug, Clone, Args)]
+pub struct ChatArgs {
+    #[command(flatten)]
+    pub server: ServerArgs,
+    /// Group rooms.
+    #[arg(long, default_value_t = 200)]
+    pub rooms: usize,
+    /// Members per room.
+    #[arg(long, default_value_t = 10)]
+    pub members: usize,
+    /// Users the memberships are spread over (each in rooms × members /
+    /// users rooms), one WebSocket each.
+    #[arg(long, default_value_t = 200)]
+    pub users: usize,
+    /// Messages per second, over all users.
+    #[arg(long, default_value_t = 500)]
+    pub rate: u32,
+    /// How long to send.
+    #[arg(long, default_value_t = 30)]
+    pub duration_secs: u64,
+    /// Maximum wait for in-flight replies and deliveries after the last send.
+    #[arg(long, default_value_t = 5)]
+    pub drain_secs: u64,
+    /// Nodes the users' WebSockets connect to, in turn (user i to node
+    /// i mod n); `--url` when empty. REST setup always uses `--url`.
+    #[arg(long, value_delimiter = ',')]
+    pub node_urls: Vec<String>,
 }

@@ -45,6 +45,7 @@ async fn main() -> ExitCode {
         Command::Email(args) => scenarios::email::run(args).await,
         Command::QueueCounts(args) => scenarios::queue_counts::run(args).await,
         Command::Planning(args) => scenarios::planning::run(args).await,
+        Command::Chat(args) => scenarios::chat::run(args).await,
         Command::Mint(args) => mint_command(&args),
     };
     match outcome {

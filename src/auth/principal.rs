@@ -44,6 +44,8 @@ pub enum Scope {
     Queues,
     /// Manage stations and their planning (slots, imports, exports).
     Planning,
+    /// Post chat messages and read chat rooms as an app backend.
+    Chat,
 }
 
 impl Scope {
@@ -55,6 +57,7 @@ impl Scope {
             Scope::Projects => "projects",
             Scope::Queues => "queues",
             Scope::Planning => "planning",
+            Scope::Chat => "chat",
         }
     }
 
@@ -66,6 +69,7 @@ impl Scope {
             "projects" => Some(Scope::Projects),
             "queues" => Some(Scope::Queues),
             "planning" => Some(Scope::Planning),
+            "chat" => Some(Scope::Chat),
             _ => None,
         }
     }

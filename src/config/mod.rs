@@ -61,6 +61,7 @@ pub struct Config {
     /// Moderation queues: the shortest time between two publications of a
     /// queue's counts (`RELAIS_QUEUE_COUNTS_WINDOW_MS`).
     pub queue_counts_window: Duration,
+    pub chat: ChatConfig,
     pub email: EmailConfig,
     /// Public address of the hub or the app, used to make links in emails absolute.
     pub public_url: Option<String>,
@@ -68,6 +69,23 @@ pub struct Config {
     pub log_filter: String,
     /// `text` or `json` log lines.
     pub log_json: bool,
+}
+
+/// Collaboration chat settings.
+#[derive(Debug, Clone)]
+pub struct ChatConfig {
+    /// How long after a user's last connection to the general room leaves
+    /// before "disconnected" is posted; a reconnect within it posts nothing
+    /// (`RELAIS_CHAT_DISCONNECT_DELAY_SECS`).
+    pub disconnect_delay: Duration,
+    /// Messages a user may send per second in a room, per node, with a
+    /// burst of twice as many (`RELAIS_CHAT_MESSAGES_PER_SEC`).
+    pub messages_per_sec: u32,
+    /// How often the retention purge runs (`RELAIS_CHAT_PURGE_INTERVAL_SECS`).
+    pub purge_interval: Duration,
+    /// Shortest time between two pushes of a user's unread counts after
+    /// new messages (`RELAIS_CHAT_UNREAD_WINDOW_MS`).
+    pub unread_window: Duration,
 }
 
 /// First-start identity, used only when the store holds no tenant.
@@ -151,6 +169,19 @@ impl Config {
                 env.parse("RELAIS_QUEUE_COUNTS_WINDOW_MS", 250u64)?
                     .clamp(1, 60_000),
             ),
+            chat: ChatConfig {
+                disconnect_delay: env
+                    .secs("RELAIS_CHAT_DISCONNECT_DELAY_SECS", Duration::from_secs(10))?,
+                messages_per_sec: env
+                    .parse("RELAIS_CHAT_MESSAGES_PER_SEC", 5u32)?
+                    .clamp(1, 10_000),
+                purge_interval: env
+                    .secs("RELAIS_CHAT_PURGE_INTERVAL_SECS", Duration::from_secs(3600))?,
+                unread_window: Duration::from_millis(
+                    env.parse("RELAIS_CHAT_UNREAD_WINDOW_MS", 1000u64)?
+                        .clamp(50, 60_000),
+                ),
+            },
             email,
             public_url: env
                 .get("RELAIS_PUBLIC_URL")

@@ -33,7 +33,7 @@ use crate::{
     channels::{ChannelError, ChannelKey, ChannelName, ChannelRegistry, Namespace, Operation},
     config::{Limits, OriginPolicy},
     error::ApiError,
-    extension::{DomainError, PublishOutcome, Publisher},
+    extension::{DomainError, PresenceObserver, PublishOutcome, Publisher},
     ids::TenantId,
     metrics::Metrics,
 };
@@ -107,6 +107,8 @@ pub enum Published {
 pub struct Extensions {
     pub channels: ChannelRegistry,
     pub rpc: RpcRegistry,
+    /// Presence observers by namespace name.
+    pub presence: std::collections::HashMap<&'static str, Arc<dyn PresenceObserver>>,
 }
 
 pub struct Gateway {
@@ -173,6 +175,11 @@ impl Gateway {
     /// The RPC handlers of this node.
     pub fn rpc(&self) -> &RpcRegistry {
         &self.extensions().rpc
+    }
+
+    /// The presence observer of a namespace, if its module registered one.
+    pub fn presence_observer(&self, namespace: &str) -> Option<&Arc<dyn PresenceObserver>> {
+        self.extensions().presence.get(namespace)
     }
 
     /// A slot for one more connection; refused at the limit or during shutdown.

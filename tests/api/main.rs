@@ -3,6 +3,7 @@
 mod auth;
 mod bad_input;
 mod channels;
+mod chat;
 mod cli;
 mod cluster;
 mod delivery;

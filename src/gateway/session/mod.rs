@@ -402,6 +402,10 @@ impl Session {
                 .presence_join(&key, &self.principal.user)
                 .await
                 .unwrap_or(false);
+        if first_for_user && let Some(observer) = self.gw.presence_observer(key.name().namespace())
+        {
+            observer.presence_changed(&self.principal, &key, true);
+        }
         // A recovered client is at its own position until the replay
         // advances it; anyone else starts at the top.
         let (delivered, resumable) = match (&recover, recovery.recovered) {
@@ -600,6 +604,9 @@ impl Session {
                 .presence_leave(key, &self.principal.user)
                 .await
                 .unwrap_or(false);
+            if last && let Some(observer) = self.gw.presence_observer(key.name().namespace()) {
+                observer.presence_changed(&self.principal, key, false);
+            }
             if last && sub.join_leave {
                 let _ = self
                     .gw

@@ -36,6 +36,17 @@ impl Frames for Recorded {
 }
 
 async fn gateway(dir: &std::path::Path) -> Arc<Gateway> {
+    gateway_with(
+        dir,
+        Extensions {
+            channels: ChannelRegistry::core(),
+            ..Extensions::default()
+        },
+    )
+    .await
+}
+
+async fn gateway_with(dir: &std::path::Path, extensions: Extensions) -> Arc<Gateway> {
     let store = Store::connect(None, dir).await.unwrap();
     store.migrate().await.unwrap();
     let metrics = Arc::new(Metrics::default());
@@ -62,10 +73,7 @@ async fn gateway(dir: &std::path::Path) -> Arc<Gateway> {
         OriginPolicy::Any,
         metrics,
     ));
-    gw.seal(Extensions {
-        channels: ChannelRegistry::core(),
-        ..Extensions::default()
-    });
+    gw.seal(extensions);
     gw
 }
 
@@ -210,5 +218,55 @@ async fn commands_are_refused_with_codes_and_flooding_closes() {
     }
     assert_eq!(closed, Some(CloseReason::RateLimited));
     session.close().await;
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// Records what a presence observer is told.
+#[derive(Default)]
+struct Observed(std::sync::Mutex<Vec<(String, String, bool)>>);
+
+impl crate::extension::PresenceObserver for Observed {
+    fn presence_changed(&self, who: &Principal, channel: &ChannelKey, present: bool) {
+        self.0
+            .lock()
+            .unwrap()
+            .push((who.user.to_string(), channel.name().to_string(), present));
+    }
+}
+
+#[tokio::test]
+async fn a_presence_observer_hears_the_first_connection_in_and_the_last_out() {
+    let dir = std::env::temp_dir().join(format!("relais-session-{}", uuid::Uuid::new_v4()));
+    let observed = Arc::new(Observed::default());
+    let mut extensions = Extensions {
+        channels: ChannelRegistry::core(),
+        ..Extensions::default()
+    };
+    extensions.observe_presence("broadcast", observed.clone());
+    let gw = gateway_with(&dir, extensions).await;
+    let subscribe = r#"{"id":1,"type":"subscribe","channel":"broadcast"}"#;
+    let mut first = Session::open(gw.clone(), admin(), OnGap::Unsubscribe);
+    let mut second = Session::open(gw.clone(), admin(), OnGap::Unsubscribe);
+    first
+        .handle_text(subscribe, &mut Recorded::default())
+        .await
+        .unwrap();
+    second
+        .handle_text(subscribe, &mut Recorded::default())
+        .await
+        .unwrap();
+    let heard = || observed.0.lock().unwrap().clone();
+    assert_eq!(heard(), vec![("u".into(), "broadcast".into(), true)]);
+    // The user is still there through the second connection.
+    first.close().await;
+    assert_eq!(heard().len(), 1);
+    let unsubscribe = r#"{"id":2,"type":"unsubscribe","channel":"broadcast"}"#;
+    second
+        .handle_text(unsubscribe, &mut Recorded::default())
+        .await
+        .unwrap();
+    assert_eq!(heard()[1], ("u".into(), "broadcast".into(), false));
+    second.close().await;
+    assert_eq!(heard().len(), 2);
     let _ = std::fs::remove_dir_all(dir);
 }
