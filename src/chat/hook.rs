@@ -106,16 +106,14 @@ impl Core {
             },
         )
         .await?;
-        self.job(Job::Posted {
-            tenant: tenant.to_owned(),
-            room: Box::new(room.clone()),
-        });
+        self.mark_unread(tenant, room);
         if !message.mentions.is_empty() {
             self.job(Job::Mention {
                 tenant: tenant.to_owned(),
                 room: Box::new(room.clone()),
                 message: Box::new(message.clone()),
-            });
+            })
+            .await;
         }
         Ok(message)
     }
@@ -373,7 +371,7 @@ pub struct Presence(pub std::sync::Arc<Core>);
 impl PresenceObserver for Presence {
     fn presence_changed(&self, who: &Principal, channel: &ChannelKey, present: bool) {
         if let Some(room) = channel.name().key() {
-            self.0.job(Job::Presence {
+            self.0.try_job(Job::Presence {
                 tenant: who.tenant.as_str().to_owned(),
                 user: who.user.as_str().to_owned(),
                 room: room.to_owned(),

@@ -28,7 +28,7 @@ pub mod routes;
 pub mod store;
 pub mod worker;
 
-use std::{sync::Arc, time::Instant};
+use std::{collections::HashMap, sync::Arc, time::Instant};
 
 use dashmap::DashMap;
 use serde::Serialize;
@@ -64,12 +64,13 @@ pub const TYPING_TTL_MS: u64 = 5000;
 /// The chat module: the `chat` namespace with its hook, access rule and
 /// presence observer, the `chat.` RPC methods, the routes and the worker.
 pub fn module(ctx: &Context<'_>) -> anyhow::Result<Arc<dyn Module>> {
-    let (jobs, queue) = mpsc::unbounded_channel();
+    let (jobs, queue) = mpsc::channel(JOB_QUEUE);
     let core = Arc::new(Core {
         store: ctx.store.clone(),
         config: ctx.config.chat.clone(),
         buckets: DashMap::new(),
         typing: DashMap::new(),
+        unread: parking_lot::Mutex::new(HashMap::new()),
         jobs,
     });
     Ok(Arc::new(ChatModule {
@@ -89,9 +90,18 @@ pub struct Core {
     buckets: DashMap<String, (f64, Instant)>,
     /// Last typing indicator per `tenant/room/user`.
     typing: DashMap<String, Instant>,
-    /// Work for the module's worker.
-    jobs: mpsc::UnboundedSender<worker::Job>,
+    /// Rooms with new messages since the worker last pushed unread counts,
+    /// by tenant: at most every room once, however many messages.
+    unread: parking_lot::Mutex<HashMap<String, HashMap<String, Room>>>,
+    /// Work for the module's worker, bounded ([`JOB_QUEUE`]).
+    jobs: mpsc::Sender<worker::Job>,
 }
+
+/// Jobs waiting for the worker, at most. Senders that can wait (the hook,
+/// with a mention to notify) wait for room, so a busy worker slows the
+/// senders rather than growing a queue; presence changes, which cannot
+/// wait, are dropped when it is full, and logged.
+pub const JOB_QUEUE: usize = 4096;
 
 impl Core {
     /// Takes one message from the user's budget: `messages_per_sec`, with a
@@ -135,16 +145,39 @@ impl Core {
         self.typing.retain(|_, at| at.elapsed() < idle);
     }
 
-    fn job(&self, job: worker::Job) {
-        // The worker outlives every publication; a closed queue means the
-        // server is stopping.
-        let _ = self.jobs.send(job);
+    /// Hands a job to the worker, waiting for room in its queue. A closed
+    /// queue means the server is stopping.
+    async fn job(&self, job: worker::Job) {
+        let _ = self.jobs.send(job).await;
+    }
+
+    /// Hands a job to the worker if its queue has room; for callers that
+    /// must not wait.
+    fn try_job(&self, job: worker::Job) {
+        if let Err(mpsc::error::TrySendError::Full(_)) = self.jobs.try_send(job) {
+            tracing::warn!("chat worker behind: a presence change was dropped");
+        }
+    }
+
+    /// Notes that `room` has a new message, for the next push of unread
+    /// counts to its members.
+    fn mark_unread(&self, tenant: &str, room: &Room) {
+        self.unread
+            .lock()
+            .entry(tenant.to_owned())
+            .or_default()
+            .insert(room.id.clone(), room.clone());
+    }
+
+    /// The rooms marked since the last call.
+    fn take_unread(&self) -> HashMap<String, HashMap<String, Room>> {
+        std::mem::take(&mut *self.unread.lock())
     }
 }
 
 struct ChatModule {
     core: Arc<Core>,
-    queue: std::sync::Mutex<Option<mpsc::UnboundedReceiver<worker::Job>>>,
+    queue: std::sync::Mutex<Option<mpsc::Receiver<worker::Job>>>,
     notify: Arc<crate::notify::Notify>,
     /// The worker publishes through it; weak, as the gateway holds this
     /// module's namespace.

@@ -35,8 +35,6 @@ pub enum Job {
         room: String,
         present: bool,
     },
-    /// A message was stored in a room: its members' unread counts moved.
-    Posted { tenant: String, room: Box<Room> },
     /// The disconnect delay of a user ran out; `generation` tells whether
     /// they came back since.
     DisconnectDue {
@@ -61,20 +59,19 @@ pub struct ChatWorker {
 }
 
 impl ChatWorker {
-    pub async fn run(self, mut queue: mpsc::UnboundedReceiver<Job>, stop: CancellationToken) {
+    pub async fn run(self, mut queue: mpsc::Receiver<Job>, stop: CancellationToken) {
         // Per tenant/user/room: bumped on every presence change, so a due
         // disconnect knows whether the user came back in between.
         let mut generations: HashMap<String, u64> = HashMap::new();
-        // Rooms with new messages since the last push of unread counts.
-        let mut dirty: HashMap<String, HashMap<String, Room>> = HashMap::new();
         let mut tick = tokio::time::interval(self.core.config.unread_window);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             let job = tokio::select! {
                 _ = stop.cancelled() => return,
                 _ = tick.tick() => {
+                    let dirty = self.core.take_unread();
                     if !dirty.is_empty() {
-                        self.push_unread(std::mem::take(&mut dirty)).await;
+                        self.push_unread(dirty).await;
                     }
                     continue;
                 }
@@ -84,12 +81,6 @@ impl ChatWorker {
                 },
             };
             match job {
-                Job::Posted { tenant, room } => {
-                    dirty
-                        .entry(tenant)
-                        .or_default()
-                        .insert(room.id.clone(), *room);
-                }
                 Job::Mention {
                     tenant,
                     room,
@@ -120,7 +111,7 @@ impl ChatWorker {
                             tokio::select! {
                                 _ = stop.cancelled() => {}
                                 _ = tokio::time::sleep(delay) => {
-                                    let _ = jobs.send(due);
+                                    let _ = jobs.send(due).await;
                                 }
                             }
                         });
