@@ -73,6 +73,7 @@ pub fn module(ctx: &Context<'_>) -> anyhow::Result<Arc<dyn Module>> {
         gateway: Arc::downgrade(&ctx.gateway),
         runs: runs.clone(),
         notified: DashMap::new(),
+        http: std::sync::OnceLock::new(),
     });
     ctx.control.on::<CancelRun>({
         let runs = runs.clone();
@@ -116,6 +117,22 @@ pub struct Engine {
     pub runs: Arc<Runs>,
     /// Last `assistant.fallback` notification per `tenant/assistant/provider`.
     notified: DashMap<String, std::time::Instant>,
+    /// One HTTP client for every provider (connection pools, TLS roots),
+    /// built on first use.
+    http: std::sync::OnceLock<reqwest::Client>,
+}
+
+impl Engine {
+    fn http(&self) -> reqwest::Client {
+        self.http
+            .get_or_init(|| {
+                reqwest::Client::builder()
+                    .connect_timeout(std::time::Duration::from_secs(10))
+                    .build()
+                    .unwrap_or_default()
+            })
+            .clone()
+    }
 }
 
 struct AssistantModule {

@@ -320,11 +320,16 @@ impl Engine {
                     None => continue,
                 },
             };
-            let client = Client::with_config(
+            // No retries inside the client: a provider that refuses or fails
+            // hands over to the next one at once.
+            let http = self.http();
+            let client = Client::build(
+                http.clone(),
                 OpenAIConfig::new()
                     .with_api_base(provider.base_url.trim_end_matches('/'))
                     .with_api_key(key),
-            );
+            )
+            .with_http_service(async_openai::middleware::ReqwestService::new(http));
             match self.first_token(&client, &request, &job.cancel).await {
                 Ok(Start::Cancelled) => {
                     return self
