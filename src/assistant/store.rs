@@ -431,7 +431,7 @@ pub async fn streaming(
 ) -> Result<(i64, i64), sqlx::Error> {
     let row = sqlx::query(
         "SELECT COUNT(*) AS tenant_n, \
-         COALESCE(SUM(CASE WHEN user_id = $1 THEN 1 ELSE 0 END), 0) AS user_n \
+         CAST(COALESCE(SUM(CASE WHEN user_id = $1 THEN 1 ELSE 0 END), 0) AS BIGINT) AS user_n \
          FROM assistant_messages WHERE tenant_id = $2 AND status = 'streaming' AND created_at > $3",
     )
     .bind(user)
@@ -445,7 +445,7 @@ pub async fn streaming(
 /// Tokens the tenant used today (UTC).
 pub async fn tokens_today(store: &Store, tenant: &str) -> Result<i64, sqlx::Error> {
     let row = sqlx::query(
-        "SELECT COALESCE(SUM(prompt_tokens + completion_tokens), 0) AS n \
+        "SELECT CAST(COALESCE(SUM(prompt_tokens + completion_tokens), 0) AS BIGINT) AS n \
          FROM assistant_messages WHERE tenant_id = $1 AND day = $2",
     )
     .bind(tenant)
@@ -539,10 +539,10 @@ pub async fn analytics(
     use serde_json::json;
     let days = sqlx::query(
         "SELECT day, COUNT(*) AS messages, \
-         COALESCE(SUM(prompt_tokens), 0) AS prompt_tokens, \
-         COALESCE(SUM(completion_tokens), 0) AS completion_tokens, \
-         COALESCE(SUM(fallbacks), 0) AS fallbacks, \
-         COALESCE(SUM(CASE WHEN status = 'incomplete' THEN 1 ELSE 0 END), 0) AS failures \
+         CAST(COALESCE(SUM(prompt_tokens), 0) AS BIGINT) AS prompt_tokens, \
+         CAST(COALESCE(SUM(completion_tokens), 0) AS BIGINT) AS completion_tokens, \
+         CAST(COALESCE(SUM(fallbacks), 0) AS BIGINT) AS fallbacks, \
+         CAST(COALESCE(SUM(CASE WHEN status = 'incomplete' THEN 1 ELSE 0 END), 0) AS BIGINT) AS failures \
          FROM assistant_messages WHERE tenant_id = $1 AND day >= $2 AND role = 'assistant' \
          GROUP BY day ORDER BY day",
     )
@@ -569,7 +569,7 @@ pub async fn analytics(
     for (name, column) in [("users", "user_id"), ("assistants", "assistant_id")] {
         let rows = sqlx::query(AssertSqlSafe(format!(
             "SELECT {column} AS k, COUNT(*) AS messages, \
-             COALESCE(SUM(prompt_tokens + completion_tokens), 0) AS tokens \
+             CAST(COALESCE(SUM(prompt_tokens + completion_tokens), 0) AS BIGINT) AS tokens \
              FROM assistant_messages WHERE tenant_id = $1 AND day >= $2 AND role = 'assistant' \
              GROUP BY {column} ORDER BY tokens DESC LIMIT 100"
         )))

@@ -650,3 +650,28 @@ async fn conversations_past_their_retention_are_purged() {
             .unwrap();
     assert_eq!(left, 0);
 }
+
+#[tokio::test]
+async fn the_daily_token_quota_of_a_tenant_stops_new_answers() {
+    let fake = FakeOpenAi::start().await;
+    let app = app_with(&[("RELAIS_ASSISTANT_TOKENS_PER_DAY", "10")]).await;
+    configure(&app, &fake, &["ok"]).await;
+    let (_, token) = app.user("ana@example.com", &["member"]).await;
+    let conv = conversation(&app, &token).await;
+    send(&app, &token, &conv, "hi").await;
+    eventually("the answer completes", || async {
+        messages(&app, &token, &conv).await[1]["status"] == "complete"
+    })
+    .await;
+    // 11 + 4 tokens used: over the quota of 10.
+    let res = app
+        .post(
+            &format!("/api/v1/assistant/conversations/{conv}/messages"),
+            Some(&token),
+            json!({"text": "more"}),
+        )
+        .await;
+    assert_eq!(res.status(), 429);
+    let body: Value = res.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "token_quota_exceeded");
+}
