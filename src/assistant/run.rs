@@ -746,12 +746,18 @@ pub fn estimate_tokens(text: &str) -> i64 {
     text.chars().count().div_ceil(4) as i64
 }
 
-/// Deletes expired conversations every `purge_interval` until `stop`.
+/// Deletes expired conversations every `purge_interval` until `stop`, and
+/// closes answers whose node stopped mid-answer.
 pub async fn purge_loop(engine: Arc<Engine>, stop: CancellationToken) {
     loop {
         tokio::select! {
             _ = stop.cancelled() => return,
             _ = tokio::time::sleep(engine.config.purge_interval) => {}
+        }
+        match store::close_stale(&engine.store, STALE_RUN_MS).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(answers = n, "interrupted assistant answers closed"),
+            Err(e) => tracing::warn!(error = %e, "interrupted assistant answers not closed"),
         }
         match store::purge(&engine.store, engine.config.retention_days).await {
             Ok(0) => {}

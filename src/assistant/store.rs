@@ -530,6 +530,18 @@ pub async fn purge(store: &Store, default_days: i64) -> Result<u64, sqlx::Error>
     Ok(done.rows_affected())
 }
 
+/// Marks as incomplete the answers still `streaming` long after they
+/// started: their node stopped mid-answer. Returns how many.
+pub async fn close_stale(store: &Store, stale_after: i64) -> Result<u64, sqlx::Error> {
+    let done = sqlx::query(
+        "UPDATE assistant_messages SET status = 'incomplete', usage_estimated = 1,          error = 'the answer was interrupted (its server stopped)'          WHERE status = 'streaming' AND created_at < $1",
+    )
+    .bind(now_millis() - stale_after)
+    .execute(&store.pool)
+    .await?;
+    Ok(done.rows_affected())
+}
+
 /// Per-day and per-user/assistant figures of a tenant's answers since `since_day`.
 pub async fn analytics(
     store: &Store,
