@@ -771,6 +771,46 @@ pub async fn purge_loop(engine: Arc<Engine>, stop: CancellationToken) {
 mod tests {
     use super::*;
 
+    fn api_error(status: u16, kind: Option<&str>, code: Option<&str>) -> OpenAIError {
+        OpenAIError::ApiError(async_openai::error::ApiErrorResponse {
+            status_code: reqwest::StatusCode::from_u16(status).unwrap(),
+            api_error: async_openai::error::ApiError {
+                message: "m".into(),
+                r#type: kind.map(Into::into),
+                param: None,
+                code: code.map(Into::into),
+                misalignment: None,
+            },
+        })
+    }
+
+    #[test]
+    fn provider_errors_are_classified_and_only_a_bad_request_ends_the_chain() {
+        let quota = api_error(429, Some("insufficient_quota"), Some("insufficient_quota"));
+        assert_eq!(Failure::classify(&quota), Failure::QuotaExceeded);
+        let quota_by_code = api_error(429, None, Some("insufficient_quota"));
+        assert_eq!(Failure::classify(&quota_by_code), Failure::QuotaExceeded);
+        let rate = api_error(429, Some("requests"), Some("rate_limit_exceeded"));
+        assert_eq!(Failure::classify(&rate), Failure::RateLimited);
+        assert_eq!(
+            Failure::classify(&api_error(503, None, None)),
+            Failure::Server(503)
+        );
+        let unauthorized = Failure::classify(&api_error(401, Some("invalid_request_error"), None));
+        assert_eq!(unauthorized, Failure::Refused(401, "m".into()));
+        assert!(unauthorized.falls_back());
+        let bad = Failure::classify(&api_error(400, None, None));
+        assert!(!bad.falls_back());
+        for f in [
+            Failure::RateLimited,
+            Failure::QuotaExceeded,
+            Failure::Server(500),
+            Failure::Timeout,
+        ] {
+            assert!(f.falls_back(), "{f:?}");
+        }
+    }
+
     #[test]
     fn estimates_round_up() {
         assert_eq!(estimate_tokens(""), 0);
