@@ -624,9 +624,27 @@ async fn conversations_past_their_retention_are_purged() {
         })
         .await;
     }
-    // Eight days without activity: past the default seven.
+    // Members may not set the retention; admins may, within 1-3650 days.
+    let put = |bearer: String, body: Value| {
+        let app = &app;
+        async move {
+            app.http
+                .put(app.url("/api/v1/assistant/settings"))
+                .bearer_auth(bearer)
+                .json(&body)
+                .send()
+                .await
+                .unwrap()
+                .status()
+        }
+    };
+    let admin = app.admin_token().await;
+    assert_eq!(put(token.clone(), json!({"retention_days": 3})).await, 403);
+    assert_eq!(put(admin.clone(), json!({"retention_days": 0})).await, 422);
+    assert_eq!(put(admin.clone(), json!({"retention_days": 5})).await, 200);
+    // Six days without activity: past the tenant's five.
     sqlx::query("UPDATE assistant_conversations SET updated_at = updated_at - $1 WHERE id = $2")
-        .bind(8i64 * 86_400_000)
+        .bind(6i64 * 86_400_000)
         .bind(&old)
         .execute(&app.state.store.pool)
         .await
@@ -674,4 +692,38 @@ async fn the_daily_token_quota_of_a_tenant_stops_new_answers() {
     assert_eq!(res.status(), 429);
     let body: Value = res.json().await.unwrap();
     assert_eq!(body["error"]["code"], "token_quota_exceeded");
+}
+
+#[tokio::test]
+async fn tokens_arriving_faster_than_the_frame_interval_are_coalesced() {
+    let fake = FakeOpenAi::start().await;
+    // Frames at most every 5 s: the thousand tokens, sent at once, make
+    // the first frame (the first token, at once) and one last frame.
+    let app = app_with(&[("RELAIS_ASSISTANT_FRAME_MS", "5000")]).await;
+    configure(&app, &fake, &["fast"]).await;
+    let (_, token) = app.user("ana@example.com", &["member"]).await;
+    let conv = conversation(&app, &token).await;
+    let mut ws = app.ws_connected(&token).await;
+    ws.subscribe(&format!("assistant:{conv}")).await;
+    let started = send(&app, &token, &conv, "Go fast").await;
+    let answer = started["reply"]["id"].as_str().unwrap().to_owned();
+    let mut frames = 0;
+    let mut text = String::new();
+    let done = loop {
+        let frame = ws.recv().await;
+        match frame["data"]["type"].as_str() {
+            Some("assistant.delta") => {
+                frames += 1;
+                text.push_str(frame["data"]["text"].as_str().unwrap());
+            }
+            Some("assistant.done") => break frame["data"].clone(),
+            _ => {}
+        }
+    };
+    let expected: String = (0..1000).map(|i| format!("t{i} ")).collect();
+    assert_eq!(text, expected);
+    assert_eq!(done["message"], answer.as_str());
+    assert_eq!(done["seq"], frames);
+    assert!(frames <= 3, "{frames} frames for 1000 tokens");
+    assert_eq!(done["usage"]["completion_tokens"], 1000);
 }

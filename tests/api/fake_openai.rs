@@ -6,6 +6,7 @@
 //! URL (`http://127.0.0.1:<port>/<mode>/v1`):
 //! - `ok`: "Hello world!" in four tokens, then usage (11 + 4);
 //! - `slow`: twenty tokens `w0 `…`w19 `, one every 100 ms;
+//! - `fast`: a thousand tokens `t0 `…`t999 ` at once;
 //! - `endless`: a token every 50 ms for a minute;
 //! - `rate_limit` / `quota`: 429 with `rate_limit_exceeded` /
 //!   `insufficient_quota`;
@@ -154,6 +155,7 @@ async fn completions(
             tokens = (0..20).map(|i| format!("w{i} ")).collect();
             delay = Duration::from_millis(100);
         }
+        "fast" => tokens = (0..1000).map(|i| format!("t{i} ")).collect(),
         "endless" => {
             tokens = (0..1200).map(|i| format!("e{i} ")).collect();
             delay = Duration::from_millis(50);
