@@ -747,11 +747,19 @@ pub fn estimate_tokens(text: &str) -> i64 {
 }
 
 /// Deletes expired conversations every `purge_interval` until `stop`, and
-/// closes answers whose node stopped mid-answer.
+/// closes answers whose node stopped mid-answer. On `stop`, cancels the
+/// answers this node streams.
 pub async fn purge_loop(engine: Arc<Engine>, stop: CancellationToken) {
     loop {
         tokio::select! {
-            _ = stop.cancelled() => return,
+            _ = stop.cancelled() => {
+                // The server stops: answers streaming here end as cancelled
+                // (with their text so far) rather than being cut unseen.
+                for run in engine.runs.0.iter() {
+                    run.value().cancel();
+                }
+                return;
+            }
             _ = tokio::time::sleep(engine.config.purge_interval) => {}
         }
         match store::close_stale(&engine.store, STALE_RUN_MS).await {
