@@ -366,6 +366,7 @@ fn builtin_modules(mailer: Arc<Mailer>) -> Vec<ModuleFactory> {
         Arc::new(crate::queues::module),
         Arc::new(crate::planning::module),
         Arc::new(crate::chat::module),
+        Arc::new(crate::assistant::module),
     ]
 }
 

@@ -34,7 +34,8 @@
 //!   `project:` channels, project events), [`queues`] (moderation queues,
 //!   their audit trail and live counts), [`planning`] (stations, slots and
 //!   the broadcasters' live planning), [`chat`] (collaboration rooms,
-//!   persisted messages, typing, read markers and mentions).
+//!   persisted messages, typing, read markers and mentions), [`assistant`]
+//!   (LLM assistants streamed to every device, with fallback providers).
 //! - [`state`], [`module`], [`app`]: the shared REST state, the module seam,
 //!   and building and running the application.
 //!
@@ -48,6 +49,7 @@
 
 pub mod api;
 pub mod app;
+pub mod assistant;
 pub mod auth;
 pub mod bootstrap;
 pub mod bus;

@@ -50,6 +50,22 @@ pub struct Metrics {
     /// From a publication's arrival on this node to the flush of the socket
     /// write that carried it (the oldest publication of each written batch).
     pub delivery_latency: Latency,
+    /// Assistant answers stored (complete, incomplete or cancelled).
+    pub assistant_messages: Counter,
+    /// Prompt and completion tokens of stored answers.
+    pub assistant_tokens: Counter,
+    /// Frames (coalesced tokens) published.
+    pub assistant_frames: Counter,
+    /// Hand-overs to the next provider of a chain.
+    pub assistant_fallbacks: Counter,
+    /// Providers that failed before the first token.
+    pub assistant_provider_failures: Counter,
+    /// Answers stored incomplete (every provider failed, or one failed mid-answer).
+    pub assistant_failures: Counter,
+    /// Messages refused by the stream or token limits.
+    pub assistant_refused: Counter,
+    /// Answers streaming on this node.
+    pub assistant_streams: Gauge,
 }
 
 impl Metrics {
@@ -92,9 +108,49 @@ impl Metrics {
                 "Emails deferred to the end of quiet hours",
                 &self.emails_deferred,
             ),
+            (
+                "assistant_messages",
+                "Assistant answers stored (complete, incomplete or cancelled)",
+                &self.assistant_messages,
+            ),
+            (
+                "assistant_tokens",
+                "Prompt and completion tokens of stored assistant answers",
+                &self.assistant_tokens,
+            ),
+            (
+                "assistant_frames",
+                "Assistant frames (coalesced tokens) published",
+                &self.assistant_frames,
+            ),
+            (
+                "assistant_fallbacks",
+                "Hand-overs to the next provider of an assistant's chain",
+                &self.assistant_fallbacks,
+            ),
+            (
+                "assistant_provider_failures",
+                "Assistant providers that failed before the first token",
+                &self.assistant_provider_failures,
+            ),
+            (
+                "assistant_failures",
+                "Assistant answers stored incomplete after a provider failure",
+                &self.assistant_failures,
+            ),
+            (
+                "assistant_refused",
+                "Assistant messages refused by the stream or token limits",
+                &self.assistant_refused,
+            ),
         ] {
             registry.register(name, help, counter.clone());
         }
+        registry.register(
+            "assistant_streams",
+            "Assistant answers streaming on this node",
+            self.assistant_streams.clone(),
+        );
         registry.register(
             "connections",
             "Open WebSocket and SSE connections",

@@ -62,6 +62,7 @@ pub struct Config {
     /// queue's counts (`RELAIS_QUEUE_COUNTS_WINDOW_MS`).
     pub queue_counts_window: Duration,
     pub chat: ChatConfig,
+    pub assistant: AssistantConfig,
     pub email: EmailConfig,
     /// Public address of the hub or the app, used to make links in emails absolute.
     pub public_url: Option<String>,
@@ -86,6 +87,69 @@ pub struct ChatConfig {
     /// Shortest time between two pushes of a user's unread counts after
     /// new messages (`RELAIS_CHAT_UNREAD_WINDOW_MS`).
     pub unread_window: Duration,
+}
+
+/// Assistant settings.
+#[derive(Clone)]
+pub struct AssistantConfig {
+    /// The key that encrypts providers' API keys at rest: 32 bytes, base64
+    /// (`RELAIS_ASSISTANT_ENCRYPTION_KEY`). Without it no provider can be
+    /// added.
+    pub encryption_key: Option<[u8; 32]>,
+    /// Shortest time between two frames of one answer: tokens arriving
+    /// faster are coalesced (`RELAIS_ASSISTANT_FRAME_MS`).
+    pub frame_interval: Duration,
+    /// How long a provider may take to send its first token before the
+    /// next one in the chain is tried (`RELAIS_ASSISTANT_FIRST_TOKEN_TIMEOUT_MS`).
+    pub first_token_timeout: Duration,
+    /// Retention of conversations when the tenant sets none
+    /// (`RELAIS_ASSISTANT_RETENTION_DAYS`).
+    pub retention_days: i64,
+    /// How often the retention purge runs (`RELAIS_ASSISTANT_PURGE_INTERVAL_SECS`).
+    pub purge_interval: Duration,
+    /// Answers streaming at once per user and per tenant
+    /// (`RELAIS_ASSISTANT_MAX_STREAMS_PER_USER`, `…_PER_TENANT`).
+    pub max_streams_per_user: i64,
+    pub max_streams_per_tenant: i64,
+    /// Tokens (prompt and completion) a tenant may use per UTC day; 0 for
+    /// no limit (`RELAIS_ASSISTANT_TOKENS_PER_DAY`).
+    pub tokens_per_day: i64,
+    /// Shortest time between two `assistant.fallback` notifications for one
+    /// assistant and provider (`RELAIS_ASSISTANT_FALLBACK_NOTIFY_SECS`).
+    pub fallback_notify_interval: Duration,
+}
+
+impl std::fmt::Debug for AssistantConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AssistantConfig")
+            .field("encryption_key", &self.encryption_key.map(|_| "<set>"))
+            .field("frame_interval", &self.frame_interval)
+            .field("first_token_timeout", &self.first_token_timeout)
+            .field("retention_days", &self.retention_days)
+            .finish_non_exhaustive()
+    }
+}
+
+fn assistant_key(env: &Env) -> Result<Option<[u8; 32]>, ConfigError> {
+    use base64::Engine;
+    let Some(value) = env
+        .get("RELAIS_ASSISTANT_ENCRYPTION_KEY")
+        .filter(|v| !v.is_empty())
+    else {
+        return Ok(None);
+    };
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(value.trim())
+        .ok()
+        .and_then(|b| <[u8; 32]>::try_from(b).ok());
+    match bytes {
+        Some(key) => Ok(Some(key)),
+        None => Err(ConfigError {
+            name: "RELAIS_ASSISTANT_ENCRYPTION_KEY".into(),
+            value: "<hidden>".into(),
+            reason: "must be 32 bytes in base64 (e.g. `openssl rand -base64 32`)".into(),
+        }),
+    }
 }
 
 /// First-start identity, used only when the store holds no tenant.
@@ -181,6 +245,35 @@ impl Config {
                     env.parse("RELAIS_CHAT_UNREAD_WINDOW_MS", 1000u64)?
                         .clamp(50, 60_000),
                 ),
+            },
+            assistant: AssistantConfig {
+                encryption_key: assistant_key(&env)?,
+                frame_interval: Duration::from_millis(
+                    env.parse("RELAIS_ASSISTANT_FRAME_MS", 30u64)?
+                        .clamp(1, 5_000),
+                ),
+                first_token_timeout: Duration::from_millis(
+                    env.parse("RELAIS_ASSISTANT_FIRST_TOKEN_TIMEOUT_MS", 20_000u64)?
+                        .clamp(10, 600_000),
+                ),
+                retention_days: env
+                    .parse("RELAIS_ASSISTANT_RETENTION_DAYS", 7i64)?
+                    .clamp(1, 3650),
+                purge_interval: env.secs(
+                    "RELAIS_ASSISTANT_PURGE_INTERVAL_SECS",
+                    Duration::from_secs(3600),
+                )?,
+                max_streams_per_user: env
+                    .parse("RELAIS_ASSISTANT_MAX_STREAMS_PER_USER", 2i64)?
+                    .clamp(1, 1000),
+                max_streams_per_tenant: env
+                    .parse("RELAIS_ASSISTANT_MAX_STREAMS_PER_TENANT", 50i64)?
+                    .clamp(1, 100_000),
+                tokens_per_day: env.parse("RELAIS_ASSISTANT_TOKENS_PER_DAY", 0i64)?.max(0),
+                fallback_notify_interval: env.secs(
+                    "RELAIS_ASSISTANT_FALLBACK_NOTIFY_SECS",
+                    Duration::from_secs(600),
+                )?,
             },
             email,
             public_url: env

@@ -1,5 +1,6 @@
 //! Integration tests over real sockets: one binary, one module per area.
 
+mod assistant;
 mod auth;
 mod bad_input;
 mod channels;
@@ -9,6 +10,7 @@ mod cluster;
 mod delivery;
 mod email;
 mod extensions;
+mod fake_openai;
 mod helpers;
 mod notifications;
 mod planning;

@@ -1,0 +1,729 @@
+//! The assistant against a real local OpenAI-compatible server
+//! ([`crate::fake_openai`]): streaming to every device, the final answer
+//! stored once with usage, fallback with the admins told, a cut stream,
+//! cancel across two nodes, resume, limits, retention, encryption at rest
+//! and tenant isolation.
+
+use serde_json::{Value, json};
+
+use crate::{fake_openai::FakeOpenAi, helpers::*};
+
+/// A test encryption key (32 bytes, base64).
+const KEY: &str = "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=";
+
+async fn app_with(extra: &[(&str, &str)]) -> TestApp {
+    let mut vars = vec![
+        ("RELAIS_ASSISTANT_ENCRYPTION_KEY", KEY),
+        ("RELAIS_ASSISTANT_FIRST_TOKEN_TIMEOUT_MS", "700"),
+    ];
+    vars.extend_from_slice(extra);
+    spawn_app_with(&vars).await
+}
+
+/// Adds one provider per mode (in order) and an assistant using them as
+/// its chain; returns the assistant's id and the providers' ids.
+async fn configure(app: &TestApp, fake: &FakeOpenAi, modes: &[&str]) -> (String, Vec<String>) {
+    let admin = app.admin_token().await;
+    let mut providers = Vec::new();
+    for mode in modes {
+        let res = app
+            .post(
+                "/api/v1/assistant/providers",
+                Some(&admin),
+                json!({"name": format!("{mode}-provider"), "base_url": fake.base_url(mode),
+                       "api_key": format!("sk-test-{mode}-0123456789")}),
+            )
+            .await;
+        assert_eq!(res.status(), 201);
+        let p: Value = res.json().await.unwrap();
+        providers.push(p["id"].as_str().unwrap().to_owned());
+    }
+    let res = app
+        .post(
+            "/api/v1/assistant/assistants",
+            Some(&admin),
+            json!({"name": "Helper", "instructions": "Be brief.", "model": "test-model",
+                   "providers": providers, "temperature": 0.3, "max_tokens": 256}),
+        )
+        .await;
+    assert_eq!(res.status(), 201);
+    let a: Value = res.json().await.unwrap();
+    (a["id"].as_str().unwrap().to_owned(), providers)
+}
+
+async fn conversation(app: &TestApp, token: &str) -> String {
+    let res = app
+        .post("/api/v1/assistant/conversations", Some(token), json!({}))
+        .await;
+    assert_eq!(res.status(), 201);
+    let body: Value = res.json().await.unwrap();
+    body["conversation"]["id"].as_str().unwrap().to_owned()
+}
+
+async fn send(app: &TestApp, token: &str, conversation: &str, text: &str) -> Value {
+    let res = app
+        .post(
+            &format!("/api/v1/assistant/conversations/{conversation}/messages"),
+            Some(token),
+            json!({"text": text}),
+        )
+        .await;
+    let status = res.status();
+    let body: Value = res.json().await.unwrap();
+    assert_eq!(status, 202, "{body}");
+    body
+}
+
+/// Reads a device's publications until the answer `message` is done;
+/// returns the text rebuilt from the deltas (those above `have`) and the
+/// `assistant.done` event.
+async fn follow(ws: &mut Ws, message: &str, mut text: String, mut have: i64) -> (String, Value) {
+    loop {
+        let frame = ws.recv().await;
+        if frame["type"] != "pub" {
+            continue;
+        }
+        let data = &frame["data"];
+        if data["message"] != message {
+            continue;
+        }
+        match data["type"].as_str().unwrap() {
+            "assistant.delta" => {
+                let seq = data["seq"].as_i64().unwrap();
+                if seq <= have {
+                    continue;
+                }
+                assert_eq!(seq, have + 1, "no gap between frames: {data}");
+                have = seq;
+                text.push_str(data["text"].as_str().unwrap());
+            }
+            "assistant.done" => return (text, data.clone()),
+            _ => {}
+        }
+    }
+}
+
+async fn messages(app: &TestApp, token: &str, conversation: &str) -> Vec<Value> {
+    let res = app
+        .get(
+            &format!("/api/v1/assistant/conversations/{conversation}/messages"),
+            Some(token),
+        )
+        .await;
+    assert_eq!(res.status(), 200);
+    let body: Value = res.json().await.unwrap();
+    body["messages"].as_array().unwrap().clone()
+}
+
+async fn inbox_types(app: &TestApp, token: &str) -> Vec<String> {
+    let res = app.get("/api/v1/inbox", Some(token)).await;
+    let body: Value = res.json().await.unwrap();
+    body["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["type"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+async fn eventually<F, Fut>(what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while !check().await {
+        assert!(tokio::time::Instant::now() < deadline, "{what}");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn without_providers_the_assistant_answers_not_configured() {
+    let app = spawn_app().await;
+    let (_, token) = app.user("ana@example.com", &["member"]).await;
+    let res = app
+        .post("/api/v1/assistant/conversations", Some(&token), json!({}))
+        .await;
+    assert_eq!(res.status(), 503);
+    let body: Value = res.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "assistant_not_configured", "{body}");
+    // Without an encryption key, no key can be stored.
+    let admin = app.admin_token().await;
+    let res = app
+        .post(
+            "/api/v1/assistant/providers",
+            Some(&admin),
+            json!({"name": "openai", "base_url": "https://api.openai.com/v1", "api_key": "sk-x"}),
+        )
+        .await;
+    assert_eq!(res.status(), 503);
+    let body: Value = res.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "encryption_key_missing", "{body}");
+    // Members do not manage providers.
+    let res = app
+        .post(
+            "/api/v1/assistant/providers",
+            Some(&token),
+            json!({"name": "x", "base_url": "http://localhost:1/v1"}),
+        )
+        .await;
+    assert_eq!(res.status(), 403);
+}
+
+#[tokio::test]
+async fn an_answer_streams_to_every_device_and_is_stored_once_with_usage() {
+    let fake = FakeOpenAi::start().await;
+    let app = app_with(&[]).await;
+    configure(&app, &fake, &["ok"]).await;
+    let (_, token) = app.user("ana@example.com", &["member"]).await;
+    let conv = conversation(&app, &token).await;
+    let channel = format!("assistant:{conv}");
+    let mut phone = app.ws_connected(&token).await;
+    let mut laptop = app.ws_connected(&token).await;
+    phone.subscribe(&channel).await;
+    laptop.subscribe(&channel).await;
+
+    let started = send(&app, &token, &conv, "Say hello").await;
+    let answer = started["reply"]["id"].as_str().unwrap().to_owned();
+    assert_eq!(started["run"], answer.as_str());
+    for ws in [&mut phone, &mut laptop] {
+        let (text, done) = follow(ws, &answer, String::new(), 0).await;
+        assert_eq!(text, "Hello world!");
+        assert_eq!(done["content"], "Hello world!");
+        assert_eq!(done["incomplete"], false);
+        assert_eq!(
+            done["usage"],
+            json!({"prompt_tokens": 11, "completion_tokens": 4, "estimated": false})
+        );
+    }
+    // The provider got the instructions, the question and the usage option.
+    let request = &fake.requests("ok")[0];
+    assert_eq!(request["stream"], true);
+    assert_eq!(request["stream_options"]["include_usage"], true);
+    assert_eq!(request["messages"][0]["content"], "Be brief.");
+    assert_eq!(request["messages"][1]["content"], "Say hello");
+
+    let stored = messages(&app, &token, &conv).await;
+    assert_eq!(stored.len(), 2, "{stored:?}");
+    assert_eq!(stored[0]["role"], "user");
+    assert_eq!(stored[1]["role"], "assistant");
+    assert_eq!(stored[1]["status"], "complete");
+    assert_eq!(stored[1]["content"], "Hello world!");
+    assert_eq!(stored[1]["usage"]["completion_tokens"], 4);
+
+    // Export in both formats.
+    let json_export: Value = app
+        .get(
+            &format!("/api/v1/assistant/conversations/{conv}/export"),
+            Some(&token),
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(json_export["messages"].as_array().unwrap().len(), 2);
+    let csv = app
+        .get(
+            &format!("/api/v1/assistant/conversations/{conv}/export?format=csv"),
+            Some(&token),
+        )
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(csv.starts_with("seq,role,status"), "{csv}");
+    assert!(csv.contains("Hello world!"), "{csv}");
+
+    // Analytics and counters.
+    let admin = app.admin_token().await;
+    let stats: Value = app
+        .get("/api/v1/assistant/analytics", Some(&admin))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(stats["days"][0]["messages"], 1, "{stats}");
+    assert_eq!(stats["days"][0]["completion_tokens"], 4, "{stats}");
+    assert_eq!(app.metric("relais_assistant_messages_total").await, 1.0);
+}
+
+#[tokio::test]
+async fn failing_providers_hand_over_down_the_chain_and_admins_are_told() {
+    let fake = FakeOpenAi::start().await;
+    let app = app_with(&[]).await;
+    let (_, providers) = configure(
+        &app,
+        &fake,
+        &["rate_limit", "quota", "error500", "stall", "ok"],
+    )
+    .await;
+    let (_, token) = app.user("ana@example.com", &["member"]).await;
+    let conv = conversation(&app, &token).await;
+    let mut ws = app.ws_connected(&token).await;
+    ws.subscribe(&format!("assistant:{conv}")).await;
+    let started = send(&app, &token, &conv, "Anyone there?").await;
+    let answer = started["reply"]["id"].as_str().unwrap().to_owned();
+
+    let mut reasons = Vec::new();
+    let done = loop {
+        let frame = ws.recv().await;
+        match frame["data"]["type"].as_str() {
+            Some("assistant.fallback") => {
+                reasons.push(frame["data"]["reason"].as_str().unwrap().to_owned())
+            }
+            Some("assistant.done") => break frame["data"].clone(),
+            _ => {}
+        }
+    };
+    assert_eq!(
+        reasons,
+        [
+            "rate_limited",
+            "insufficient_quota",
+            "server_error (500)",
+            "first_token_timeout"
+        ]
+    );
+    assert_eq!(done["message"], answer.as_str());
+    assert_eq!(done["incomplete"], false);
+    assert_eq!(done["content"], "Hello world!");
+    assert_eq!(done["provider"], providers[4].as_str());
+    for mode in ["rate_limit", "quota", "error500", "stall", "ok"] {
+        assert_eq!(fake.requests(mode).len(), 1, "{mode}");
+    }
+
+    let admin = app.admin_token().await;
+    eventually("the admin is told of the fallback", || async {
+        let types = inbox_types(&app, &admin).await;
+        types.iter().filter(|t| *t == "assistant.fallback").count() == 4
+            && types.iter().any(|t| t == "assistant.quota_exceeded")
+    })
+    .await;
+    // The member who asked is not an admin: nothing for them.
+    assert!(inbox_types(&app, &token).await.is_empty());
+
+    // A second answer through the same failing providers: the admins were
+    // told already within the interval.
+    let started = send(&app, &token, &conv, "Again?").await;
+    let answer = started["reply"]["id"].as_str().unwrap().to_owned();
+    follow(&mut ws, &answer, String::new(), 0).await;
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let again = inbox_types(&app, &admin).await;
+    assert_eq!(
+        again.iter().filter(|t| *t == "assistant.fallback").count(),
+        4,
+        "{again:?}"
+    );
+    let stats: Value = app
+        .get("/api/v1/assistant/analytics", Some(&admin))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(stats["days"][0]["fallbacks"], 8, "{stats}");
+}
+
+#[tokio::test]
+async fn a_stream_cut_mid_answer_is_stored_incomplete_and_the_client_told() {
+    let fake = FakeOpenAi::start().await;
+    let app = app_with(&[]).await;
+    // The next provider is not tried once tokens have streamed.
+    configure(&app, &fake, &["cut", "ok"]).await;
+    let (_, token) = app.user("ana@example.com", &["member"]).await;
+    let conv = conversation(&app, &token).await;
+    let mut ws = app.ws_connected(&token).await;
+    ws.subscribe(&format!("assistant:{conv}")).await;
+    let started = send(&app, &token, &conv, "Tell me everything").await;
+    let answer = started["reply"]["id"].as_str().unwrap().to_owned();
+    let (text, done) = follow(&mut ws, &answer, String::new(), 0).await;
+    assert_eq!(text, "Partial answer");
+    assert_eq!(done["incomplete"], true);
+    assert_eq!(done["status"], "incomplete");
+    assert!(
+        done["error"].as_str().unwrap().contains("mid-answer"),
+        "{done}"
+    );
+    assert_eq!(done["usage"]["estimated"], true);
+    assert!(fake.requests("ok").is_empty());
+    let stored = messages(&app, &token, &conv).await;
+    assert_eq!(stored[1]["status"], "incomplete");
+    assert_eq!(stored[1]["content"], "Partial answer");
+    assert!(stored[1]["error"].is_string());
+}
+
+#[tokio::test]
+async fn a_cancel_on_one_node_stops_the_answer_streaming_on_another() {
+    let fake = FakeOpenAi::start().await;
+    let a = {
+        let prefix = format!("relais-test-{}", uuid::Uuid::new_v4().simple());
+        let url = std::env::var("RELAIS_TEST_REDIS_URL")
+            .unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
+        spawn_app_with(&[
+            ("REDIS_URL", url.as_str()),
+            ("RELAIS_REDIS_PREFIX", prefix.as_str()),
+            (
+                "RELAIS_JWT_SECRET",
+                "a-cluster-wide-secret-for-the-tests-0123456789",
+            ),
+            ("RELAIS_ASSISTANT_ENCRYPTION_KEY", KEY),
+        ])
+        .await
+    };
+    let b = a.spawn_peer().await;
+    configure(&a, &fake, &["endless"]).await;
+    let (_, token) = a.user("ana@example.com", &["member"]).await;
+    let conv = conversation(&a, &token).await;
+    // The device listens on node B; the answer runs on node A.
+    let mut ws = b.ws_connected(&token).await;
+    ws.subscribe(&format!("assistant:{conv}")).await;
+    let started = send(&a, &token, &conv, "Count forever").await;
+    let answer = started["reply"]["id"].as_str().unwrap().to_owned();
+    loop {
+        let frame = ws.recv().await;
+        if frame["data"]["type"] == "assistant.delta" {
+            break;
+        }
+    }
+    // Over RPC on node B.
+    let reply = ws
+        .request(json!({"type": "rpc", "method": "assistant.cancel", "data": {"run": answer}}))
+        .await;
+    assert_eq!(reply["type"], "rpc_result", "{reply}");
+    let (_, done) = follow(&mut ws, &answer, String::new(), i64::MAX).await;
+    assert_eq!(done["status"], "cancelled");
+    assert_eq!(done["incomplete"], true);
+    eventually("the upstream request is dropped", || async {
+        fake.dropped() >= 1
+    })
+    .await;
+    let stored = messages(&b, &token, &conv).await;
+    assert_eq!(stored[1]["status"], "cancelled");
+    // A finished answer cannot be cancelled again.
+    let res = b
+        .post(
+            &format!("/api/v1/assistant/runs/{answer}/cancel"),
+            Some(&token),
+            json!({}),
+        )
+        .await;
+    assert_eq!(res.status(), 409);
+}
+
+#[tokio::test]
+async fn a_device_joining_mid_answer_gets_the_text_so_far_then_the_rest() {
+    let fake = FakeOpenAi::start().await;
+    let app = app_with(&[("RELAIS_ASSISTANT_FRAME_MS", "5")]).await;
+    configure(&app, &fake, &["slow"]).await;
+    let (_, token) = app.user("ana@example.com", &["member"]).await;
+    let conv = conversation(&app, &token).await;
+    let channel = format!("assistant:{conv}");
+    let mut first = app.ws_connected(&token).await;
+    first.subscribe(&channel).await;
+    // Over RPC this time.
+    let reply = first
+        .request(json!({"type": "rpc", "method": "assistant.send",
+                        "data": {"conversation": conv, "text": "Count slowly"}}))
+        .await;
+    assert_eq!(reply["type"], "rpc_result", "{reply}");
+    let answer = reply["data"]["reply"]["id"].as_str().unwrap().to_owned();
+    // Wait for a few frames on the first device.
+    let mut seen = 0;
+    while seen < 3 {
+        let frame = first.recv().await;
+        if frame["data"]["type"] == "assistant.delta" {
+            seen += 1;
+        }
+    }
+    // A second device subscribes now: the snapshot has the text so far.
+    let mut late = app.ws_connected(&token).await;
+    let subscribed = late.subscribe(&channel).await;
+    let snapshot = subscribed["snapshot"]["messages"]
+        .as_array()
+        .unwrap_or_else(|| panic!("snapshot: {subscribed}"))
+        .iter()
+        .find(|m| m["id"] == answer.as_str())
+        .cloned()
+        .unwrap();
+    let have = snapshot["delta_seq"].as_i64().unwrap();
+    let text = snapshot["content"].as_str().unwrap().to_owned();
+    assert!(have >= 3, "{snapshot}");
+    assert!(text.starts_with("w0 w1 w2 "), "{text}");
+    let (late_text, done) = follow(&mut late, &answer, text, have).await;
+    let expected: String = (0..20).map(|i| format!("w{i} ")).collect();
+    assert_eq!(late_text, expected);
+    assert_eq!(done["content"], expected.as_str());
+}
+
+#[tokio::test]
+async fn streams_per_user_are_limited() {
+    let fake = FakeOpenAi::start().await;
+    let app = app_with(&[("RELAIS_ASSISTANT_MAX_STREAMS_PER_USER", "1")]).await;
+    configure(&app, &fake, &["endless"]).await;
+    let (_, token) = app.user("ana@example.com", &["member"]).await;
+    let conv = conversation(&app, &token).await;
+    let started = send(&app, &token, &conv, "one").await;
+    let res = app
+        .post(
+            &format!("/api/v1/assistant/conversations/{conv}/messages"),
+            Some(&token),
+            json!({"text": "two"}),
+        )
+        .await;
+    assert_eq!(res.status(), 429);
+    let body: Value = res.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "too_many_streams");
+    let run = started["run"].as_str().unwrap();
+    let res = app
+        .post(
+            &format!("/api/v1/assistant/runs/{run}/cancel"),
+            Some(&token),
+            json!({}),
+        )
+        .await;
+    assert_eq!(res.status(), 202);
+    eventually("the cancelled answer frees the slot", || async {
+        let stored = messages(&app, &token, &conv).await;
+        stored.last().is_some_and(|m| m["status"] == "cancelled")
+    })
+    .await;
+    send(&app, &token, &conv, "three").await;
+}
+
+#[tokio::test]
+async fn provider_keys_are_encrypted_at_rest_and_never_returned() {
+    let fake = FakeOpenAi::start().await;
+    let app = app_with(&[]).await;
+    let admin = app.admin_token().await;
+    let secret = "sk-live-do-not-leak-9f8e7d6c5b4a";
+    let res = app
+        .post(
+            "/api/v1/assistant/providers",
+            Some(&admin),
+            json!({"name": "main", "base_url": fake.base_url("ok"), "api_key": secret}),
+        )
+        .await;
+    assert_eq!(res.status(), 201);
+    let created = res.text().await.unwrap();
+    assert!(!created.contains(secret));
+    let listed = app
+        .get("/api/v1/assistant/providers", Some(&admin))
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        !listed.contains(secret) && listed.contains("\"has_key\":true"),
+        "{listed}"
+    );
+    // The provider receives the key in clear…
+    let id = serde_json::from_str::<Value>(&created).unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let admin_res = app
+        .post(
+            "/api/v1/assistant/assistants",
+            Some(&admin),
+            json!({"name": "A", "model": "m", "providers": [id]}),
+        )
+        .await;
+    assert_eq!(admin_res.status(), 201);
+    let (_, token) = app.user("ana@example.com", &["member"]).await;
+    let conv = conversation(&app, &token).await;
+    send(&app, &token, &conv, "hi").await;
+    eventually("the answer completes", || async {
+        messages(&app, &token, &conv).await[1]["status"] == "complete"
+    })
+    .await;
+    // …the store never does.
+    let stored: String = sqlx::query_scalar("SELECT api_key_enc FROM assistant_providers")
+        .fetch_one(&app.state.store.pool)
+        .await
+        .unwrap();
+    assert!(!stored.contains(secret));
+    if app.env().get("DATABASE_URL").is_none() {
+        let mut found = false;
+        for entry in std::fs::read_dir(&app.data_dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_file() {
+                let bytes = std::fs::read(&path).unwrap();
+                found |= bytes.windows(secret.len()).any(|w| w == secret.as_bytes());
+            }
+        }
+        assert!(!found, "the key is in a database file");
+    }
+}
+
+#[tokio::test]
+async fn conversations_and_providers_stay_within_their_tenant_and_user() {
+    let fake = FakeOpenAi::start().await;
+    let app = app_with(&[]).await;
+    configure(&app, &fake, &["ok"]).await;
+    let (_, ana) = app.user("ana@example.com", &["member"]).await;
+    let (_, bob) = app.user("bob@example.com", &["member"]).await;
+    let conv = conversation(&app, &ana).await;
+    let path = format!("/api/v1/assistant/conversations/{conv}/messages");
+    // Another user of the tenant.
+    assert_eq!(app.get(&path, Some(&bob)).await.status(), 404);
+    let res = app.post(&path, Some(&bob), json!({"text": "hi"})).await;
+    assert_eq!(res.status(), 404);
+    let mut bob_ws = app.ws_connected(&bob).await;
+    let refused = bob_ws
+        .request(json!({"type": "subscribe", "channel": format!("assistant:{conv}")}))
+        .await;
+    assert_eq!(refused["code"], "forbidden", "{refused}");
+
+    // Another tenant.
+    let auth = &app.state.auth;
+    let other = auth.create_tenant("other", "Other tenant").await.unwrap();
+    auth.create_user(
+        &other.id,
+        "out@example.com",
+        "",
+        "outsider-password",
+        &[relais::auth::Role::Admin],
+    )
+    .await
+    .unwrap();
+    let login = app
+        .login_in("other", "out@example.com", "outsider-password")
+        .await;
+    let out = login["access_token"].as_str().unwrap().to_owned();
+    let providers: Value = app
+        .get("/api/v1/assistant/providers", Some(&out))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(providers["providers"], json!([]));
+    assert_eq!(app.get(&path, Some(&out)).await.status(), 404);
+    let res = app
+        .post("/api/v1/assistant/conversations", Some(&out), json!({}))
+        .await;
+    assert_eq!(res.status(), 503, "the other tenant has no assistant");
+    let mut out_ws = app.ws_connected(&out).await;
+    let refused = out_ws
+        .request(json!({"type": "subscribe", "channel": format!("assistant:{conv}")}))
+        .await;
+    assert_eq!(refused["code"], "forbidden", "{refused}");
+}
+
+#[tokio::test]
+async fn conversations_past_their_retention_are_purged() {
+    let fake = FakeOpenAi::start().await;
+    let app = app_with(&[("RELAIS_ASSISTANT_PURGE_INTERVAL_SECS", "0.1")]).await;
+    configure(&app, &fake, &["ok"]).await;
+    let (_, token) = app.user("ana@example.com", &["member"]).await;
+    let old = conversation(&app, &token).await;
+    let recent = conversation(&app, &token).await;
+    for conv in [&old, &recent] {
+        send(&app, &token, conv, "hi").await;
+        eventually("the answer completes", || async {
+            messages(&app, &token, conv).await[1]["status"] == "complete"
+        })
+        .await;
+    }
+    // Members may not set the retention; admins may, within 1-3650 days.
+    let put = |bearer: String, body: Value| {
+        let app = &app;
+        async move {
+            app.http
+                .put(app.url("/api/v1/assistant/settings"))
+                .bearer_auth(bearer)
+                .json(&body)
+                .send()
+                .await
+                .unwrap()
+                .status()
+        }
+    };
+    let admin = app.admin_token().await;
+    assert_eq!(put(token.clone(), json!({"retention_days": 3})).await, 403);
+    assert_eq!(put(admin.clone(), json!({"retention_days": 0})).await, 422);
+    assert_eq!(put(admin.clone(), json!({"retention_days": 5})).await, 200);
+    // Six days without activity: past the tenant's five.
+    sqlx::query("UPDATE assistant_conversations SET updated_at = updated_at - $1 WHERE id = $2")
+        .bind(6i64 * 86_400_000)
+        .bind(&old)
+        .execute(&app.state.store.pool)
+        .await
+        .unwrap();
+    eventually("the old conversation is purged", || async {
+        app.get(
+            &format!("/api/v1/assistant/conversations/{old}/messages"),
+            Some(&token),
+        )
+        .await
+        .status()
+            == 404
+    })
+    .await;
+    assert_eq!(messages(&app, &token, &recent).await.len(), 2);
+    let left: i64 =
+        sqlx::query_scalar("SELECT COUNT(*) FROM assistant_messages WHERE conversation_id = $1")
+            .bind(&old)
+            .fetch_one(&app.state.store.pool)
+            .await
+            .unwrap();
+    assert_eq!(left, 0);
+}
+
+#[tokio::test]
+async fn the_daily_token_quota_of_a_tenant_stops_new_answers() {
+    let fake = FakeOpenAi::start().await;
+    let app = app_with(&[("RELAIS_ASSISTANT_TOKENS_PER_DAY", "10")]).await;
+    configure(&app, &fake, &["ok"]).await;
+    let (_, token) = app.user("ana@example.com", &["member"]).await;
+    let conv = conversation(&app, &token).await;
+    send(&app, &token, &conv, "hi").await;
+    eventually("the answer completes", || async {
+        messages(&app, &token, &conv).await[1]["status"] == "complete"
+    })
+    .await;
+    // 11 + 4 tokens used: over the quota of 10.
+    let res = app
+        .post(
+            &format!("/api/v1/assistant/conversations/{conv}/messages"),
+            Some(&token),
+            json!({"text": "more"}),
+        )
+        .await;
+    assert_eq!(res.status(), 429);
+    let body: Value = res.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "token_quota_exceeded");
+}
+
+#[tokio::test]
+async fn tokens_arriving_faster_than_the_frame_interval_are_coalesced() {
+    let fake = FakeOpenAi::start().await;
+    // Frames at most every 5 s: the thousand tokens, sent at once, make
+    // the first frame (the first token, at once) and one last frame.
+    let app = app_with(&[("RELAIS_ASSISTANT_FRAME_MS", "5000")]).await;
+    configure(&app, &fake, &["fast"]).await;
+    let (_, token) = app.user("ana@example.com", &["member"]).await;
+    let conv = conversation(&app, &token).await;
+    let mut ws = app.ws_connected(&token).await;
+    ws.subscribe(&format!("assistant:{conv}")).await;
+    let started = send(&app, &token, &conv, "Go fast").await;
+    let answer = started["reply"]["id"].as_str().unwrap().to_owned();
+    let mut frames = 0;
+    let mut text = String::new();
+    let done = loop {
+        let frame = ws.recv().await;
+        match frame["data"]["type"].as_str() {
+            Some("assistant.delta") => {
+                frames += 1;
+                text.push_str(frame["data"]["text"].as_str().unwrap());
+            }
+            Some("assistant.done") => break frame["data"].clone(),
+            _ => {}
+        }
+    };
+    let expected: String = (0..1000).map(|i| format!("t{i} ")).collect();
+    assert_eq!(text, expected);
+    assert_eq!(done["message"], answer.as_str());
+    assert_eq!(done["seq"], frames);
+    assert!(frames <= 3, "{frames} frames for 1000 tokens");
+    assert_eq!(done["usage"]["completion_tokens"], 1000);
+}
