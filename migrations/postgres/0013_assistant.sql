@@ -66,6 +66,8 @@ CREATE TABLE assistant_messages (
     -- Days since the Unix epoch (UTC), for the analytics.
     day               BIGINT NOT NULL,
     created_at        BIGINT NOT NULL,
+    -- Last saved progress: an answer silent for long lost its server.
+    updated_at        BIGINT NOT NULL,
     UNIQUE (conversation_id, seq)
 );
 CREATE INDEX assistant_messages_day ON assistant_messages (tenant_id, day);

@@ -66,6 +66,8 @@ CREATE TABLE assistant_messages (
     -- Days since the Unix epoch (UTC), for the analytics.
     day               INTEGER NOT NULL,
     created_at        INTEGER NOT NULL,
+    -- Last saved progress: an answer silent for long lost its server.
+    updated_at        INTEGER NOT NULL,
     UNIQUE (conversation_id, seq)
 );
 CREATE INDEX assistant_messages_day ON assistant_messages (tenant_id, day);

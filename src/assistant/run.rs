@@ -121,8 +121,9 @@ pub struct Started {
     pub run: String,
 }
 
-/// A streaming row older than this is a run whose node died; it counts no
-/// more against the limits.
+/// A streaming answer whose progress was last saved this long ago lost its
+/// node (a live one saves every frame): it counts no more against the
+/// limits, and the background job closes it as interrupted.
 const STALE_RUN_MS: i64 = 15 * 60 * 1000;
 
 impl Engine {

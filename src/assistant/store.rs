@@ -332,8 +332,8 @@ pub async fn start_exchange(
         let id = uuid::Uuid::now_v7().to_string();
         sqlx::query(
             "INSERT INTO assistant_messages (id, tenant_id, conversation_id, user_id, assistant_id, \
-             seq, role, content, status, day, created_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+             seq, role, content, status, day, created_at, updated_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $11)",
         )
         .bind(&id)
         .bind(tenant)
@@ -376,11 +376,12 @@ pub async fn save_progress(
     delta_seq: i64,
 ) -> Result<(), sqlx::Error> {
     sqlx::query(
-        "UPDATE assistant_messages SET content = $1, delta_seq = $2 \
-         WHERE id = $3 AND status = 'streaming'",
+        "UPDATE assistant_messages SET content = $1, delta_seq = $2, updated_at = $3 \
+         WHERE id = $4 AND status = 'streaming'",
     )
     .bind(content)
     .bind(delta_seq)
+    .bind(now_millis())
     .bind(id)
     .execute(&store.pool)
     .await?;
@@ -421,7 +422,7 @@ pub async fn finish(store: &Store, id: &str, o: &Outcome<'_>) -> Result<bool, sq
     Ok(done.rows_affected() == 1)
 }
 
-/// Answers streaming now for the user and for the tenant. Rows older than
+/// Answers streaming now for the user and for the tenant. Rows silent for
 /// `stale_after` (a node that died mid-answer) do not count.
 pub async fn streaming(
     store: &Store,
@@ -432,7 +433,7 @@ pub async fn streaming(
     let row = sqlx::query(
         "SELECT COUNT(*) AS tenant_n, \
          CAST(COALESCE(SUM(CASE WHEN user_id = $1 THEN 1 ELSE 0 END), 0) AS BIGINT) AS user_n \
-         FROM assistant_messages WHERE tenant_id = $2 AND status = 'streaming' AND created_at > $3",
+         FROM assistant_messages WHERE tenant_id = $2 AND status = 'streaming' AND updated_at > $3",
     )
     .bind(user)
     .bind(tenant)
@@ -530,11 +531,12 @@ pub async fn purge(store: &Store, default_days: i64) -> Result<u64, sqlx::Error>
     Ok(done.rows_affected())
 }
 
-/// Marks as incomplete the answers still `streaming` long after they
-/// started: their node stopped mid-answer. Returns how many.
+/// Marks as incomplete the answers still `streaming` whose progress was last
+/// saved over `stale_after` ago: their node stopped mid-answer. Returns how
+/// many.
 pub async fn close_stale(store: &Store, stale_after: i64) -> Result<u64, sqlx::Error> {
     let done = sqlx::query(
-        "UPDATE assistant_messages SET status = 'incomplete', usage_estimated = 1,          error = 'the answer was interrupted (its server stopped)'          WHERE status = 'streaming' AND created_at < $1",
+        "UPDATE assistant_messages SET status = 'incomplete', usage_estimated = 1,          error = 'the answer was interrupted (its server stopped)'          WHERE status = 'streaming' AND updated_at < $1",
     )
     .bind(now_millis() - stale_after)
     .execute(&store.pool)
