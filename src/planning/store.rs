@@ -63,6 +63,18 @@ pub fn is_overlap(e: &sqlx::Error) -> bool {
         if db.code().as_deref() == Some("23P01") || db.message().contains("slot_overlap"))
 }
 
+/// `true` when PostgreSQL aborted the write to break a deadlock (40P01).
+/// Two concurrent writers of colliding slots can each wait, in the
+/// exclusion check, for the other's uncommitted row; one is aborted. The
+/// write is then simply tried again: it now meets the other's committed row
+/// (an overlap) or nothing (the other failed).
+fn is_deadlock(e: &sqlx::Error) -> bool {
+    matches!(e, sqlx::Error::Database(db) if db.code().as_deref() == Some("40P01"))
+}
+
+/// Times a write aborted by a deadlock is tried again.
+const DEADLOCK_RETRIES: usize = 5;
+
 // ---- stations
 
 /// A station of `tenant`; [`PlanningError::StationNotFound`] otherwise.
@@ -269,7 +281,14 @@ pub async fn insert_slot(
     tenant: &str,
     new: &NewSlot,
 ) -> Result<Slot, PlanningError> {
-    match insert_one(&store.pool, tenant, new).await {
+    let mut retries = 0;
+    let inserted = loop {
+        match insert_one(&store.pool, tenant, new).await {
+            Err(e) if is_deadlock(&e) && retries < DEADLOCK_RETRIES => retries += 1,
+            other => break other,
+        }
+    };
+    match inserted {
         Ok(slot) => Ok(slot),
         Err(e) if is_overlap(&e) => {
             let other =
@@ -289,7 +308,8 @@ pub async fn compare_and_set(
     expected: i64,
     next: &Slot,
 ) -> Result<Option<Slot>, PlanningError> {
-    let done = sqlx::query(AssertSqlSafe(format!(
+    let attempt = || {
+        sqlx::query(AssertSqlSafe(format!(
         "UPDATE planning_slots SET starts_ms = $4, ends_ms = $5, spot_ref = $6, campaign_ref = $7, advertiser_user = $8, advertiser_ref = $9, \
          title = $10, status = $11, notes = $12, aired_ms = $13, cancel_reason = $14, version = version + 1, updated_at = $15 \
          WHERE tenant_id = $1 AND id = $2 AND version = $3 RETURNING {SLOT_COLUMNS}"
@@ -309,8 +329,15 @@ pub async fn compare_and_set(
     .bind(next.aired_ms)
     .bind(next.cancel_reason.as_deref())
     .bind(now_millis())
-    .fetch_optional(&store.pool)
-    .await;
+        .fetch_optional(&store.pool)
+    };
+    let mut retries = 0;
+    let done = loop {
+        match attempt().await {
+            Err(e) if is_deadlock(&e) && retries < DEADLOCK_RETRIES => retries += 1,
+            other => break other,
+        }
+    };
     match done {
         Ok(row) => Ok(row.as_ref().map(slot_from_row).transpose()?),
         Err(e) if is_overlap(&e) => {
