@@ -575,21 +575,7 @@ async fn conversations_and_providers_stay_within_their_tenant_and_user() {
     assert_eq!(refused["code"], "forbidden", "{refused}");
 
     // Another tenant.
-    let auth = &app.state.auth;
-    let other = auth.create_tenant("other", "Other tenant").await.unwrap();
-    auth.create_user(
-        &other.id,
-        "out@example.com",
-        "",
-        "outsider-password",
-        &[relais::auth::Role::Admin],
-    )
-    .await
-    .unwrap();
-    let login = app
-        .login_in("other", "out@example.com", "outsider-password")
-        .await;
-    let out = login["access_token"].as_str().unwrap().to_owned();
+    let (_, out) = app.other_tenant_admin().await;
     let providers: Value = app
         .get("/api/v1/assistant/providers", Some(&out))
         .await

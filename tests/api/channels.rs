@@ -142,22 +142,8 @@ async fn a_registered_namespace_applies_its_own_policy_with_presence_events() {
 #[tokio::test]
 async fn tenants_cannot_reach_each_others_channels_or_history() {
     let app = spawn_app().await;
-    let auth = &app.state.auth;
-    let other = auth.create_tenant("other", "Other tenant").await.unwrap();
-    let outsider = auth
-        .create_user(
-            &other.id,
-            "out@example.com",
-            "",
-            "outsider-password",
-            &[relais::auth::Role::Admin],
-        )
-        .await
-        .unwrap();
-    let out_login = app
-        .login_in("other", "out@example.com", "outsider-password")
-        .await;
-    let out_token = out_login["access_token"].as_str().unwrap();
+    let (outsider, out_token) = app.other_tenant_admin().await;
+    let out_token = out_token.as_str();
     let (ana, ana_token) = app.user("ana@example.com", &["member"]).await;
 
     // Same channel name, different tenants: nothing crosses.
@@ -196,7 +182,7 @@ async fn tenants_cannot_reach_each_others_channels_or_history() {
         .await
         .unwrap();
     assert_eq!(users["items"].as_array().unwrap().len(), 1);
-    assert_eq!(users["items"][0]["id"], outsider.id.as_str());
+    assert_eq!(users["items"][0]["id"], outsider.as_str());
     let res = app
         .get(&format!("/api/v1/admin/users/{ana}"), Some(out_token))
         .await;

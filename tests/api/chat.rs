@@ -398,21 +398,7 @@ async fn rooms_of_one_tenant_are_invisible_to_another_and_project_rooms_follow_m
     let mut ana_ws = app.ws_connected(&ana_token).await;
     say(&mut ana_ws, &room_id, "internal").await;
 
-    let auth = &app.state.auth;
-    let other = auth.create_tenant("other", "Other tenant").await.unwrap();
-    auth.create_user(
-        &other.id,
-        "out@example.com",
-        "",
-        "outsider-password",
-        &[relais::auth::Role::Admin],
-    )
-    .await
-    .unwrap();
-    let login = app
-        .login_in("other", "out@example.com", "outsider-password")
-        .await;
-    let out_token = login["access_token"].as_str().unwrap().to_owned();
+    let (_, out_token) = app.other_tenant_admin().await;
     let mut out = app.ws_connected(&out_token).await;
     let refused = out
         .request(json!({"type": "subscribe", "channel": format!("chat:{room_id}")}))

@@ -237,6 +237,30 @@ impl TestApp {
         res.json().await.unwrap()
     }
 
+    /// An administrator of a second tenant, `other`: (user id, access token),
+    /// to check that nothing crosses tenants.
+    pub async fn other_tenant_admin(&self) -> (String, String) {
+        let auth = &self.state.auth;
+        let other = auth.create_tenant("other", "Other tenant").await.unwrap();
+        let user = auth
+            .create_user(
+                &other.id,
+                "out@example.com",
+                "",
+                "outsider-password",
+                &[relais::auth::Role::Admin],
+            )
+            .await
+            .unwrap();
+        let login = self
+            .login_in("other", "out@example.com", "outsider-password")
+            .await;
+        (
+            user.id.to_string(),
+            login["access_token"].as_str().unwrap().to_owned(),
+        )
+    }
+
     pub async fn admin_token(&self) -> String {
         self.login(ADMIN_EMAIL, ADMIN_PASSWORD).await["access_token"]
             .as_str()
