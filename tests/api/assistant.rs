@@ -60,14 +60,24 @@ async fn conversation(app: &TestApp, token: &str) -> String {
     body["conversation"]["id"].as_str().unwrap().to_owned()
 }
 
+/// Posts a user message to a conversation.
+async fn post_message(
+    app: &TestApp,
+    token: &str,
+    conversation: &str,
+    text: &str,
+) -> reqwest::Response {
+    app.post(
+        &format!("/api/v1/assistant/conversations/{conversation}/messages"),
+        Some(token),
+        json!({"text": text}),
+    )
+    .await
+}
+
+/// Posts a user message and expects its answer to start (202).
 async fn send(app: &TestApp, token: &str, conversation: &str, text: &str) -> Value {
-    let res = app
-        .post(
-            &format!("/api/v1/assistant/conversations/{conversation}/messages"),
-            Some(token),
-            json!({"text": text}),
-        )
-        .await;
+    let res = post_message(app, token, conversation, text).await;
     let status = res.status();
     let body: Value = res.json().await.unwrap();
     assert_eq!(status, 202, "{body}");
@@ -463,13 +473,7 @@ async fn streams_per_user_are_limited() {
     let (_, token) = app.user("ana@example.com", &["member"]).await;
     let conv = conversation(&app, &token).await;
     let started = send(&app, &token, &conv, "one").await;
-    let res = app
-        .post(
-            &format!("/api/v1/assistant/conversations/{conv}/messages"),
-            Some(&token),
-            json!({"text": "two"}),
-        )
-        .await;
+    let res = post_message(&app, &token, &conv, "two").await;
     assert_eq!(res.status(), 429);
     let body: Value = res.json().await.unwrap();
     assert_eq!(body["error"]["code"], "too_many_streams");
@@ -668,13 +672,7 @@ async fn the_daily_token_quota_of_a_tenant_stops_new_answers() {
     })
     .await;
     // 11 + 4 tokens used: over the quota of 10.
-    let res = app
-        .post(
-            &format!("/api/v1/assistant/conversations/{conv}/messages"),
-            Some(&token),
-            json!({"text": "more"}),
-        )
-        .await;
+    let res = post_message(&app, &token, &conv, "more").await;
     assert_eq!(res.status(), 429);
     let body: Value = res.json().await.unwrap();
     assert_eq!(body["error"]["code"], "token_quota_exceeded");
