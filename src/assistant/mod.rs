@@ -6,11 +6,12 @@
 //! (instructions, model, temperature, the ordered provider chain). A user
 //! opens a **conversation** with an assistant; each message they send
 //! (REST or the `assistant.send` RPC) starts a **run** ([`run`]) on the node
-//! that received it: the answer is a message row that holds the text so
-//! far, updated once per coalesced frame and then published on
-//! `assistant:<conversation>` (store-then-publish), so a device that
-//! subscribes late gets the text so far in the snapshot and applies the
-//! later frames by their `seq`: no gap, no duplicate.
+//! that received it: each coalesced frame of tokens is published on
+//! `assistant:<conversation>` at once, and the answer's row (the text so
+//! far) is saved in the background every quarter second. A device that
+//! subscribes late gets the text so far in the snapshot (the saved text
+//! completed from the channel's history) and applies the later frames by
+//! their `seq`: no gap, no duplicate.
 //!
 //! A provider that fails before the first token (rate limit, quota, 5xx,
 //! connection error, first-token timeout) hands over to the next one, and
@@ -48,6 +49,13 @@ use crate::{
 
 /// The channel namespace of conversations: `assistant:<conversation id>`.
 pub const NAMESPACE: &str = "assistant";
+/// What a conversation's channel keeps for `recover`, and where the
+/// snapshot finds the frames the store has not saved yet: 512 publications
+/// hold far more than the frames of one save interval.
+const HISTORY: HistoryPolicy = HistoryPolicy {
+    size: 512,
+    ttl: std::time::Duration::from_secs(600),
+};
 /// Longest user message, in characters.
 pub const MAX_TEXT: usize = 16_000;
 /// Messages of a conversation sent to the model as context, at most.
@@ -153,12 +161,12 @@ impl Module for AssistantModule {
             publish: Access::Nobody,
             presence: Access::Nobody,
             join_leave: false,
-            history: HistoryPolicy {
-                size: 512,
-                ttl: std::time::Duration::from_secs(600),
-            },
+            history: HISTORY,
             hook: None,
-            snapshot: Some(Arc::new(Snapshot(self.engine.store.clone()))),
+            snapshot: Some(Arc::new(Snapshot {
+                store: self.engine.store.clone(),
+                gateway: self.engine.gateway.clone(),
+            })),
         });
         extensions.rpc(
             NAMESPACE,
@@ -195,8 +203,18 @@ impl AccessCheck for Owner {
 }
 
 /// The conversation's latest messages, the answer in flight included with
-/// its text so far and `seq`.
-struct Snapshot(Store);
+/// its text so far and `delta_seq`.
+///
+/// A streaming answer is saved every quarter second, not at every frame, so
+/// its stored text may lack the last frames. They are in the channel's
+/// history: the snapshot appends the deltas that follow the saved
+/// `delta_seq`, in order, so the text it gives holds every frame published
+/// before the subscriber's position (and maybe later ones, which the device
+/// then skips by their `seq`).
+pub(crate) struct Snapshot {
+    store: Store,
+    gateway: Weak<Gateway>,
+}
 
 impl SnapshotSource for Snapshot {
     fn snapshot<'a>(
@@ -208,11 +226,62 @@ impl SnapshotSource for Snapshot {
     ) -> BoxFuture<'a, Result<Box<RawValue>, DomainError>> {
         Box::pin(async move {
             let id = channel.name().key().unwrap_or_default();
-            let messages = store::messages(&self.0, channel.tenant().as_str(), id, None, 50)
-                .await
-                .map_err(DomainError::internal)?;
+            let mut messages =
+                store::messages(&self.store, channel.tenant().as_str(), id, None, 50)
+                    .await
+                    .map_err(DomainError::internal)?;
+            if messages.iter().any(|m| m.status == "streaming") {
+                if let Some(gateway) = self.gateway.upgrade() {
+                    let recent = gateway
+                        .broker
+                        .latest(channel, HISTORY, HISTORY.size)
+                        .await
+                        .map_err(DomainError::internal)?;
+                    let frames = recent.publications.iter().map(|p| p.frame.as_str());
+                    catch_up(&mut messages, frames);
+                }
+            }
             raw(&json!({"messages": messages}))
         })
+    }
+}
+
+/// Appends to each streaming message the deltas of `frames` (encoded
+/// publications, oldest first) that continue its `delta_seq`.
+fn catch_up<'a>(messages: &mut [Message], frames: impl Iterator<Item = &'a str>) {
+    #[derive(Deserialize)]
+    struct Frame<'f> {
+        #[serde(borrow)]
+        data: Delta<'f>,
+    }
+    #[derive(Deserialize)]
+    struct Delta<'f> {
+        #[serde(rename = "type")]
+        kind: &'f str,
+        #[serde(default)]
+        message: Option<&'f str>,
+        #[serde(default)]
+        seq: i64,
+        #[serde(default)]
+        text: Option<std::borrow::Cow<'f, str>>,
+    }
+    for frame in frames {
+        let Ok(Frame { data }) = serde_json::from_str::<Frame<'_>>(frame) else {
+            continue;
+        };
+        if data.kind != "assistant.delta" {
+            continue;
+        }
+        let Some(m) = messages
+            .iter_mut()
+            .find(|m| m.status == "streaming" && Some(m.id.as_str()) == data.message)
+        else {
+            continue;
+        };
+        if data.seq == m.delta_seq + 1 {
+            m.content.push_str(data.text.as_deref().unwrap_or_default());
+            m.delta_seq = data.seq;
+        }
     }
 }
 
@@ -409,6 +478,48 @@ impl From<AssistantError> for ApiError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn streaming(id: &str, content: &str, delta_seq: i64) -> Message {
+        Message {
+            id: id.into(),
+            conversation: "c".into(),
+            seq: 2,
+            role: "assistant".into(),
+            content: content.into(),
+            status: "streaming".into(),
+            delta_seq,
+            usage: Usage::default(),
+            provider: None,
+            error: None,
+            created_at: 0,
+        }
+    }
+
+    fn delta(message: &str, seq: i64, text: &str) -> String {
+        json!({"type": "pub", "channel": "assistant:c", "offset": seq + 10,
+               "data": {"type": "assistant.delta", "message": message, "seq": seq, "text": text}})
+        .to_string()
+    }
+
+    #[test]
+    fn the_snapshot_completes_saved_text_with_the_frames_that_follow_it() {
+        let mut messages = vec![streaming("a", "Hello", 2), streaming("b", "", 0)];
+        let frames = [
+            delta("a", 1, "Hel"),
+            delta("a", 2, "lo"),
+            json!({"type": "pub", "data": {"type": "assistant.message", "message": {}}})
+                .to_string(),
+            delta("a", 3, ", wor"),
+            delta("b", 2, "skipped: frame 1 is missing"),
+            delta("a", 4, "ld \"quoted\""),
+            delta("a", 6, "after a gap: not applied"),
+        ];
+        catch_up(&mut messages, frames.iter().map(String::as_str));
+        assert_eq!(messages[0].content, "Hello, world \"quoted\"");
+        assert_eq!(messages[0].delta_seq, 4);
+        assert_eq!(messages[1].content, "");
+        assert_eq!(messages[1].delta_seq, 0);
+    }
 
     #[test]
     fn each_assistant_error_keeps_its_status_code_and_message() {

@@ -6,16 +6,17 @@
 //! - `{"type":"assistant.started","message":{…}}`: the empty answer, with
 //!   its id (the run id) and `status: "streaming"`;
 //! - `{"type":"assistant.delta","message":id,"seq":n,"text":"…"}`: the
-//!   text added by frame `n` (1, 2, …), stored before it is published;
+//!   text added by frame `n` (1, 2, …);
 //! - `{"type":"assistant.fallback","message":id,"from":…,"to":…,"reason":…}`;
 //! - `{"type":"assistant.done","message":id,"status":…,"content":…,
 //!   "usage":{…},"incomplete":bool,"error"?}`: the stored final answer.
 //!
 //! **Resume.** The row holds the text so far and the number of the last
-//! frame it includes (`delta_seq`). A subscriber's snapshot is read after
-//! its position on the channel, so every frame not in the snapshot arrives
-//! live; a frame both in the snapshot and live has `seq <= delta_seq` and
-//! is skipped. Applying only deltas with `seq` one above what a device has
+//! frame it includes (`delta_seq`), saved every quarter second; the
+//! snapshot completes it with the later frames from the channel's history.
+//! A subscriber's snapshot is read after its position on the channel, so
+//! every frame not in the snapshot arrives live; a frame both in the
+//! snapshot and live has `seq <= delta_seq` and is skipped. Applying only deltas with `seq` one above what a device has
 //! therefore rebuilds the exact text.
 
 use std::sync::Arc;
@@ -160,24 +161,25 @@ impl Engine {
         if assistant.providers.is_empty() {
             return Err(AssistantError::NotConfigured);
         }
-        let (user_n, tenant_n) =
-            store::streaming(&self.store, tenant, who.user.as_str(), STALE_RUN_MS).await?;
-        if user_n >= self.config.max_streams_per_user {
-            self.metrics.assistant_refused.inc();
-            return Err(AssistantError::TooManyStreams("per user"));
-        }
-        if tenant_n >= self.config.max_streams_per_tenant {
-            self.metrics.assistant_refused.inc();
-            return Err(AssistantError::TooManyStreams("per tenant"));
-        }
         if self.config.tokens_per_day > 0
             && store::tokens_today(&self.store, tenant).await? >= self.config.tokens_per_day
         {
             self.metrics.assistant_refused.inc();
             return Err(AssistantError::QuotaExceeded);
         }
+        let limits = store::StreamLimits {
+            per_user: self.config.max_streams_per_user,
+            per_tenant: self.config.max_streams_per_tenant,
+            stale_after: STALE_RUN_MS,
+        };
         let (question, answer) =
-            store::start_exchange(&self.store, tenant, &conversation, text).await?;
+            match store::start_exchange(&self.store, tenant, &conversation, text, &limits).await? {
+                Ok(exchange) => exchange,
+                Err(which) => {
+                    self.metrics.assistant_refused.inc();
+                    return Err(AssistantError::TooManyStreams(which));
+                }
+            };
         let token = CancellationToken::new();
         self.runs.0.insert(answer.id.clone(), token.clone());
         self.publish(
@@ -566,16 +568,18 @@ impl Engine {
         .await;
     }
 
-    /// Stores the text so far, then publishes what it added.
+    /// Publishes the text a frame adds, then saves the text so far in the
+    /// background at most every [`SAVE_EVERY`].
+    ///
+    /// Saving is off the relay path: a write per frame (hundreds of
+    /// streams, dozens of frames a second each) would put the store's
+    /// latency on every token. A device that joins between two saves still
+    /// gets the exact text: the snapshot completes the saved text with the
+    /// frames the channel's history holds (see [`super::Snapshot`]).
     async fn frame(&self, job: &Job, progress: &mut Progress) {
         let text = std::mem::take(&mut progress.pending);
         progress.content.push_str(&text);
         progress.seq += 1;
-        if let Err(e) =
-            store::save_progress(&self.store, &job.answer.id, &progress.content, progress.seq).await
-        {
-            tracing::warn!(error = %e, "assistant progress not stored");
-        }
         self.metrics.assistant_frames.inc();
         self.publish(
             &job.tenant,
@@ -583,6 +587,25 @@ impl Engine {
             json!({"type": "assistant.delta", "message": job.answer.id, "seq": progress.seq, "text": text}),
         )
         .await;
+        let due = progress
+            .saved_at
+            .is_none_or(|at| at.elapsed() >= SAVE_EVERY);
+        let idle = progress.saving.as_ref().is_none_or(|h| h.is_finished());
+        if due && idle {
+            progress.saved_at = Some(Instant::now());
+            let store = self.store.clone();
+            let (id, content, seq) = (
+                job.answer.id.clone(),
+                progress.content.clone(),
+                progress.seq,
+            );
+            // At most one save in flight per answer.
+            progress.saving = Some(tokio::spawn(async move {
+                if let Err(e) = store::save_progress(&store, &id, &content, seq).await {
+                    tracing::warn!(error = %e, "assistant progress not stored");
+                }
+            }));
+        }
     }
 
     /// Stores the final answer once and tells every device.
@@ -702,6 +725,10 @@ struct Job {
     cancel: CancellationToken,
 }
 
+/// How often a streaming answer's text so far is saved: what a node that
+/// stops mid-answer loses, and how far the saved text may lag the channel.
+const SAVE_EVERY: std::time::Duration = std::time::Duration::from_millis(250);
+
 /// An answer as it streams.
 #[derive(Default)]
 struct Progress {
@@ -713,6 +740,9 @@ struct Progress {
     seq: i64,
     usage: Option<Usage>,
     finished: bool,
+    /// When the text so far was last saved, and that save.
+    saved_at: Option<Instant>,
+    saving: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl Progress {

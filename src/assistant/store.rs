@@ -308,9 +308,21 @@ pub async fn start_exchange(
     tenant: &str,
     conversation: &Conversation,
     text: &str,
-) -> Result<(Message, Message), sqlx::Error> {
+    limits: &StreamLimits,
+) -> Result<Result<(Message, Message), &'static str>, sqlx::Error> {
     let now = now_millis();
     let mut tx = store.pool.begin().await?;
+    // Counting the answers streaming and adding one must not interleave
+    // with another send of the tenant, or two sends at the same instant
+    // both pass the limit. PostgreSQL: a lock per tenant for the
+    // transaction. SQLite: the write below takes the database's write
+    // lock before the count reads.
+    if store.backend == crate::store::Backend::Postgres {
+        sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1, 7283))")
+            .bind(format!("assistant-streams:{tenant}"))
+            .execute(&mut *tx)
+            .await?;
+    }
     let title_if_first = text.chars().take(80).collect::<String>();
     let row = sqlx::query(
         "UPDATE assistant_conversations SET last_seq = last_seq + 2, updated_at = $1, \
@@ -323,6 +335,14 @@ pub async fn start_exchange(
     .bind(&conversation.id)
     .fetch_one(&mut *tx)
     .await?;
+    let (user_n, tenant_n) =
+        streaming(&mut *tx, tenant, &conversation.user_id, limits.stale_after).await?;
+    if user_n >= limits.per_user {
+        return Ok(Err("per user"));
+    }
+    if tenant_n >= limits.per_tenant {
+        return Ok(Err("per tenant"));
+    }
     let last: i64 = row.try_get(0)?;
     let mut out = Vec::with_capacity(2);
     for (seq, role, content, status) in [
@@ -365,7 +385,15 @@ pub async fn start_exchange(
     tx.commit().await?;
     let answer = out.pop().expect("two messages");
     let question = out.pop().expect("two messages");
-    Ok((question, answer))
+    Ok(Ok((question, answer)))
+}
+
+/// Answers streaming at once, at most; rows silent for `stale_after`
+/// milliseconds (their node stopped) do not count.
+pub struct StreamLimits {
+    pub per_user: i64,
+    pub per_tenant: i64,
+    pub stale_after: i64,
 }
 
 /// Saves the text so far of a streaming answer and its frame number.
@@ -377,7 +405,7 @@ pub async fn save_progress(
 ) -> Result<(), sqlx::Error> {
     sqlx::query(
         "UPDATE assistant_messages SET content = $1, delta_seq = $2, updated_at = $3 \
-         WHERE id = $4 AND status = 'streaming'",
+         WHERE id = $4 AND status = 'streaming' AND delta_seq < $2",
     )
     .bind(content)
     .bind(delta_seq)
@@ -424,8 +452,8 @@ pub async fn finish(store: &Store, id: &str, o: &Outcome<'_>) -> Result<bool, sq
 
 /// Answers streaming now for the user and for the tenant. Rows silent for
 /// `stale_after` (a node that died mid-answer) do not count.
-pub async fn streaming(
-    store: &Store,
+async fn streaming(
+    conn: &mut sqlx::AnyConnection,
     tenant: &str,
     user: &str,
     stale_after: i64,
@@ -438,7 +466,7 @@ pub async fn streaming(
     .bind(user)
     .bind(tenant)
     .bind(now_millis() - stale_after)
-    .fetch_one(&store.pool)
+    .fetch_one(conn)
     .await?;
     Ok((row.try_get("user_n")?, row.try_get("tenant_n")?))
 }

@@ -249,7 +249,7 @@ impl Config {
             assistant: AssistantConfig {
                 encryption_key: assistant_key(&env)?,
                 frame_interval: Duration::from_millis(
-                    env.parse("RELAIS_ASSISTANT_FRAME_MS", 30u64)?
+                    env.parse("RELAIS_ASSISTANT_FRAME_MS", 10u64)?
                         .clamp(1, 5_000),
                 ),
                 first_token_timeout: Duration::from_millis(

@@ -495,6 +495,29 @@ async fn streams_per_user_are_limited() {
 }
 
 #[tokio::test]
+async fn sends_at_the_same_instant_cannot_pass_the_stream_limit() {
+    let fake = FakeOpenAi::start().await;
+    let app = app_with(&[("RELAIS_ASSISTANT_MAX_STREAMS_PER_USER", "2")]).await;
+    configure(&app, &fake, &["endless"]).await;
+    let (_, token) = app.user("ana@example.com", &["member"]).await;
+    let mut conversations = Vec::new();
+    for _ in 0..8 {
+        conversations.push(conversation(&app, &token).await);
+    }
+    let sends = conversations
+        .iter()
+        .map(|conv| post_message(&app, &token, conv, "at once"));
+    let statuses: Vec<u16> = futures_util::future::join_all(sends)
+        .await
+        .iter()
+        .map(|r| r.status().as_u16())
+        .collect();
+    let started = statuses.iter().filter(|s| **s == 202).count();
+    let refused = statuses.iter().filter(|s| **s == 429).count();
+    assert_eq!((started, refused), (2, 6), "{statuses:?}");
+}
+
+#[tokio::test]
 async fn provider_keys_are_encrypted_at_rest_and_never_returned() {
     let fake = FakeOpenAi::start().await;
     let app = app_with(&[]).await;
