@@ -14,6 +14,14 @@ use crate::config::OriginPolicy;
 /// How long a browser may cache a preflight answer.
 const MAX_AGE: Duration = Duration::from_secs(600);
 
+/// Routes any page may call from the browser, because their handlers
+/// check the origin themselves: an embedded widget's routes (the widget's
+/// origin list, then the origin its visitor token is bound to) and the SSE
+/// stream (a visitor's bound origin, else the hub's origin policy).
+fn open_to_any_origin(path: &str) -> bool {
+    path.starts_with("/api/v1/widget/") || path == "/api/v1/sse"
+}
+
 /// Answers preflights and marks responses for the origins `origins` allows
 /// (the hub's own origin, the listed ones, or any); other origins get no
 /// `Access-Control-Allow-Origin`, so their browsers refuse the response.
@@ -21,6 +29,9 @@ pub fn layer(origins: &OriginPolicy) -> CorsLayer {
     let origins = origins.clone();
     CorsLayer::new()
         .allow_origin(AllowOrigin::predicate(move |origin, parts| {
+            if open_to_any_origin(parts.uri.path()) {
+                return true;
+            }
             let host = parts
                 .headers
                 .get(header::HOST)

@@ -24,7 +24,9 @@
 pub mod crypto;
 pub mod routes;
 pub mod run;
+pub mod steps;
 pub mod store;
+pub mod widget;
 
 use std::sync::{Arc, Weak};
 
@@ -79,6 +81,7 @@ pub fn module(ctx: &Context<'_>) -> anyhow::Result<Arc<dyn Module>> {
         metrics: ctx.metrics.clone(),
         notify: ctx.state.notify.clone(),
         gateway: Arc::downgrade(&ctx.gateway),
+        auth: ctx.auth.clone(),
         runs: runs.clone(),
         notified: DashMap::new(),
         http: std::sync::OnceLock::new(),
@@ -122,6 +125,8 @@ pub struct Engine {
     pub notify: Arc<crate::notify::Notify>,
     /// Runs publish through it; weak, as the gateway holds the RPC handler.
     pub gateway: Weak<Gateway>,
+    /// Starts and checks widget visitors' sessions.
+    pub auth: Arc<crate::auth::AuthService>,
     pub runs: Arc<Runs>,
     /// Last `assistant.fallback` notification per `tenant/assistant/provider`.
     notified: DashMap<String, std::time::Instant>,
@@ -175,7 +180,9 @@ impl Module for AssistantModule {
     }
 
     fn router(&self) -> axum::Router<crate::state::AppState> {
-        routes::router().layer(axum::Extension(self.engine.clone()))
+        routes::router()
+            .merge(widget::router())
+            .layer(axum::Extension(self.engine.clone()))
     }
 
     fn workers(&self, stop: &CancellationToken) -> Vec<Worker> {
@@ -365,6 +372,11 @@ pub struct Conversation {
     pub title: String,
     pub created_at: i64,
     pub updated_at: i64,
+    /// The guided step the conversation is at (an index into the
+    /// assistant's `steps`); `None` without steps or once they are done.
+    pub step: Option<i64>,
+    /// The answer saved for each step, by step key.
+    pub answers: serde_json::Value,
 }
 
 /// Token counts of an answer.
@@ -395,6 +407,9 @@ pub struct Message {
     pub provider: Option<String>,
     pub error: Option<String>,
     pub created_at: i64,
+    /// The guided step this message answers (the user's) or asks (the
+    /// assistant's).
+    pub step: Option<String>,
 }
 
 /// Why an assistant operation failed.
@@ -420,6 +435,14 @@ pub enum AssistantError {
     QuotaExceeded,
     #[error("this answer is not streaming")]
     NotRunning,
+    #[error("this page's origin may not use this widget")]
+    OriginNotAllowed,
+    #[error("the widget admitted all the visitors it may this hour; try again later")]
+    TooManyVisitors,
+    #[error("this visitor has sent all the messages the widget allows")]
+    VisitorLimit,
+    #[error("the conversation moved to another step meanwhile; reload it")]
+    StepChanged,
     #[error("internal error")]
     Store(#[from] sqlx::Error),
 }
@@ -435,6 +458,10 @@ impl AssistantError {
             AssistantError::TooManyStreams(_) => "too_many_streams",
             AssistantError::QuotaExceeded => "token_quota_exceeded",
             AssistantError::NotRunning => "not_running",
+            AssistantError::OriginNotAllowed => "origin_not_allowed",
+            AssistantError::TooManyVisitors => "too_many_visitors",
+            AssistantError::VisitorLimit => "visitor_message_limit",
+            AssistantError::StepChanged => "step_changed",
             AssistantError::Store(_) => "internal",
         }
     }
@@ -446,11 +473,12 @@ impl AssistantError {
             }
             AssistantError::NotFound(_) => ErrorKind::NotFound,
             AssistantError::Invalid(_) => ErrorKind::Invalid,
-            AssistantError::Forbidden(_) => ErrorKind::Forbidden,
-            AssistantError::TooManyStreams(_) | AssistantError::QuotaExceeded => {
-                ErrorKind::RateLimited
-            }
-            AssistantError::NotRunning => ErrorKind::Conflict,
+            AssistantError::Forbidden(_) | AssistantError::OriginNotAllowed => ErrorKind::Forbidden,
+            AssistantError::TooManyStreams(_)
+            | AssistantError::QuotaExceeded
+            | AssistantError::TooManyVisitors
+            | AssistantError::VisitorLimit => ErrorKind::RateLimited,
+            AssistantError::NotRunning | AssistantError::StepChanged => ErrorKind::Conflict,
             AssistantError::Store(_) => ErrorKind::Internal,
         }
     }
@@ -492,6 +520,7 @@ mod tests {
             provider: None,
             error: None,
             created_at: 0,
+            step: None,
         }
     }
 

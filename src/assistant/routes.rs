@@ -16,10 +16,7 @@ use serde_json::{Value, json};
 
 use super::{Assistant, AssistantError, Conversation, Engine, store};
 use crate::{
-    auth::{
-        Caller,
-        extract::{AuthUser, TenantAdmin},
-    },
+    auth::extract::{AuthUser, TenantAdmin},
     error::{ApiJson, ApiResult, query},
     ids::now_millis,
 };
@@ -37,6 +34,12 @@ pub fn router() -> Router<crate::state::AppState> {
         .route(
             "/api/v1/assistant/assistants",
             get(list_assistants).post(create_assistant),
+        )
+        .route(
+            "/api/v1/assistant/assistants/{id}",
+            get(get_assistant)
+                .patch(update_assistant)
+                .delete(delete_assistant),
         )
         .route(
             "/api/v1/assistant/conversations",
@@ -155,36 +158,6 @@ async fn create_assistant(
     ApiJson(req): ApiJson<NewAssistant>,
 ) -> ApiResult<(StatusCode, Json<Value>)> {
     let tenant = caller.tenant().as_str();
-    let invalid = |m: &str| -> crate::error::ApiError { AssistantError::Invalid(m.into()).into() };
-    if req.name.trim().is_empty() || req.name.chars().count() > 100 {
-        return Err(invalid("name: 1-100 characters"));
-    }
-    if req.model.trim().is_empty() || req.model.len() > 200 {
-        return Err(invalid("model: 1-200 characters"));
-    }
-    if req.instructions.chars().count() > 20_000 {
-        return Err(invalid("instructions: at most 20000 characters"));
-    }
-    if req.temperature.is_some_and(|t| !(0.0..=2.0).contains(&t)) {
-        return Err(invalid("temperature: 0 to 2"));
-    }
-    if req
-        .max_tokens
-        .is_some_and(|t| !(1..=1_000_000).contains(&t))
-    {
-        return Err(invalid("max_tokens: 1 to 1000000"));
-    }
-    if req.providers.is_empty() || req.providers.len() > 10 {
-        return Err(invalid("providers: 1-10 provider ids, tried in order"));
-    }
-    for id in &req.providers {
-        if store::provider_secret(&engine.store, tenant, id)
-            .await?
-            .is_none()
-        {
-            return Err(invalid(&format!("providers: no provider `{id}`")));
-        }
-    }
     let assistant = Assistant {
         id: uuid::Uuid::now_v7().to_string(),
         name: req.name.trim().to_owned(),
@@ -196,8 +169,143 @@ async fn create_assistant(
         steps: req.steps.map(Value::from),
         created_at: now_millis(),
     };
+    check_assistant(&engine, tenant, &assistant).await?;
     store::insert_assistant(&engine.store, tenant, &assistant).await?;
     Ok((StatusCode::CREATED, Json(json!(assistant))))
+}
+
+/// The rules an assistant keeps, when created and after each change.
+async fn check_assistant(
+    engine: &Engine,
+    tenant: &str,
+    a: &Assistant,
+) -> Result<(), crate::error::ApiError> {
+    let invalid = |m: &str| -> crate::error::ApiError { AssistantError::Invalid(m.into()).into() };
+    if a.name.trim().is_empty() || a.name.chars().count() > 100 {
+        return Err(invalid("name: 1-100 characters"));
+    }
+    if a.model.trim().is_empty() || a.model.len() > 200 {
+        return Err(invalid("model: 1-200 characters"));
+    }
+    if a.instructions.chars().count() > 20_000 {
+        return Err(invalid("instructions: at most 20000 characters"));
+    }
+    if a.temperature.is_some_and(|t| !(0.0..=2.0).contains(&t)) {
+        return Err(invalid("temperature: 0 to 2"));
+    }
+    if a.max_tokens.is_some_and(|t| !(1..=1_000_000).contains(&t)) {
+        return Err(invalid("max_tokens: 1 to 1000000"));
+    }
+    if a.providers.is_empty() || a.providers.len() > 10 {
+        return Err(invalid("providers: 1-10 provider ids, tried in order"));
+    }
+    if let Some(steps) = &a.steps {
+        super::steps::parse(steps.as_array().map(Vec::as_slice).unwrap_or_default())?;
+    }
+    for id in &a.providers {
+        if store::provider_secret(&engine.store, tenant, id)
+            .await?
+            .is_none()
+        {
+            return Err(invalid(&format!("providers: no provider `{id}`")));
+        }
+    }
+    Ok(())
+}
+
+async fn get_assistant(
+    Extension(engine): Extension<Arc<Engine>>,
+    AuthUser(who): AuthUser,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Value>> {
+    let assistant = store::assistant(&engine.store, who.tenant.as_str(), &id)
+        .await?
+        .ok_or(AssistantError::NotFound("assistant"))?;
+    Ok(Json(json!(assistant)))
+}
+
+/// A change to an assistant: the fields given replace the stored ones
+/// (`null` clears `temperature`, `max_tokens` and `steps`). Conversations
+/// under way keep their step index; new ones see the new steps.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AssistantChanges {
+    #[serde(default)]
+    name: Option<String>,
+    #[serde(default)]
+    instructions: Option<String>,
+    #[serde(default)]
+    model: Option<String>,
+    #[serde(default)]
+    providers: Option<Vec<String>>,
+    #[serde(default, with = "serde_with_null")]
+    temperature: Option<Option<f64>>,
+    #[serde(default, with = "serde_with_null")]
+    max_tokens: Option<Option<i64>>,
+    #[serde(default, with = "serde_with_null")]
+    steps: Option<Option<Vec<Value>>>,
+}
+
+/// `Option<Option<T>>` from JSON: absent → `None`, `null` → `Some(None)`.
+mod serde_with_null {
+    use serde::{Deserialize, Deserializer};
+
+    pub fn deserialize<'de, D, T>(d: D) -> Result<Option<Option<T>>, D::Error>
+    where
+        D: Deserializer<'de>,
+        T: Deserialize<'de>,
+    {
+        Option::<T>::deserialize(d).map(Some)
+    }
+}
+
+async fn update_assistant(
+    Extension(engine): Extension<Arc<Engine>>,
+    TenantAdmin(caller): TenantAdmin,
+    Path(id): Path<String>,
+    ApiJson(req): ApiJson<AssistantChanges>,
+) -> ApiResult<Json<Value>> {
+    let tenant = caller.tenant().as_str();
+    let mut a = store::assistant(&engine.store, tenant, &id)
+        .await?
+        .ok_or(AssistantError::NotFound("assistant"))?;
+    if let Some(name) = req.name {
+        a.name = name.trim().to_owned();
+    }
+    if let Some(instructions) = req.instructions {
+        a.instructions = instructions;
+    }
+    if let Some(model) = req.model {
+        a.model = model.trim().to_owned();
+    }
+    if let Some(providers) = req.providers {
+        a.providers = providers;
+    }
+    if let Some(t) = req.temperature {
+        a.temperature = t;
+    }
+    if let Some(t) = req.max_tokens {
+        a.max_tokens = t;
+    }
+    if let Some(steps) = req.steps {
+        a.steps = steps.map(Value::from);
+    }
+    check_assistant(&engine, tenant, &a).await?;
+    store::update_assistant(&engine.store, tenant, &a).await?;
+    Ok(Json(json!(a)))
+}
+
+/// Deletes an assistant with its conversations and widgets.
+async fn delete_assistant(
+    Extension(engine): Extension<Arc<Engine>>,
+    TenantAdmin(caller): TenantAdmin,
+    Path(id): Path<String>,
+) -> ApiResult<StatusCode> {
+    if store::delete_assistant(&engine.store, caller.tenant().as_str(), &id).await? {
+        Ok(StatusCode::NO_CONTENT)
+    } else {
+        Err(AssistantError::NotFound("assistant").into())
+    }
 }
 
 async fn list_assistants(
@@ -239,12 +347,17 @@ async fn create_conversation(
     let conversation = Conversation {
         id: uuid::Uuid::now_v7().to_string(),
         user_id: who.user.to_string(),
-        assistant_id: assistant.id,
+        assistant_id: assistant.id.clone(),
         title: String::new(),
         created_at: now,
         updated_at: now,
+        step: None,
+        answers: json!({}),
     };
     store::insert_conversation(&engine.store, tenant, &conversation).await?;
+    let conversation = engine
+        .open_steps(&who.tenant, conversation, &assistant)
+        .await?;
     let channel = format!("{}:{}", super::NAMESPACE, conversation.id);
     Ok((
         StatusCode::CREATED,
@@ -441,7 +554,6 @@ async fn analytics(
             .await?
             .unwrap_or(engine.config.retention_days)
     );
-    let _ = matches!(caller, Caller::Key(_));
     Ok(Json(out))
 }
 

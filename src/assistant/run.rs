@@ -172,14 +172,31 @@ impl Engine {
             per_tenant: self.config.max_streams_per_tenant,
             stale_after: STALE_RUN_MS,
         };
-        let (question, answer) =
-            match store::start_exchange(&self.store, tenant, &conversation, text, &limits).await? {
-                Ok(exchange) => exchange,
-                Err(which) => {
-                    self.metrics.assistant_refused.inc();
-                    return Err(AssistantError::TooManyStreams(which));
-                }
-            };
+        let (step, guide) = match super::steps::answer(
+            &super::steps::of(&assistant),
+            &conversation,
+            text,
+        ) {
+            Some((step, guide)) => (Some(step), Some(guide)),
+            None => (None, None),
+        };
+        let started = store::start_exchange(
+            &self.store,
+            tenant,
+            &conversation,
+            text,
+            &limits,
+            step.as_ref(),
+        )
+        .await?;
+        let (question, answer) = match started {
+            Ok(exchange) => exchange,
+            Err(store::Refused::Streams(which)) => {
+                self.metrics.assistant_refused.inc();
+                return Err(AssistantError::TooManyStreams(which));
+            }
+            Err(store::Refused::StepChanged) => return Err(AssistantError::StepChanged),
+        };
         let token = CancellationToken::new();
         self.runs.0.insert(answer.id.clone(), token.clone());
         self.publish(
@@ -200,6 +217,7 @@ impl Engine {
             assistant,
             answer: answer.clone(),
             cancel: token,
+            guide,
         };
         tokio::spawn(self.clone().run(job));
         Ok(Started {
@@ -207,6 +225,28 @@ impl Engine {
             message: question,
             reply: answer,
         })
+    }
+
+    /// Opens the guided steps of a new conversation, if its assistant has
+    /// any: the conversation is at the first step, which the assistant asks.
+    pub async fn open_steps(
+        &self,
+        tenant: &TenantId,
+        mut conversation: Conversation,
+        assistant: &Assistant,
+    ) -> Result<Conversation, AssistantError> {
+        if let Some(first) = super::steps::of(assistant).first() {
+            store::open_steps(
+                &self.store,
+                tenant.as_str(),
+                &conversation,
+                &first.key,
+                &first.prompt,
+            )
+            .await?;
+            conversation.step = Some(0);
+        }
+        Ok(conversation)
     }
 
     /// Cancels the caller's answer on whichever node streams it.
@@ -687,6 +727,9 @@ impl Engine {
                     .into(),
             );
         }
+        if let Some(guide) = &job.guide {
+            messages.push(ChatCompletionRequestSystemMessage::from(guide.as_str()).into());
+        }
         for (role, content) in history {
             messages.push(if role == "assistant" {
                 ChatCompletionRequestAssistantMessage::from(content).into()
@@ -723,6 +766,8 @@ struct Job {
     assistant: Assistant,
     answer: Message,
     cancel: CancellationToken,
+    /// What the model is told about the guided steps, if any.
+    guide: Option<String>,
 }
 
 /// How often a streaming answer's text so far is saved: what a node that

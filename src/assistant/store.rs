@@ -146,6 +146,57 @@ pub async fn insert_assistant(
     Ok(())
 }
 
+pub async fn update_assistant(
+    store: &Store,
+    tenant: &str,
+    a: &Assistant,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "UPDATE assistants SET name = $1, instructions = $2, model = $3, providers = $4, \
+         temperature = $5, max_tokens = $6, steps = $7 WHERE tenant_id = $8 AND id = $9",
+    )
+    .bind(&a.name)
+    .bind(&a.instructions)
+    .bind(&a.model)
+    .bind(serde_json::to_string(&a.providers).unwrap_or_else(|_| "[]".into()))
+    .bind(a.temperature.map(|t| (t * 100.0).round() as i64))
+    .bind(a.max_tokens)
+    .bind(a.steps.as_ref().map(|s| s.to_string()))
+    .bind(tenant)
+    .bind(&a.id)
+    .execute(&store.pool)
+    .await?;
+    Ok(())
+}
+
+/// Deletes an assistant, its conversations (with their messages) and its
+/// widgets, in one transaction.
+pub async fn delete_assistant(store: &Store, tenant: &str, id: &str) -> Result<bool, sqlx::Error> {
+    let mut tx = store.pool.begin().await?;
+    sqlx::query(
+        "DELETE FROM assistant_messages WHERE tenant_id = $1 AND conversation_id IN \
+         (SELECT id FROM assistant_conversations WHERE tenant_id = $1 AND assistant_id = $2)",
+    )
+    .bind(tenant)
+    .bind(id)
+    .execute(&mut *tx)
+    .await?;
+    for sql in [
+        "DELETE FROM assistant_conversations WHERE tenant_id = $1 AND assistant_id = $2",
+        "DELETE FROM assistant_widgets WHERE tenant_id = $1 AND assistant_id = $2",
+    ] {
+        sqlx::query(sql).bind(tenant).bind(id).execute(&mut *tx).await?;
+    }
+    let deleted = sqlx::query("DELETE FROM assistants WHERE tenant_id = $1 AND id = $2")
+        .bind(tenant)
+        .bind(id)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+    tx.commit().await?;
+    Ok(deleted == 1)
+}
+
 pub async fn assistants(store: &Store, tenant: &str) -> Result<Vec<Assistant>, sqlx::Error> {
     let rows = sqlx::query(AssertSqlSafe(format!(
         "SELECT {ASSISTANT_COLUMNS} FROM assistants WHERE tenant_id = $1 ORDER BY created_at, id"
@@ -171,7 +222,8 @@ pub async fn assistant(
     row.as_ref().map(assistant_from_row).transpose()
 }
 
-const CONVERSATION_COLUMNS: &str = "id, user_id, assistant_id, title, created_at, updated_at";
+const CONVERSATION_COLUMNS: &str =
+    "id, user_id, assistant_id, title, created_at, updated_at, step, answers";
 
 fn conversation_from_row(row: &AnyRow) -> Result<Conversation, sqlx::Error> {
     Ok(Conversation {
@@ -181,6 +233,9 @@ fn conversation_from_row(row: &AnyRow) -> Result<Conversation, sqlx::Error> {
         title: row.try_get("title")?,
         created_at: row.try_get("created_at")?,
         updated_at: row.try_get("updated_at")?,
+        step: row.try_get("step")?,
+        answers: serde_json::from_str(&row.try_get::<String, _>("answers")?)
+            .unwrap_or_else(|_| serde_json::json!({})),
     })
 }
 
@@ -237,7 +292,7 @@ pub async fn conversations(
 }
 
 const MESSAGE_COLUMNS: &str = "id, conversation_id, seq, role, content, status, delta_seq, \
-     prompt_tokens, completion_tokens, usage_estimated, provider_id, error, created_at";
+     prompt_tokens, completion_tokens, usage_estimated, provider_id, error, created_at, step";
 
 fn message_from_row(row: &AnyRow) -> Result<Message, sqlx::Error> {
     Ok(Message {
@@ -256,6 +311,7 @@ fn message_from_row(row: &AnyRow) -> Result<Message, sqlx::Error> {
         provider: row.try_get("provider_id")?,
         error: row.try_get("error")?,
         created_at: row.try_get("created_at")?,
+        step: row.try_get("step")?,
     })
 }
 
@@ -309,7 +365,8 @@ pub async fn start_exchange(
     conversation: &Conversation,
     text: &str,
     limits: &StreamLimits,
-) -> Result<Result<(Message, Message), &'static str>, sqlx::Error> {
+    step: Option<&StepMove>,
+) -> Result<Result<(Message, Message), Refused>, sqlx::Error> {
     let now = now_millis();
     let mut tx = store.pool.begin().await?;
     // Counting the answers streaming and adding one must not interleave
@@ -338,10 +395,28 @@ pub async fn start_exchange(
     let (user_n, tenant_n) =
         streaming(&mut *tx, tenant, &conversation.user_id, limits.stale_after).await?;
     if user_n >= limits.per_user {
-        return Ok(Err("per user"));
+        return Ok(Err(Refused::Streams("per user")));
     }
     if tenant_n >= limits.per_tenant {
-        return Ok(Err("per tenant"));
+        return Ok(Err(Refused::Streams("per tenant")));
+    }
+    if let Some(m) = step {
+        // Compare-and-set: of two messages answering the same step, one wins.
+        let moved = sqlx::query(
+            "UPDATE assistant_conversations SET step = $1, answers = $2 \
+             WHERE tenant_id = $3 AND id = $4 AND step = $5",
+        )
+        .bind(m.to)
+        .bind(&m.answers)
+        .bind(tenant)
+        .bind(&conversation.id)
+        .bind(m.from)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if moved != 1 {
+            return Ok(Err(Refused::StepChanged));
+        }
     }
     let last: i64 = row.try_get(0)?;
     let mut out = Vec::with_capacity(2);
@@ -350,10 +425,17 @@ pub async fn start_exchange(
         (last, "assistant", "", "streaming"),
     ] {
         let id = uuid::Uuid::now_v7().to_string();
+        let message_step = step.and_then(|m| {
+            if role == "user" {
+                Some(m.answered.as_str())
+            } else {
+                m.asks.as_deref()
+            }
+        });
         sqlx::query(
             "INSERT INTO assistant_messages (id, tenant_id, conversation_id, user_id, assistant_id, \
-             seq, role, content, status, day, created_at, updated_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $11)",
+             seq, role, content, status, day, created_at, updated_at, step) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $11, $12)",
         )
         .bind(&id)
         .bind(tenant)
@@ -366,6 +448,7 @@ pub async fn start_exchange(
         .bind(status)
         .bind(now / DAY_MS)
         .bind(now)
+        .bind(message_step)
         .execute(&mut *tx)
         .await?;
         out.push(Message {
@@ -380,12 +463,89 @@ pub async fn start_exchange(
             provider: None,
             error: None,
             created_at: now,
+            step: message_step.map(str::to_owned),
         });
     }
     tx.commit().await?;
     let answer = out.pop().expect("two messages");
     let question = out.pop().expect("two messages");
     Ok(Ok((question, answer)))
+}
+
+/// Why an exchange was not started.
+#[derive(Debug)]
+pub enum Refused {
+    /// Too many answers streaming (`per user` or `per tenant`).
+    Streams(&'static str),
+    /// The conversation's step moved since it was read.
+    StepChanged,
+}
+
+/// A message that answers guided step `from` (key `answered`) and moves
+/// the conversation to step `to` (`None`: the steps are done), whose
+/// question the answer asks (`asks`); `answers` is the conversation's
+/// answers with this one, as JSON.
+pub struct StepMove {
+    pub from: i64,
+    pub to: Option<i64>,
+    pub answered: String,
+    pub asks: Option<String>,
+    pub answers: String,
+}
+
+/// Starts guided steps: the conversation is at step 0, and its first
+/// message is the assistant asking it (`key`, `prompt`).
+pub async fn open_steps(
+    store: &Store,
+    tenant: &str,
+    conversation: &Conversation,
+    key: &str,
+    prompt: &str,
+) -> Result<Message, sqlx::Error> {
+    let now = now_millis();
+    let mut tx = store.pool.begin().await?;
+    let seq: i64 = sqlx::query(
+        "UPDATE assistant_conversations SET step = 0, last_seq = last_seq + 1 \
+         WHERE tenant_id = $1 AND id = $2 RETURNING last_seq",
+    )
+    .bind(tenant)
+    .bind(&conversation.id)
+    .fetch_one(&mut *tx)
+    .await?
+    .try_get(0)?;
+    let id = uuid::Uuid::now_v7().to_string();
+    sqlx::query(
+        "INSERT INTO assistant_messages (id, tenant_id, conversation_id, user_id, assistant_id, \
+         seq, role, content, status, day, created_at, updated_at, step) \
+         VALUES ($1, $2, $3, $4, $5, $6, 'assistant', $7, 'complete', $8, $9, $9, $10)",
+    )
+    .bind(&id)
+    .bind(tenant)
+    .bind(&conversation.id)
+    .bind(&conversation.user_id)
+    .bind(&conversation.assistant_id)
+    .bind(seq)
+    .bind(prompt)
+    .bind(now / DAY_MS)
+    .bind(now)
+    .bind(key)
+    .execute(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(Message {
+        id,
+        conversation: conversation.id.clone(),
+        seq,
+        role: "assistant".into(),
+        content: prompt.to_owned(),
+        status: "complete".into(),
+        delta_seq: 0,
+        usage: Usage::default(),
+        provider: None,
+        error: None,
+        created_at: now,
+        step: Some(key.to_owned()),
+    })
 }
 
 /// Answers streaming at once, at most; rows silent for `stale_after`

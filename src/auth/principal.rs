@@ -14,9 +14,18 @@ pub struct Principal {
     pub roles: Vec<Role>,
     /// Expiry of the access token it came from (Unix seconds).
     pub expires_at: u64,
+    /// Set for an anonymous visitor of a web page (an embedded widget): the
+    /// one origin its token may be used from. A visitor has no roles, is
+    /// no member of the tenant, and reaches only what names it.
+    pub origin: Option<String>,
 }
 
 impl Principal {
+    /// An anonymous visitor rather than a user of the tenant.
+    pub fn is_visitor(&self) -> bool {
+        self.origin.is_some()
+    }
+
     pub fn has_role(&self, role: Role) -> bool {
         self.roles.contains(&role)
     }

@@ -14,6 +14,7 @@ use crate::ids::{SessionId, TenantId, UserId};
 
 const ISSUER: &str = "relais";
 const ACCESS: &str = "access";
+const VISITOR: &str = "visitor";
 
 /// Clock skew tolerated when checking an access token's expiry, in seconds.
 ///
@@ -32,6 +33,22 @@ pub struct AccessClaims {
     pub tid: TenantId,
     /// Session (refresh-token family): revoking it invalidates the token.
     pub sid: SessionId,
+    pub iss: String,
+    pub typ: String,
+    pub iat: u64,
+    pub exp: u64,
+}
+
+/// Claims of a visitor token: an anonymous visitor of a web page, bound to
+/// the page's origin. Its `typ` keeps it from passing as an access token.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct VisitorClaims {
+    pub sub: UserId,
+    pub tid: TenantId,
+    /// The visitor session: ending it invalidates the token.
+    pub sid: SessionId,
+    /// The web origin the token may be used from.
+    pub org: String,
     pub iss: String,
     pub typ: String,
     pub iat: u64,
@@ -113,6 +130,43 @@ impl JwtKeys {
             &claims,
             &self.encoding,
         )?)
+    }
+
+    /// Issues a visitor token valid for `ttl_secs`, bound to `origin`.
+    pub fn issue_visitor(
+        &self,
+        tenant: &TenantId,
+        visitor: &UserId,
+        session: &SessionId,
+        origin: &str,
+        ttl_secs: u64,
+    ) -> anyhow::Result<(String, u64)> {
+        let now = unix_secs();
+        let claims = VisitorClaims {
+            sub: visitor.clone(),
+            tid: tenant.clone(),
+            sid: session.clone(),
+            org: origin.to_owned(),
+            iss: ISSUER.into(),
+            typ: VISITOR.into(),
+            iat: now,
+            exp: now + ttl_secs,
+        };
+        let token = jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)?;
+        Ok((token, claims.exp))
+    }
+
+    /// Verifies a visitor token: signature, issuer, expiry and type.
+    pub fn verify_visitor(&self, token: &str) -> Result<VisitorClaims, TokenError> {
+        let data = jsonwebtoken::decode::<VisitorClaims>(token, &self.decoding, &self.validation)
+            .map_err(|e| match e.kind() {
+                ErrorKind::ExpiredSignature => TokenError::Expired,
+                _ => TokenError::Invalid,
+            })?;
+        if data.claims.typ != VISITOR {
+            return Err(TokenError::Invalid);
+        }
+        Ok(data.claims)
     }
 
     /// Verifies signature, algorithm, issuer, expiry and token type.

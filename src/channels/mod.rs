@@ -221,8 +221,10 @@ impl Access {
         Box::pin(async move {
             Ok(match self {
                 Access::Nobody => false,
-                Access::Members => true,
+                // Visitors (widgets) are no members and hold no role.
+                Access::Members => !who.is_visitor(),
                 Access::Owner => channel.key() == Some(who.user.as_str()),
+                Access::RoleInKey if who.is_visitor() => false,
                 Access::RoleInKey => channel
                     .key()
                     .and_then(|k| k.parse::<Role>().ok())
@@ -391,6 +393,7 @@ mod tests {
             session: "s".into(),
             roles: roles.to_vec(),
             expires_at: u64::MAX,
+            origin: None,
         }
     }
 

@@ -19,7 +19,7 @@ use crate::{
         password,
         principal::Principal,
         rbac::parse_roles,
-        tokens::{TokenError, new_refresh_token, sha256_hex},
+        tokens::{TokenError, VisitorClaims, new_refresh_token, sha256_hex},
     },
     bus::Revocation,
     error::{ApiError, ApiResult},
@@ -260,7 +260,102 @@ impl AuthService {
             session: claims.sid,
             roles: parse_roles(&row.try_get::<String, _>("roles")?),
             expires_at: claims.exp,
+            origin: None,
         })
+    }
+
+    /// Who a token opening a live connection speaks for: a user (an access
+    /// token) or an anonymous visitor of a web page (a visitor token, see
+    /// [`AuthService::start_visitor`]). REST routes take user tokens only
+    /// ([`AuthService::verify_access`]); visitors reach only the streams of
+    /// what names them.
+    pub async fn verify_connection(&self, token: &str) -> Result<Principal, AccessRefused> {
+        match self.keys.verify_visitor(token) {
+            Ok(claims) => self.visitor(claims).await,
+            Err(_) => self.verify_access(token).await,
+        }
+    }
+
+    /// The visitor a visitor token names, if its session is live.
+    pub async fn verify_visitor(&self, token: &str) -> Result<Principal, AccessRefused> {
+        let claims = self
+            .keys
+            .verify_visitor(token)
+            .map_err(AccessRefused::Token)?;
+        self.visitor(claims).await
+    }
+
+    async fn visitor(&self, claims: VisitorClaims) -> Result<Principal, AccessRefused> {
+        let row = sqlx::query(
+            "SELECT revoked_at, expires_at FROM visitor_sessions WHERE id = $1 AND tenant_id = $2",
+        )
+        .bind(claims.sid.as_str())
+        .bind(claims.tid.as_str())
+        .fetch_optional(&self.store.pool)
+        .await?
+        .ok_or(AccessRefused::Token(TokenError::Invalid))?;
+        if row.try_get::<Option<i64>, _>("revoked_at")?.is_some()
+            || row.try_get::<i64, _>("expires_at")? <= now_millis()
+        {
+            return Err(AccessRefused::Revoked);
+        }
+        Ok(Principal {
+            tenant: claims.tid,
+            user: claims.sub,
+            session: claims.sid,
+            roles: Vec::new(),
+            expires_at: claims.exp,
+            origin: Some(claims.org),
+        })
+    }
+
+    /// Starts an anonymous visitor session bound to one web origin, for
+    /// `issuer` (what admitted it, e.g. `widget:<id>`, so it can end them
+    /// all); returns the visitor's id and its token with the expiry.
+    pub async fn start_visitor(
+        &self,
+        tenant: &TenantId,
+        issuer: &str,
+        origin: &str,
+        ttl_secs: u64,
+    ) -> ApiResult<(UserId, String, u64)> {
+        let id = uuid::Uuid::now_v7().to_string();
+        let visitor: UserId = format!("visitor-{id}").into();
+        let session: SessionId = id.clone().into();
+        let now = now_millis();
+        sqlx::query(
+            "INSERT INTO visitor_sessions (id, tenant_id, issuer, origin, created_at, expires_at) \
+             VALUES ($1, $2, $3, $4, $5, $6)",
+        )
+        .bind(&id)
+        .bind(tenant.as_str())
+        .bind(issuer)
+        .bind(origin)
+        .bind(now)
+        .bind(now + (ttl_secs as i64) * 1000)
+        .execute(&self.store.pool)
+        .await?;
+        let (token, exp) = self
+            .keys
+            .issue_visitor(tenant, &visitor, &session, origin, ttl_secs)
+            .map_err(ApiError::Internal)?;
+        Ok((visitor, token, exp))
+    }
+
+    /// Ends every visitor session `issuer` started (their tokens stop
+    /// opening connections and calling routes; live streams end when their
+    /// token expires).
+    pub async fn end_visitors(&self, tenant: &TenantId, issuer: &str) -> ApiResult<u64> {
+        Ok(sqlx::query(
+            "UPDATE visitor_sessions SET revoked_at = $3 \
+             WHERE tenant_id = $1 AND issuer = $2 AND revoked_at IS NULL",
+        )
+        .bind(tenant.as_str())
+        .bind(issuer)
+        .bind(now_millis())
+        .execute(&self.store.pool)
+        .await?
+        .rows_affected())
     }
 
     /// Ends one session of a user.

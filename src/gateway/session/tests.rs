@@ -84,6 +84,7 @@ fn admin() -> Principal {
         session: "s".into(),
         roles: vec![Role::Admin],
         expires_at: u64::MAX,
+        origin: None,
     }
 }
 
