@@ -172,14 +172,11 @@ impl Engine {
             per_tenant: self.config.max_streams_per_tenant,
             stale_after: STALE_RUN_MS,
         };
-        let (step, guide) = match super::steps::answer(
-            &super::steps::of(&assistant),
-            &conversation,
-            text,
-        ) {
-            Some((step, guide)) => (Some(step), Some(guide)),
-            None => (None, None),
-        };
+        let (step, guide) =
+            match super::steps::answer(&super::steps::of(&assistant), &conversation, text) {
+                Some((step, guide)) => (Some(step), Some(guide)),
+                None => (None, None),
+            };
         let started = store::start_exchange(
             &self.store,
             tenant,

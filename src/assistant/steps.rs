@@ -58,7 +58,10 @@ pub fn parse(steps: &[Value]) -> Result<Vec<Step>, AssistantError> {
             )));
         }
         if out.iter().any(|s| s.key == step.key) {
-            return Err(invalid(format!("steps[{i}].key: `{}` is used twice", step.key)));
+            return Err(invalid(format!(
+                "steps[{i}].key: `{}` is used twice",
+                step.key
+            )));
         }
         if step.prompt.trim().is_empty() || step.prompt.chars().count() > 2000 {
             return Err(invalid(format!("steps[{i}].prompt: 1-2000 characters")));
@@ -170,7 +173,13 @@ mod tests {
         ] {
             assert!(parse(&[bad.clone()]).is_err(), "{bad}");
         }
-        assert!(parse(&[json!({"key": "a", "prompt": "x"}), json!({"key": "a", "prompt": "y"})]).is_err());
+        assert!(
+            parse(&[
+                json!({"key": "a", "prompt": "x"}),
+                json!({"key": "a", "prompt": "y"})
+            ])
+            .is_err()
+        );
     }
 
     #[test]
@@ -185,7 +194,10 @@ mod tests {
         assert_eq!(m.answered, "goal");
         assert_eq!(m.asks.as_deref(), Some("targets"));
         assert_eq!(m.answers, json!({"goal": "Sell more"}).to_string());
-        assert!(guide.contains("\"Who?\"") && guide.contains("Propose three."), "{guide}");
+        assert!(
+            guide.contains("\"Who?\"") && guide.contains("Propose three."),
+            "{guide}"
+        );
 
         let (m, guide) = answer(
             &steps,

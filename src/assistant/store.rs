@@ -185,7 +185,11 @@ pub async fn delete_assistant(store: &Store, tenant: &str, id: &str) -> Result<b
         "DELETE FROM assistant_conversations WHERE tenant_id = $1 AND assistant_id = $2",
         "DELETE FROM assistant_widgets WHERE tenant_id = $1 AND assistant_id = $2",
     ] {
-        sqlx::query(sql).bind(tenant).bind(id).execute(&mut *tx).await?;
+        sqlx::query(sql)
+            .bind(tenant)
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
     }
     let deleted = sqlx::query("DELETE FROM assistants WHERE tenant_id = $1 AND id = $2")
         .bind(tenant)

@@ -111,10 +111,11 @@ async fn widget_where(
         .transpose()
 }
 
-/// `scheme://host[:port]`, as browsers send in `Origin`: no path, no
-/// trailing slash, lower case.
+/// `scheme://host[:port]`, as browsers send in `Origin`: lower case, no
+/// path (a trailing slash, as pasted from an address bar, is dropped).
 fn normalize_origin(origin: &str) -> Option<String> {
     let o = origin.trim().to_ascii_lowercase();
+    let o = o.strip_suffix('/').unwrap_or(&o).to_owned();
     let rest = o
         .strip_prefix("https://")
         .or_else(|| o.strip_prefix("http://"))?;
@@ -178,7 +179,9 @@ async fn create_widget(
     }
     store::assistant(&engine.store, tenant, &req.assistant)
         .await?
-        .ok_or_else(|| AssistantError::Invalid(format!("assistant: no assistant `{}`", req.assistant)))?;
+        .ok_or_else(|| {
+            AssistantError::Invalid(format!("assistant: no assistant `{}`", req.assistant))
+        })?;
     let widget = Widget {
         id: uuid::Uuid::now_v7().to_string(),
         name: name.to_owned(),
@@ -512,6 +515,10 @@ mod tests {
         assert_eq!(
             normalize_origin("http://127.0.0.1:8080").as_deref(),
             Some("http://127.0.0.1:8080")
+        );
+        assert_eq!(
+            normalize_origin("https://example.com/").as_deref(),
+            Some("https://example.com")
         );
         assert_eq!(normalize_origin("https://example.com/path"), None);
         assert_eq!(normalize_origin("ftp://example.com"), None);

@@ -160,9 +160,9 @@ impl JwtKeys {
     pub fn verify_visitor(&self, token: &str) -> Result<VisitorClaims, TokenError> {
         let data = jsonwebtoken::decode::<VisitorClaims>(token, &self.decoding, &self.validation)
             .map_err(|e| match e.kind() {
-                ErrorKind::ExpiredSignature => TokenError::Expired,
-                _ => TokenError::Invalid,
-            })?;
+            ErrorKind::ExpiredSignature => TokenError::Expired,
+            _ => TokenError::Invalid,
+        })?;
         if data.claims.typ != VISITOR {
             return Err(TokenError::Invalid);
         }

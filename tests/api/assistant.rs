@@ -734,3 +734,310 @@ async fn tokens_arriving_faster_than_the_frame_interval_are_coalesced() {
     assert!(frames <= 3, "{frames} frames for 1000 tokens");
     assert_eq!(done["usage"]["completion_tokens"], 1000);
 }
+
+const SHOP: &str = "https://shop.example.com";
+
+/// A request from a page of `origin`, with a visitor's token if given.
+fn from_page(
+    app: &TestApp,
+    method: reqwest::Method,
+    path: &str,
+    origin: &str,
+    token: Option<&str>,
+) -> reqwest::RequestBuilder {
+    let mut req = app
+        .http
+        .request(method, app.url(path))
+        .header("origin", origin);
+    if let Some(t) = token {
+        req = req.bearer_auth(t);
+    }
+    req
+}
+
+async fn error_code(res: reqwest::Response) -> (u16, String) {
+    let status = res.status().as_u16();
+    let body: Value = res.json().await.unwrap();
+    (
+        status,
+        body["error"]["code"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned(),
+    )
+}
+
+#[tokio::test]
+async fn a_widget_admits_visitors_from_its_origins_only_and_streams_their_answers() {
+    let fake = FakeOpenAi::start().await;
+    let app = app_with(&[]).await;
+    let (assistant, _) = configure(&app, &fake, &["ok"]).await;
+    let admin = app.admin_token().await;
+    let res = app
+        .post(
+            "/api/v1/assistant/widgets",
+            Some(&admin),
+            json!({"name": "Shop", "assistant": assistant, "origins": [SHOP, "https://shop.example.com/"],
+                   "messages_per_visitor": 2, "visitors_per_hour": 3}),
+        )
+        .await;
+    assert_eq!(res.status(), 201);
+    let widget: Value = res.json().await.unwrap();
+    assert_eq!(widget["origins"], json!([SHOP]));
+    let key = widget["public_key"].as_str().unwrap().to_owned();
+    assert!(key.starts_with("pk_"), "{key}");
+    let bad = app
+        .post(
+            "/api/v1/assistant/widgets",
+            Some(&admin),
+            json!({"name": "Bad", "assistant": assistant, "origins": ["https://x.example/path"]}),
+        )
+        .await;
+    assert_eq!(error_code(bad).await, (422, "invalid_request".into()));
+
+    // The key works from a listed origin only.
+    let start = |origin: &'static str, key: String| {
+        from_page(
+            &app,
+            reqwest::Method::POST,
+            "/api/v1/widget/sessions",
+            origin,
+            None,
+        )
+        .json(&json!({"key": key}))
+        .send()
+    };
+    let res = start("https://evil.example.com", key.clone())
+        .await
+        .unwrap();
+    assert_eq!(error_code(res).await, (403, "forbidden".into()));
+    let res = start(SHOP, "pk_unknown".into()).await.unwrap();
+    assert_eq!(error_code(res).await, (404, "not_found".into()));
+    let res = start(SHOP, key.clone()).await.unwrap();
+    assert_eq!(res.status(), 201);
+    assert_eq!(res.headers()["access-control-allow-origin"], SHOP);
+    let session: Value = res.json().await.unwrap();
+    let token = session["token"].as_str().unwrap().to_owned();
+    let channel = session["channel"].as_str().unwrap().to_owned();
+
+    // A visitor token opens no user route, and no channel but its own.
+    assert_eq!(app.get("/api/v1/inbox", Some(&token)).await.status(), 401);
+    let sse = |origin: &'static str, channel: String| {
+        from_page(
+            &app,
+            reqwest::Method::GET,
+            &format!("/api/v1/sse?channels={channel}"),
+            origin,
+            Some(&token),
+        )
+        .send()
+    };
+    assert_eq!(sse(SHOP, "broadcast".into()).await.unwrap().status(), 403);
+    assert_eq!(
+        sse("https://evil.example.com", channel.clone())
+            .await
+            .unwrap()
+            .status(),
+        403
+    );
+    let response = sse(SHOP, channel.clone()).await.unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.headers()["access-control-allow-origin"], SHOP);
+    let mut stream = crate::sse::SseReader {
+        response,
+        buffer: String::new(),
+    };
+
+    // Messages: from the token's origin only, then the answer streams.
+    let send = |origin: &'static str| {
+        from_page(
+            &app,
+            reqwest::Method::POST,
+            "/api/v1/widget/messages",
+            origin,
+            Some(&token),
+        )
+        .json(&json!({"text": "Do you ship to Lyon?"}))
+        .send()
+    };
+    let res = send("https://evil.example.com").await.unwrap();
+    assert_eq!(error_code(res).await, (403, "forbidden".into()));
+    let res = send(SHOP).await.unwrap();
+    assert_eq!(res.status(), 202);
+    let started: Value = res.json().await.unwrap();
+    assert_eq!(started["messages_left"], 1);
+    let done = loop {
+        let event = stream.next().await;
+        if event.data["data"]["type"] == "assistant.done" {
+            break event.data["data"].clone();
+        }
+    };
+    assert_eq!(done["content"], "Hello world!");
+    assert_eq!(done["message"], started["run"]);
+    let res = from_page(
+        &app,
+        reqwest::Method::GET,
+        "/api/v1/widget/messages",
+        SHOP,
+        Some(&token),
+    )
+    .send()
+    .await
+    .unwrap();
+    let history: Value = res.json().await.unwrap();
+    let contents: Vec<&str> = history["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["content"].as_str().unwrap())
+        .collect();
+    assert_eq!(contents, ["Do you ship to Lyon?", "Hello world!"]);
+
+    // The widget's limits: messages per visitor, visitors per hour.
+    assert_eq!(send(SHOP).await.unwrap().status(), 202);
+    let res = send(SHOP).await.unwrap();
+    assert_eq!(error_code(res).await, (429, "visitor_message_limit".into()));
+    for _ in 0..2 {
+        assert_eq!(start(SHOP, key.clone()).await.unwrap().status(), 201);
+    }
+    let res = start(SHOP, key.clone()).await.unwrap();
+    assert_eq!(error_code(res).await, (429, "too_many_visitors".into()));
+
+    // Disabling the widget ends its visitors' sessions.
+    let id = widget["id"].as_str().unwrap();
+    let res = app
+        .http
+        .patch(app.url(&format!("/api/v1/assistant/widgets/{id}")))
+        .bearer_auth(&admin)
+        .json(&json!({"disabled": true}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    assert_eq!(send(SHOP).await.unwrap().status(), 401);
+    assert_eq!(sse(SHOP, channel).await.unwrap().status(), 401);
+}
+
+#[tokio::test]
+async fn guided_steps_save_each_answer_and_lead_the_model_to_the_next_step() {
+    let fake = FakeOpenAi::start().await;
+    let app = app_with(&[]).await;
+    let (assistant, _) = configure(&app, &fake, &["ok"]).await;
+    let admin = app.admin_token().await;
+    let path = format!("/api/v1/assistant/assistants/{assistant}");
+    let patch = |body: Value| {
+        app.http
+            .patch(app.url(&path))
+            .bearer_auth(&admin)
+            .json(&body)
+            .send()
+    };
+    let res = patch(json!({"steps": [{"key": "goal"}]})).await.unwrap();
+    assert_eq!(error_code(res).await, (422, "invalid_request".into()));
+    let res = patch(json!({"steps": [
+        {"key": "goal", "prompt": "Quels sont vos objectifs ?"},
+        {"key": "targets", "prompt": "Quelles cibles ?", "instructions": "Propose three targets."}
+    ]}))
+    .await
+    .unwrap();
+    assert_eq!(res.status(), 200);
+    let (_, token) = app.user("ana@example.com", &["member"]).await;
+
+    // The conversation opens on the first step's question.
+    let conv = conversation(&app, &token).await;
+    let first = messages(&app, &token, &conv).await;
+    assert_eq!(first.len(), 1);
+    assert_eq!(first[0]["role"], "assistant");
+    assert_eq!(first[0]["step"], "goal");
+    assert_eq!(first[0]["content"], "Quels sont vos objectifs ?");
+
+    // Two devices answer the first step at once: one wins.
+    let answers = futures_util::future::join_all([
+        post_message(&app, &token, &conv, "Vendre plus"),
+        post_message(&app, &token, &conv, "Autre chose"),
+    ])
+    .await;
+    let mut statuses: Vec<u16> = answers.iter().map(|r| r.status().as_u16()).collect();
+    statuses.sort();
+    assert_eq!(statuses, [202, 409], "one answer per step");
+    let winner = messages(&app, &token, &conv).await[1]["content"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    eventually("the first answer ends", || async {
+        messages(&app, &token, &conv).await[2]["status"] == "complete"
+    })
+    .await;
+    let stored = messages(&app, &token, &conv).await;
+    assert_eq!(stored[1]["step"], "goal");
+    assert_eq!(
+        stored[2]["step"], "targets",
+        "the answer asks the next step"
+    );
+    let request = fake.requests("ok").last().unwrap().clone();
+    let system: Vec<&str> = request["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|m| m["role"] == "system")
+        .map(|m| m["content"].as_str().unwrap())
+        .collect();
+    assert!(
+        system
+            .iter()
+            .any(|s| s.contains("Quelles cibles ?") && s.contains("Propose three targets.")),
+        "{system:?}"
+    );
+
+    send(&app, &token, &conv, "Les PME").await;
+    let res = app
+        .get(
+            &format!("/api/v1/assistant/conversations/{conv}/messages"),
+            Some(&token),
+        )
+        .await;
+    let body: Value = res.json().await.unwrap();
+    assert_eq!(
+        body["conversation"]["answers"],
+        json!({"goal": winner, "targets": "Les PME"})
+    );
+    assert_eq!(
+        body["conversation"]["step"],
+        Value::Null,
+        "the steps are done"
+    );
+    let last = fake.requests("ok").last().unwrap().clone();
+    let told = last["messages"].to_string();
+    assert!(told.contains("Every step is answered"), "{told}");
+
+    // One assistant: read, refused change, delete with its conversations.
+    let res = app.get(&path, Some(&token)).await;
+    let read: Value = res.json().await.unwrap();
+    assert_eq!(read["steps"][1]["key"], "targets");
+    let res = patch(json!({"temperature": 3})).await.unwrap();
+    assert_eq!(error_code(res).await, (422, "invalid_request".into()));
+    let res = patch(json!({"name": "Guide", "temperature": null}))
+        .await
+        .unwrap();
+    let changed: Value = res.json().await.unwrap();
+    assert_eq!(
+        (changed["name"].as_str(), changed["temperature"].is_null()),
+        (Some("Guide"), true)
+    );
+    let res = app
+        .http
+        .delete(app.url(&path))
+        .bearer_auth(&admin)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 204);
+    assert_eq!(app.get(&path, Some(&token)).await.status(), 404);
+    let res = app
+        .get(
+            &format!("/api/v1/assistant/conversations/{conv}/messages"),
+            Some(&token),
+        )
+        .await;
+    assert_eq!(res.status(), 404);
+}

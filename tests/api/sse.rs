@@ -8,20 +8,20 @@ use serde_json::{Value, json};
 use crate::helpers::*;
 
 /// Reads SSE events (`event`, `id`, `data`) from a streaming response.
-struct SseReader {
-    response: reqwest::Response,
-    buffer: String,
+pub(crate) struct SseReader {
+    pub(crate) response: reqwest::Response,
+    pub(crate) buffer: String,
 }
 
 #[derive(Debug)]
-struct SseEvent {
-    event: String,
-    id: Option<String>,
-    data: Value,
+pub(crate) struct SseEvent {
+    pub(crate) event: String,
+    pub(crate) id: Option<String>,
+    pub(crate) data: Value,
 }
 
 impl SseReader {
-    async fn next(&mut self) -> SseEvent {
+    pub(crate) async fn next(&mut self) -> SseEvent {
         loop {
             if let Some(end) = self.buffer.find("\n\n") {
                 let block: String = self.buffer.drain(..end + 2).collect();
