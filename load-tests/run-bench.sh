@@ -3,6 +3,8 @@
 #
 #   load-tests/run-bench.sh SCENARIO [relais-load options...]
 #   load-tests/run-bench.sh fanout --subscribers 5000 --rate 20 --duration-secs 30
+#   RELAIS_ASSISTANT_MAX_STREAMS_PER_USER=500 RELAIS_ASSISTANT_MAX_STREAMS_PER_TENANT=500 \
+#     load-tests/run-bench.sh assistant --streams 500 --tokens 500 --tokens-per-sec 50
 #
 # Builds the release binaries, starts `relais serve` on a free loopback port
 # with a throw-away data directory and known bootstrap admin credentials,
@@ -18,10 +20,12 @@
 #   RELAIS_MAX_CONNECTIONS  server connection cap (default: 50000)
 #   BENCH_SERVER_LOG        where the server's output goes
 #                           (default: <temp dir>/server.log, shown on failure)
+# Any other variable reaches the server too, e.g. RELAIS_ASSISTANT_* for the
+# assistant scenario (its stream limits must be at least --streams).
 set -euo pipefail
 
 if [[ $# -lt 1 ]]; then
-    echo "usage: $0 idle|fanout|publish [relais-load options...]" >&2
+    echo "usage: $0 idle|fanout|publish|assistant|... [relais-load options...]" >&2
     exit 2
 fi
 scenario=$1

@@ -37,6 +37,12 @@ pub enum Command {
     /// Chat rooms whose members send messages over the WebSocket: latency
     /// from send to delivery on the other members, store write cost.
     Chat(ChatArgs),
+    /// Streamed assistant answers from a fake provider in this process: the
+    /// latency Relais adds per token, loss, hub CPU and memory per stream.
+    /// Raise the hub's RELAIS_ASSISTANT_MAX_STREAMS_PER_USER and
+    /// RELAIS_ASSISTANT_MAX_STREAMS_PER_TENANT (2 and 50 by default) to at
+    /// least --streams.
+    Assistant(AssistantArgs),
     /// Prints an access token for one seeded user (for curl and debugging).
     Mint(MintArgs),
 }
@@ -53,6 +59,7 @@ impl Command {
             Command::QueueCounts(_) => "queue-counts",
             Command::Planning(_) => "planning",
             Command::Chat(_) => "chat",
+            Command::Assistant(_) => "assistant",
             Command::Mint(_) => "mint",
         }
     }
@@ -69,6 +76,7 @@ impl Command {
             | Command::QueueCounts(_)
             | Command::Planning(_)
             | Command::Chat(_)
+            | Command::Assistant(_)
             | Command::Mint(_) => false,
         }
     }
@@ -412,4 +420,47 @@ pub struct ChatArgs {
     /// i mod n); `--url` when empty. REST setup always uses `--url`.
     #[arg(long, value_delimiter = ',')]
     pub node_urls: Vec<String>,
+}
+
+/// `assistant`: concurrent streamed answers and their pacing.
+///
+/// The hub must allow --streams answers streaming at once: start it with
+/// RELAIS_ASSISTANT_MAX_STREAMS_PER_USER (default 2; all streams belong to
+/// the admin unless --users is set) and RELAIS_ASSISTANT_MAX_STREAMS_PER_TENANT
+/// (default 50) at least that high. run-bench.sh passes its environment on
+/// to the hub. The hub coalesces tokens closer than RELAIS_ASSISTANT_FRAME_MS
+/// (default 30) into one frame.
+#[derive(Debug, Clone, Args)]
+pub struct AssistantArgs {
+    #[command(flatten)]
+    pub server: ServerArgs,
+    /// Answers streaming at once, each with its own conversation and
+    /// subscriber.
+    #[arg(long, default_value_t = 500)]
+    pub streams: usize,
+    /// Tokens per answer.
+    #[arg(long, default_value_t = 500)]
+    pub tokens: u64,
+    /// Tokens per second of each answer, paced by the fake provider on
+    /// absolute deadlines.
+    #[arg(long, default_value_t = 50)]
+    pub tokens_per_sec: u32,
+    /// The streams' starts are spread evenly over this time.
+    #[arg(long, default_value_t = 1000)]
+    pub ramp_ms: u64,
+    /// Users the conversations are spread over (created and signed in
+    /// through the API); 0 opens them all as the admin.
+    #[arg(long, default_value_t = 0)]
+    pub users: usize,
+    /// Skip the baseline phase (the generator reading the provider
+    /// directly), and with it the hub_added figures.
+    #[arg(long)]
+    pub no_baseline: bool,
+    /// Wait for the last `assistant.done` this long after the last answer
+    /// should have ended.
+    #[arg(long, default_value_t = 30)]
+    pub drain_secs: u64,
+    /// Interval of the hub memory samples taken while answers stream.
+    #[arg(long, default_value_t = 100)]
+    pub rss_sample_ms: u64,
 }

@@ -18,6 +18,7 @@ mod http;
 mod mint;
 mod net;
 mod pool;
+mod provider;
 mod scenarios;
 mod stats;
 mod workers;
@@ -46,6 +47,7 @@ async fn main() -> ExitCode {
         Command::QueueCounts(args) => scenarios::queue_counts::run(args).await,
         Command::Planning(args) => scenarios::planning::run(args).await,
         Command::Chat(args) => scenarios::chat::run(args).await,
+        Command::Assistant(args) => scenarios::assistant::run(args).await,
         Command::Mint(args) => mint_command(&args),
     };
     match outcome {

@@ -2,6 +2,7 @@
 //! as the single result line, or `None` in a worker process (which reports
 //! to its parent instead).
 
+pub mod assistant;
 pub mod chat;
 pub mod email;
 pub mod fanout;
