@@ -237,16 +237,16 @@ impl SnapshotSource for Snapshot {
                 store::messages(&self.store, channel.tenant().as_str(), id, None, 50)
                     .await
                     .map_err(DomainError::internal)?;
-            if messages.iter().any(|m| m.status == "streaming") {
-                if let Some(gateway) = self.gateway.upgrade() {
-                    let recent = gateway
-                        .broker
-                        .latest(channel, HISTORY, HISTORY.size)
-                        .await
-                        .map_err(DomainError::internal)?;
-                    let frames = recent.publications.iter().map(|p| p.frame.as_str());
-                    catch_up(&mut messages, frames);
-                }
+            if messages.iter().any(|m| m.status == "streaming")
+                && let Some(gateway) = self.gateway.upgrade()
+            {
+                let recent = gateway
+                    .broker
+                    .latest(channel, HISTORY, HISTORY.size)
+                    .await
+                    .map_err(DomainError::internal)?;
+                let frames = recent.publications.iter().map(|p| p.frame.as_str());
+                catch_up(&mut messages, frames);
             }
             raw(&json!({"messages": messages}))
         })

@@ -171,7 +171,7 @@ mod tests {
             json!({"key": "a", "prompt": "x", "other": 1}),
             json!("goal"),
         ] {
-            assert!(parse(&[bad.clone()]).is_err(), "{bad}");
+            assert!(parse(std::slice::from_ref(&bad)).is_err(), "{bad}");
         }
         assert!(
             parse(&[

@@ -397,7 +397,7 @@ pub async fn start_exchange(
     .fetch_one(&mut *tx)
     .await?;
     let (user_n, tenant_n) =
-        streaming(&mut *tx, tenant, &conversation.user_id, limits.stale_after).await?;
+        streaming(&mut tx, tenant, &conversation.user_id, limits.stale_after).await?;
     if user_n >= limits.per_user {
         return Ok(Err(Refused::Streams("per user")));
     }
