@@ -1,0 +1,9 @@
+import { t } from "../i18n.js";
+import { h, pageHead } from "../ui.js";
+
+export default {
+  id: "planning",
+  render(root) {
+    root.append(pageHead(t("nav.planning")));
+  },
+};
