@@ -81,7 +81,7 @@ export function askText({ title, label, confirm, required = false, maxLength = 2
       { class: "dialog", "aria-labelledby": "ask-title" },
       h(
         "form",
-        { method: "dialog" },
+        { method: "dialog", novalidate: true },
         h("h2", { id: "ask-title" }, title),
         h("label", { for: "ask-text" }, label),
         input,
