@@ -55,7 +55,26 @@ export type RestErrorCode =
   | "precondition_required"
   | "invalid_station"
   | "invalid_slot"
-  | "import_failed";
+  | "import_failed"
+  // chat (docs/chat.md; the same codes come in `error` frames over the WebSocket)
+  | "room_not_found"
+  | "message_not_found"
+  | "invalid_message"
+  | "message_too_long"
+  | "muted"
+  | "room_archived"
+  | "duplicate_message"
+  | "message_rate_limited"
+  | "typing_too_frequent"
+  | "forbidden"
+  // assistant (docs/assistant.md)
+  | "assistant_not_configured"
+  | "encryption_key_missing"
+  | "invalid_request"
+  | "provider_exists"
+  | "not_running"
+  | "too_many_streams"
+  | "token_quota_exceeded";
 
 /** Codes raised by the client itself. */
 export type ClientErrorCode =

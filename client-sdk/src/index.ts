@@ -64,3 +64,41 @@ export type {
 } from "./queues.js";
 export { PlanningApi, PlanningView } from "./planning.js";
 export type { NewSlot, PlanningEvent, PlanningSnapshot, PlanningViewEvents, PlanningViewOptions, Slot, SlotStatus, Station } from "./planning.js";
+export { ChatApi, ChatRoom, ChatUnread } from "./chat.js";
+export type {
+  ChatEvent,
+  ChatHistoryPage,
+  ChatHistoryQuery,
+  ChatMessage,
+  ChatMessageDeleted,
+  ChatMessageEdited,
+  ChatReadTarget,
+  ChatRoomEvents,
+  ChatRoomInfo,
+  ChatRoomKind,
+  ChatRoomOptions,
+  ChatRoomSummary,
+  ChatSendOptions,
+  ChatTypingEvent,
+  ChatUnreadCountsEvent,
+  ChatUnreadEvent,
+  ChatUnreadEvents,
+} from "./chat.js";
+export { AssistantApi, AssistantConversation } from "./assistant.js";
+export type {
+  Assistant,
+  AssistantConversationEvents,
+  AssistantConversationInfo,
+  AssistantConversationOptions,
+  AssistantDeltaEvent,
+  AssistantDoneEvent,
+  AssistantEvent,
+  AssistantHistoryPage,
+  AssistantMessage,
+  AssistantMessageStatus,
+  AssistantProvider,
+  AssistantSendResult,
+  AssistantUsage,
+  NewAssistant,
+  NewAssistantProvider,
+} from "./assistant.js";

@@ -34,6 +34,11 @@ function endpoint(baseUrl: string, path: string): string {
 }
 
 async function call<T>(url: string, init: RequestInit, fetchImpl: typeof fetch = fetch): Promise<T> {
+  return (await callRaw(url, init, fetchImpl)).body as T;
+}
+
+/** Like `call`, also keeping the body's text (for answers that are not JSON, e.g. CSV). */
+async function callRaw(url: string, init: RequestInit, fetchImpl: typeof fetch = fetch): Promise<{ text: string; body: unknown }> {
   const res = await fetchImpl(url, init);
   const text = await res.text();
   let body: unknown;
@@ -51,7 +56,7 @@ async function call<T>(url: string, init: RequestInit, fetchImpl: typeof fetch =
     }
     throw new RelaisError("http_error", `HTTP ${res.status} from ${url}`, res.status);
   }
-  return body as T;
+  return { text, body };
 }
 
 /** `POST {baseUrl}/api/v1/auth/login`: signs in and returns the token pair. */
@@ -132,6 +137,17 @@ export class RestClient {
   }
 
   async request<T>(method: string, path: string, options: RequestOptions = {}): Promise<T> {
+    const { url, init } = await this.prepare(method, path, options);
+    return call<T>(url, init, this.fetchImpl);
+  }
+
+  /** Like `request`, for answers that are not JSON (e.g. a CSV export): resolves with the body's text. */
+  async requestText(method: string, path: string, options: RequestOptions = {}): Promise<string> {
+    const { url, init } = await this.prepare(method, path, options);
+    return (await callRaw(url, init, this.fetchImpl)).text;
+  }
+
+  private async prepare(method: string, path: string, options: RequestOptions): Promise<{ url: string; init: RequestInit }> {
     let url = this.baseUrl + "/api/v1" + path;
     if (options.query) {
       const q = new URLSearchParams();
@@ -145,6 +161,6 @@ export class RestClient {
       headers["content-type"] = "application/json";
       init.body = JSON.stringify(options.body);
     }
-    return call<T>(url, init, this.fetchImpl);
+    return { url, init };
   }
 }

@@ -33,7 +33,7 @@ after(() => {
   if (work) rmSync(work, { recursive: true, force: true });
 });
 
-const EXPECTED = ["RelaisClient", "RelaisError", "Subscription", "CloseCode", "login", "RestClient", "Inbox", "Preferences", "Queues", "QueueCounts", "PlanningView"];
+const EXPECTED = ["RelaisClient", "RelaisError", "Subscription", "CloseCode", "login", "RestClient", "Inbox", "Preferences", "Queues", "QueueCounts", "PlanningView", "ChatApi", "ChatRoom", "ChatUnread", "AssistantApi", "AssistantConversation"];
 
 function run(file, source) {
   writeFileSync(join(project, file), source);

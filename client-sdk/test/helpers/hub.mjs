@@ -64,8 +64,10 @@ export function nextEvent(emitter, event, timeoutMs = 10_000) {
 
 /** A running hub. `start()` (again) reuses the same port and data directory. */
 export class Hub {
-  constructor({ port, dataDir }) {
+  constructor({ port, dataDir, env = {} }) {
     this.port = port;
+    /** Extra environment of the hub process (e.g. `RELAIS_ASSISTANT_ENCRYPTION_KEY`). */
+    this.env = env;
     this.dataDir = dataDir;
     this.baseUrl = `http://127.0.0.1:${port}`;
     this.wsUrl = `ws://127.0.0.1:${port}/ws`;
@@ -74,13 +76,18 @@ export class Hub {
     this.exitHandler = () => this.proc?.kill("SIGKILL");
   }
 
-  static async start() {
+  /** `options.env`: extra environment variables for the hub. */
+  static async start(options = {}) {
     if (!existsSync(RELAIS_BIN)) {
       throw new Error(
         `hub binary not found at ${RELAIS_BIN}: run \`cargo build -p relais\` in the repository root, or set RELAIS_BIN`,
       );
     }
-    const hub = new Hub({ port: await freePort(), dataDir: mkdtempSync(join(tmpdir(), "relais-sdk-test-")) });
+    const hub = new Hub({
+      port: await freePort(),
+      dataDir: mkdtempSync(join(tmpdir(), "relais-sdk-test-")),
+      env: options.env ?? {},
+    });
     await hub.start();
     return hub;
   }
@@ -94,6 +101,7 @@ export class Hub {
         RELAIS_BOOTSTRAP_ADMIN_EMAIL: ADMIN_EMAIL,
         RELAIS_BOOTSTRAP_ADMIN_PASSWORD: ADMIN_PASSWORD,
         RELAIS_LOG: "warn",
+        ...this.env,
       },
       stdio: ["ignore", "pipe", "pipe"],
     });
@@ -159,6 +167,21 @@ export class Hub {
   /** Signs the bootstrap admin in (a new session each time). */
   login() {
     return login(this.baseUrl, { tenant: TENANT, email: ADMIN_EMAIL, password: ADMIN_PASSWORD });
+  }
+
+  /**
+   * Creates a user of the default tenant with the admin's `accessToken`
+   * (`POST /api/v1/admin/users`), then signs them in: resolves with their token pair.
+   */
+  async createUser(accessToken, email, roles = ["member"], password = "user-password-123") {
+    const res = await fetch(`${this.baseUrl}/api/v1/admin/users`, {
+      method: "POST",
+      headers: { "content-type": "application/json", authorization: `Bearer ${accessToken}` },
+      body: JSON.stringify({ email, password, roles }),
+    });
+    const body = await res.json();
+    if (res.status !== 201) throw new Error(`user not created: ${res.status} ${JSON.stringify(body)}`);
+    return login(this.baseUrl, { tenant: TENANT, email, password });
   }
 
   /** `POST /api/v1/publish` with a bearer token; returns `{channel, epoch, offset}`. */
