@@ -13,6 +13,8 @@ export const live = {
   rest: null,
   /** @type {Inbox | null} */
   inbox: null,
+  /** Settles once the inbox holds `user:<id>` (which other helpers then share). */
+  inboxReady: Promise.resolve(),
   state: "disconnected",
 
   /** `fn(state)` whenever the connection state changes. */
@@ -49,7 +51,7 @@ export function startLive() {
   live.rest = rest;
   live.inbox = new Inbox({ client, rest });
   client.connect().catch(() => {});
-  live.inbox.start().catch(() => {});
+  live.inboxReady = live.inbox.start().catch(() => {});
 }
 
 export function stopLive() {
