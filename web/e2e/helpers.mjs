@@ -172,7 +172,7 @@ export async function waitText(page, selector, expected, timeout = 10_000) {
   let last;
   for (;;) {
     last = (await loc.count()) ? await loc.first().textContent() : null;
-    if (last !== null && (expected instanceof RegExp ? expected.test(last) : last.trim() === expected)) return last;
+    if (last !== null && (expected instanceof RegExp ? expected.test(last) : last.trim() === expected.trim())) return last;
     if (Date.now() > deadline) throw new Error(`${selector}: expected ${expected}, last saw ${JSON.stringify(last)}`);
     await sleep(50);
   }
