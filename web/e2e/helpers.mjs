@@ -145,7 +145,8 @@ export async function launchBrowser() {
  * signed in as `email`. Page errors fail the test that reads `errors`.
  */
 export async function signedInPage(hub, email, password = PASSWORD, { locale = "en-US", viewport = { width: 1280, height: 800 } } = {}) {
-  const context = await browser.newContext({ locale, viewport, acceptDownloads: true });
+  // Reduced motion: no transitions half-way in screenshots.
+  const context = await browser.newContext({ locale, viewport, acceptDownloads: true, reducedMotion: "reduce" });
   const page = await context.newPage();
   const errors = [];
   page.on("pageerror", (e) => errors.push(e.message));
