@@ -123,6 +123,11 @@ export default {
       if (!room) return;
       const atBottom = messages.scrollHeight - messages.scrollTop - messages.clientHeight < 40;
       const list = room.messages;
+      // The hub's system messages name their user ("Awa connected"): learn the names.
+      for (const m of list) {
+        const found = m.type === "system" && m.user && !names.has(m.user) && /^(.+) (connected|joined|disconnected|left)$/.exec(m.text);
+        if (found) names.set(m.user, found[1]);
+      }
       messages.replaceChildren(...(list.length ? list.map(msgRow) : [h("li", {}, empty(t("chat.empty")))]));
       if (atBottom) messages.scrollTop = messages.scrollHeight;
     });
