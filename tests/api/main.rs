@@ -18,3 +18,4 @@ mod publish;
 mod queues;
 mod smtp;
 mod sse;
+mod web_pages;
