@@ -26,6 +26,7 @@ pub mod routes;
 pub mod run;
 pub mod steps;
 pub mod store;
+pub mod upstream;
 pub mod widget;
 
 use std::sync::{Arc, Weak};
@@ -52,10 +53,10 @@ use crate::{
 /// The channel namespace of conversations: `assistant:<conversation id>`.
 pub const NAMESPACE: &str = "assistant";
 /// What a conversation's channel keeps for `recover`, and where the
-/// snapshot finds the frames the store has not saved yet: 512 publications
+/// snapshot finds the frames the store has not saved yet: 128 publications
 /// hold far more than the frames of one save interval.
 const HISTORY: HistoryPolicy = HistoryPolicy {
-    size: 512,
+    size: 128,
     ttl: std::time::Duration::from_secs(600),
 };
 /// Longest user message, in characters.

@@ -21,18 +21,12 @@
 
 use std::sync::Arc;
 
-use async_openai::{
-    Client,
-    config::OpenAIConfig,
-    error::OpenAIError,
-    types::chat::{
-        ChatCompletionRequestAssistantMessage, ChatCompletionRequestMessage,
-        ChatCompletionRequestSystemMessage, ChatCompletionRequestUserMessage,
-        ChatCompletionStreamOptions, CreateChatCompletionRequest,
-        CreateChatCompletionStreamResponse,
-    },
+use async_openai::types::chat::{
+    ChatCompletionRequestAssistantMessage, ChatCompletionRequestMessage,
+    ChatCompletionRequestSystemMessage, ChatCompletionRequestUserMessage,
+    ChatCompletionStreamOptions, CreateChatCompletionRequest, CreateChatCompletionStreamResponse,
 };
-use futures_util::{Stream, StreamExt};
+use futures_util::StreamExt;
 use serde_json::{Value, json};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -68,29 +62,50 @@ pub enum Failure {
 }
 
 impl Failure {
-    pub fn classify(e: &OpenAIError) -> Failure {
-        match e {
-            OpenAIError::ApiError(resp) => {
-                let status = resp.status_code.as_u16();
-                let code = resp.api_error.code.as_deref().unwrap_or_default();
-                let kind = resp.api_error.r#type.as_deref().unwrap_or_default();
-                if status == 429 {
-                    if code == "insufficient_quota" || kind == "insufficient_quota" {
-                        Failure::QuotaExceeded
-                    } else {
-                        Failure::RateLimited
-                    }
-                } else if status >= 500 {
-                    Failure::Server(status)
-                } else {
-                    Failure::Refused(status, resp.api_error.message.clone())
-                }
+    /// A request that got no answer, or whose answer broke off.
+    pub fn transport(e: reqwest::Error) -> Failure {
+        if e.is_timeout() {
+            Failure::Timeout
+        } else {
+            Failure::Connection(without_url(&e))
+        }
+    }
+
+    /// A provider's refusal: its status and the body of the error, in the
+    /// OpenAI shape `{"error": {"message", "type", "code"}}` when it is one.
+    pub fn refusal(status: u16, body: &[u8]) -> Failure {
+        #[derive(serde::Deserialize, Default)]
+        struct Wrapped {
+            #[serde(default)]
+            error: Detail,
+        }
+        #[derive(serde::Deserialize, Default)]
+        struct Detail {
+            #[serde(default)]
+            message: Option<String>,
+            #[serde(default, rename = "type")]
+            kind: Option<String>,
+            #[serde(default)]
+            code: Option<serde_json::Value>,
+        }
+        let detail = serde_json::from_slice::<Wrapped>(body)
+            .map(|w| w.error)
+            .unwrap_or_default();
+        let is_quota = |v: Option<&str>| v == Some("insufficient_quota");
+        let code = detail.code.as_ref().and_then(|c| c.as_str());
+        if status == 429 {
+            if is_quota(code) || is_quota(detail.kind.as_deref()) {
+                Failure::QuotaExceeded
+            } else {
+                Failure::RateLimited
             }
-            OpenAIError::Reqwest(e) if e.is_timeout() => Failure::Timeout,
-            OpenAIError::Reqwest(e) => Failure::Connection(e.to_string()),
-            OpenAIError::StreamError(e) => Failure::Connection(e.to_string()),
-            OpenAIError::JSONDeserialize(e, _) => Failure::Protocol(e.to_string()),
-            other => Failure::Protocol(other.to_string()),
+        } else if status >= 500 {
+            Failure::Server(status)
+        } else {
+            let message = detail.message.unwrap_or_else(|| {
+                String::from_utf8_lossy(&body[..body.len().min(200)]).into_owned()
+            });
+            Failure::Refused(status, message)
         }
     }
 
@@ -360,17 +375,12 @@ impl Engine {
                     None => continue,
                 },
             };
-            // No retries inside the client: a provider that refuses or fails
-            // hands over to the next one at once.
-            let http = self.http();
-            let client = Client::build(
-                http.clone(),
-                OpenAIConfig::new()
-                    .with_api_base(provider.base_url.trim_end_matches('/'))
-                    .with_api_key(key),
-            )
-            .with_http_service(async_openai::middleware::ReqwestService::new(http));
-            match self.first_token(&client, &request, &job.cancel).await {
+            // No retries: a provider that refuses or fails hands over to the
+            // next one at once.
+            match self
+                .first_token(&provider.base_url, &key, &request, &job.cancel)
+                .await
+            {
                 Ok(Start::Cancelled) => {
                     return self
                         .end(
@@ -496,21 +506,19 @@ impl Engine {
     /// the first-token timeout.
     async fn first_token(
         &self,
-        client: &Client<OpenAIConfig>,
+        base_url: &str,
+        key: &str,
         request: &CreateChatCompletionRequest,
         cancel: &CancellationToken,
     ) -> Result<Start, Failure> {
+        let http = self.http();
         let attempt = async {
-            let mut stream = client
-                .chat()
-                .create_stream(request.clone())
-                .await
-                .map_err(|e| Failure::classify(&e))?;
+            let mut stream = super::upstream::open(&http, base_url, key, request).await?;
             let mut prelude = Vec::new();
             loop {
                 match stream.next().await {
-                    None => return Ok(Start::Streaming(Box::pin(stream), prelude)),
-                    Some(Err(e)) => return Err(Failure::classify(&e)),
+                    None => return Ok(Start::Streaming(stream, prelude)),
+                    Some(Err(e)) => return Err(e),
                     Some(Ok(chunk)) => {
                         let has_token = chunk.usage.is_some()
                             || chunk.choices.iter().any(|c| {
@@ -519,7 +527,7 @@ impl Engine {
                             });
                         prelude.push(chunk);
                         if has_token {
-                            return Ok(Start::Streaming(Box::pin(stream), prelude));
+                            return Ok(Start::Streaming(stream, prelude));
                         }
                     }
                 }
@@ -540,7 +548,7 @@ impl Engine {
         job: &Job,
         provider: &str,
         fallbacks: i64,
-        mut stream: ChunkStream,
+        mut stream: super::upstream::Chunks,
         prelude: Vec<CreateChatCompletionStreamResponse>,
         prompt_chars: &str,
     ) {
@@ -570,8 +578,7 @@ impl Engine {
                 item = stream.next() => match item {
                     None => break ("complete", None),
                     Some(Ok(chunk)) => progress.take(chunk),
-                    Some(Err(e)) => {
-                        let failure = Failure::classify(&e);
+                    Some(Err(failure)) => {
                         break ("incomplete", Some(format!("the provider failed mid-answer: {}", failure.reason())));
                     }
                 },
@@ -748,13 +755,22 @@ impl Engine {
     }
 }
 
-type ChunkStream = std::pin::Pin<
-    Box<dyn Stream<Item = Result<CreateChatCompletionStreamResponse, OpenAIError>> + Send>,
->;
-
 enum Start {
     Cancelled,
-    Streaming(ChunkStream, Vec<CreateChatCompletionStreamResponse>),
+    Streaming(
+        super::upstream::Chunks,
+        Vec<CreateChatCompletionStreamResponse>,
+    ),
+}
+
+/// A transport error's text without the request's URL (it may carry a
+/// key in a query string).
+fn without_url(e: &reqwest::Error) -> String {
+    let mut text = e.to_string();
+    if let Some(url) = e.url() {
+        text = text.replace(url.as_str(), "<provider>");
+    }
+    text
 }
 
 struct Job {
@@ -852,35 +868,38 @@ pub async fn purge_loop(engine: Arc<Engine>, stop: CancellationToken) {
 mod tests {
     use super::*;
 
-    fn api_error(status: u16, kind: Option<&str>, code: Option<&str>) -> OpenAIError {
-        OpenAIError::ApiError(async_openai::error::ApiErrorResponse {
-            status_code: reqwest::StatusCode::from_u16(status).unwrap(),
-            api_error: async_openai::error::ApiError {
-                message: "m".into(),
-                r#type: kind.map(Into::into),
-                param: None,
-                code: code.map(Into::into),
-                misalignment: None,
-            },
-        })
+    fn refusal(status: u16, kind: Option<&str>, code: Option<&str>) -> Failure {
+        let body = serde_json::json!({"error": {"message": "m", "type": kind, "param": null, "code": code}});
+        Failure::refusal(status, body.to_string().as_bytes())
     }
 
     #[test]
     fn provider_errors_are_classified_and_only_a_bad_request_ends_the_chain() {
-        let quota = api_error(429, Some("insufficient_quota"), Some("insufficient_quota"));
-        assert_eq!(Failure::classify(&quota), Failure::QuotaExceeded);
-        let quota_by_code = api_error(429, None, Some("insufficient_quota"));
-        assert_eq!(Failure::classify(&quota_by_code), Failure::QuotaExceeded);
-        let rate = api_error(429, Some("requests"), Some("rate_limit_exceeded"));
-        assert_eq!(Failure::classify(&rate), Failure::RateLimited);
         assert_eq!(
-            Failure::classify(&api_error(503, None, None)),
+            refusal(429, Some("insufficient_quota"), Some("insufficient_quota")),
+            Failure::QuotaExceeded
+        );
+        assert_eq!(
+            refusal(429, None, Some("insufficient_quota")),
+            Failure::QuotaExceeded
+        );
+        assert_eq!(
+            refusal(429, Some("requests"), Some("rate_limit_exceeded")),
+            Failure::RateLimited
+        );
+        assert_eq!(Failure::refusal(429, b"slow down"), Failure::RateLimited);
+        assert_eq!(
+            Failure::refusal(503, b"<html>busy</html>"),
             Failure::Server(503)
         );
-        let unauthorized = Failure::classify(&api_error(401, Some("invalid_request_error"), None));
+        let unauthorized = refusal(401, Some("invalid_request_error"), None);
         assert_eq!(unauthorized, Failure::Refused(401, "m".into()));
         assert!(unauthorized.falls_back());
-        let bad = Failure::classify(&api_error(400, None, None));
+        assert_eq!(
+            Failure::refusal(404, b"no such model"),
+            Failure::Refused(404, "no such model".into())
+        );
+        let bad = refusal(400, None, None);
         assert!(!bad.falls_back());
         for f in [
             Failure::RateLimited,
