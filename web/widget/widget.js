@@ -48,7 +48,8 @@
       you: "You",
       assistant: "Assistant",
       stopped: "Stopped",
-      incomplete: "The answer was cut short",
+      incomplete: "The answer was cut short. Please try again.",
+      failed: "The assistant could not answer. Please try again.",
       answering: "The assistant is answering…",
       answered: "The assistant has answered.",
       left: function (n) {
@@ -83,7 +84,8 @@
       you: "Vous",
       assistant: "Assistant",
       stopped: "Arrêtée",
-      incomplete: "La réponse a été interrompue",
+      incomplete: "La réponse a été interrompue. Veuillez réessayer.",
+      failed: "L’assistant n’a pas pu répondre. Veuillez réessayer.",
       answering: "L’assistant répond…",
       answered: "L’assistant a répondu.",
       left: function (n) {
@@ -426,6 +428,7 @@
         if (typeof r.messages_left === "number") {
           session.messages_left = r.messages_left;
           save();
+          setTitle();
         }
         render();
       });
@@ -471,7 +474,7 @@
     ".msg{display:flex;flex-direction:column;max-width:85%}" +
     ".msg.user{align-self:flex-end;align-items:flex-end}" +
     ".msg.assistant{align-self:flex-start;align-items:flex-start}" +
-    ".bubble{padding:9px 13px;border-radius:16px;white-space:pre-wrap;overflow-wrap:anywhere;word-break:break-word}" +
+    ".bubble[hidden]{display:none}.bubble{padding:9px 13px;border-radius:16px;white-space:pre-wrap;overflow-wrap:anywhere;word-break:break-word}" +
     ".user .bubble{background:var(--c);color:#fff;border-bottom-right-radius:5px}" +
     ".assistant .bubble{background:#fff;color:#1f2330;border:1px solid #e6e8ef;border-bottom-left-radius:5px;box-shadow:0 1px 2px rgba(17,24,39,.04)}" +
     ".note{font-size:12px;color:#6b7280;margin:3px 4px 0}" +
@@ -576,8 +579,11 @@
       node.bubble.textContent = m.content;
     }
     node.bubble.classList.toggle("caret", m.status === "streaming" && !!m.content);
+    node.bubble.hidden = !m.content && m.status !== "streaming";
     node.note.className = "note" + (m.status === "incomplete" ? " bad" : "");
-    node.note.textContent = m.status === "cancelled" ? TEXT.stopped : m.status === "incomplete" ? TEXT.incomplete + (m.error ? " (" + m.error + ")" : "") + "." : "";
+    // The provider's error stays out of the visitor's sight (it is in data-error).
+    node.note.textContent = m.status === "cancelled" ? TEXT.stopped : m.status === "incomplete" ? (m.content ? TEXT.incomplete : TEXT.failed) : "";
+    if (m.error) node.li.setAttribute("data-error", m.error);
     node.note.hidden = !node.note.textContent;
     follow();
   }

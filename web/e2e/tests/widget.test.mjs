@@ -32,6 +32,7 @@ async function startSite(key) {
       return;
     }
     const lang = url.searchParams.get("lang") === "fr" ? "fr" : "en";
+    const pk = url.searchParams.get("key") ?? key();
     res.writeHead(200, { "content-type": "text/html; charset=utf-8" });
     res.end(`<!doctype html>
 <html lang="${lang}"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
@@ -45,7 +46,7 @@ async function startSite(key) {
   main { max-width: 720px; margin: 0 auto; padding: 48px 24px; }
 </style></head>
 <body><main><h1>The Little Shop</h1><p>Hand-made things, shipped everywhere.</p></main>
-<script src="${hub.baseUrl}/widget.js" data-key="${key()}" data-lang="${lang}" async></script>
+<script src="${hub.baseUrl}/widget.js" data-key="${pk}" data-lang="${lang}" async></script>
 </body></html>`);
   });
   await new Promise((resolve) => server.listen(0, "127.0.0.1", resolve));
@@ -167,6 +168,32 @@ test("on a narrow screen the panel takes the whole screen, in French", async () 
   await waitText(page, "#rw-title", "Shop helper");
   assert.equal(await page.getAttribute("#rw-input", "placeholder"), "Écrivez votre message…");
   await shot(page, "widget-mobile");
+  assert.deepEqual(errors, []);
+  await context.close();
+});
+
+test("an answer the provider could not give, then the visitor's message limit, read as sentences", async () => {
+  // A provider nobody listens on: every answer ends incomplete.
+  const dead = await hub.call("POST", "/assistant/providers", admin, { name: "dead", base_url: "http://127.0.0.1:9/v1", api_key: "sk-e2e" });
+  const broken = await hub.call("POST", "/assistant/assistants", admin, { name: "Broken helper", instructions: "Be brief.", model: "gpt-e2e", providers: [dead.id] });
+  const limited = await hub.call("POST", "/assistant/widgets", admin, { name: "Limited", assistant: broken.id, origins: [allowedSite.url], messages_per_visitor: 1 });
+  const { context, page, errors } = await visit(`${allowedSite.url}/?key=${limited.public_key}`);
+  await page.click(".launcher");
+  await waitText(page, "#rw-title", "Broken helper");
+  await waitText(page, "#rw-left", "1 message left");
+  await page.fill("#rw-input", "Hello?");
+  await page.press("#rw-input", "Enter");
+  await page.waitForSelector(`${answer}[data-status="incomplete"]`, { timeout: 15_000 });
+  await waitText(page, `${answer} .note`, "The assistant could not answer. Please try again.");
+  await waitText(page, "#rw-left", "0 messages left");
+  assert.equal(await page.isVisible("#rw-stop"), false);
+
+  await page.fill("#rw-input", "Hello again?");
+  await page.press("#rw-input", "Enter");
+  await waitText(page, "#rw-error", "You have sent the maximum number of messages for this conversation.");
+  // The refused text stays in the box.
+  assert.equal(await page.inputValue("#rw-input"), "Hello again?");
+  await shot(page, "widget-limit");
   assert.deepEqual(errors, []);
   await context.close();
 });
