@@ -466,7 +466,7 @@
     ".heading{flex:1;min-width:0}" +
     "h2{margin:0;font-size:16px;font-weight:600;white-space:nowrap;overflow:hidden;text-overflow:ellipsis}" +
     ".sub{font-size:12px;opacity:.85;display:flex;align-items:center;gap:6px}" +
-    ".dot{width:7px;height:7px;border-radius:50%;background:#4ade80;box-shadow:0 0 0 2px rgba(255,255,255,.3)}" +
+    ".off .sub{visibility:hidden}.dot{width:7px;height:7px;border-radius:50%;background:#4ade80;box-shadow:0 0 0 2px rgba(255,255,255,.3)}" +
     ".icon-btn{flex:none;width:34px;height:34px;border-radius:8px;border:0;background:transparent;color:inherit;cursor:pointer;display:flex;align-items:center;justify-content:center}" +
     ".icon-btn:hover{background:rgba(255,255,255,.18)}" +
     ".icon-btn svg{width:20px;height:20px}" +
@@ -631,6 +631,7 @@
     banner.hidden = false;
     input.disabled = fatal;
     sendButton.disabled = fatal;
+    root.classList.toggle("off", fatal);
   }
   function showNotice(text) {
     banner.className = "banner info";
