@@ -4,6 +4,9 @@
 //! - `/`: the web app (sign-in, inbox, preferences, moderation, planning,
 //!   chat, assistant, operator view), plain ES modules under `/app/` using
 //!   the SDK's browser bundle at `/vendor/relais.js`;
+//! - `/widget.js`: the assistant widget a client's site embeds with a
+//!   script tag (loaded cross-origin: a script needs no CORS, and the CSP
+//!   below applies to documents, not to a script other pages run);
 //! - `/console/`: the developer console (`/app.js` and `/style.css` stay
 //!   as aliases of its files for links made before it moved).
 //!
@@ -64,6 +67,8 @@ const ASSETS: &[Asset] = &[
     asset!("/app/icon.svg", "app/icon.svg"),
     // The SDK's browser bundle, copied here by client-sdk/scripts/build.mjs.
     asset!("/vendor/relais.js", "vendor/relais.js"),
+    // The embeddable assistant widget, for other sites' pages.
+    asset!("/widget.js", "widget/widget.js"),
     // The developer console.
     asset!("/console/", "console/index.html"),
     asset!("/console/app.js", "console/app.js"),
