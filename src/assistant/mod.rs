@@ -227,7 +227,7 @@ pub(crate) struct Snapshot {
 impl SnapshotSource for Snapshot {
     fn snapshot<'a>(
         &'a self,
-        _who: &'a Principal,
+        who: &'a Principal,
         channel: &'a ChannelKey,
         _at: &'a Position,
         _params: Option<&'a RawValue>,
@@ -248,6 +248,11 @@ impl SnapshotSource for Snapshot {
                     .map_err(DomainError::internal)?;
                 let frames = recent.publications.iter().map(|p| p.frame.as_str());
                 catch_up(&mut messages, frames);
+            }
+            if who.is_visitor() {
+                for m in messages.iter_mut().filter(|m| m.error.is_some()) {
+                    m.error = Some(run::VISITOR_ERROR.into());
+                }
             }
             raw(&json!({"messages": messages}))
         })

@@ -128,6 +128,10 @@ impl Failure {
     }
 }
 
+/// What an anonymous visitor is told when an answer fails: the stored
+/// error (for the tenant) may name the provider and its address.
+pub const VISITOR_ERROR: &str = "the assistant could not answer; try again later";
+
 /// What `send` answers: the stored question and the answer being streamed.
 #[derive(serde::Serialize)]
 pub struct Started {
@@ -230,6 +234,7 @@ impl Engine {
             answer: answer.clone(),
             cancel: token,
             guide,
+            visitor: who.is_visitor(),
         };
         tokio::spawn(self.clone().run(job));
         Ok(Started {
@@ -709,7 +714,11 @@ impl Engine {
             "incomplete": status != "complete",
         });
         if let Some(error) = error {
-            done["error"] = json!(error);
+            done["error"] = if job.visitor {
+                json!(VISITOR_ERROR)
+            } else {
+                json!(error)
+            };
         }
         self.publish(&job.tenant, &job.conversation, done).await;
     }
@@ -781,6 +790,9 @@ struct Job {
     cancel: CancellationToken,
     /// What the model is told about the guided steps, if any.
     guide: Option<String>,
+    /// The conversation is an anonymous visitor's: provider errors are
+    /// not shown to it (they may name the provider's address).
+    visitor: bool,
 }
 
 /// How often a streaming answer's text so far is saved: what a node that

@@ -479,7 +479,7 @@ async fn visitor_history(
     headers: HeaderMap,
 ) -> ApiResult<Json<Value>> {
     let (who, conversation, _) = visitor(&engine, &headers).await?;
-    let messages = store::messages(
+    let mut messages = store::messages(
         &engine.store,
         who.tenant.as_str(),
         &conversation.id,
@@ -487,6 +487,11 @@ async fn visitor_history(
         200,
     )
     .await?;
+    for m in &mut messages {
+        if m.error.is_some() {
+            m.error = Some(super::run::VISITOR_ERROR.into());
+        }
+    }
     Ok(Json(
         json!({"conversation": conversation, "messages": messages}),
     ))

@@ -1041,3 +1041,71 @@ async fn guided_steps_save_each_answer_and_lead_the_model_to_the_next_step() {
         .await;
     assert_eq!(res.status(), 404);
 }
+
+#[tokio::test]
+async fn a_visitor_is_not_shown_the_providers_errors() {
+    let fake = FakeOpenAi::start().await;
+    let app = app_with(&[]).await;
+    let (assistant, _) = configure(&app, &fake, &["error500"]).await;
+    let admin = app.admin_token().await;
+    let res = app
+        .post(
+            "/api/v1/assistant/widgets",
+            Some(&admin),
+            json!({"name": "Shop", "assistant": assistant, "origins": [SHOP]}),
+        )
+        .await;
+    let widget: Value = res.json().await.unwrap();
+    let res = from_page(
+        &app,
+        reqwest::Method::POST,
+        "/api/v1/widget/sessions",
+        SHOP,
+        None,
+    )
+    .json(&json!({"key": widget["public_key"]}))
+    .send()
+    .await
+    .unwrap();
+    let session: Value = res.json().await.unwrap();
+    let token = session["token"].as_str().unwrap();
+    let res = from_page(
+        &app,
+        reqwest::Method::POST,
+        "/api/v1/widget/messages",
+        SHOP,
+        Some(token),
+    )
+    .json(&json!({"text": "Hello?"}))
+    .send()
+    .await
+    .unwrap();
+    assert_eq!(res.status(), 202);
+    let history = || async {
+        let res = from_page(
+            &app,
+            reqwest::Method::GET,
+            "/api/v1/widget/messages",
+            SHOP,
+            Some(token),
+        )
+        .send()
+        .await
+        .unwrap();
+        let body: Value = res.json().await.unwrap();
+        body["messages"][1].clone()
+    };
+    eventually("the failed answer is stored", || async {
+        history().await["status"] == "incomplete"
+    })
+    .await;
+    let answer = history().await;
+    assert_eq!(
+        answer["error"],
+        "the assistant could not answer; try again later"
+    );
+    // The tenant's admins still see why, in the analytics' failures.
+    let res = app.get("/api/v1/assistant/analytics", Some(&admin)).await;
+    let figures: Value = res.json().await.unwrap();
+    assert!(figures.to_string().contains("\"failures\":1"), "{figures}");
+}
