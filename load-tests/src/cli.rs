@@ -429,7 +429,7 @@ pub struct ChatArgs {
 /// the admin unless --users is set) and RELAIS_ASSISTANT_MAX_STREAMS_PER_TENANT
 /// (default 50) at least that high. run-bench.sh passes its environment on
 /// to the hub. The hub coalesces tokens closer than RELAIS_ASSISTANT_FRAME_MS
-/// (default 30) into one frame.
+/// (default 10) into one frame.
 #[derive(Debug, Clone, Args)]
 pub struct AssistantArgs {
     #[command(flatten)]

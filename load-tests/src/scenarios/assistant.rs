@@ -27,7 +27,7 @@
 //! default: start it with `RELAIS_ASSISTANT_MAX_STREAMS_PER_USER` and
 //! `RELAIS_ASSISTANT_MAX_STREAMS_PER_TENANT` at least `--streams`
 //! (`run-bench.sh` passes its environment on to the hub). Tokens closer than
-//! `RELAIS_ASSISTANT_FRAME_MS` (30 ms by default) are coalesced into one
+//! `RELAIS_ASSISTANT_FRAME_MS` (10 ms by default) are coalesced into one
 //! frame, which holds them back by up to that interval.
 
 use std::sync::Arc;
