@@ -210,3 +210,26 @@ async fn every_node_of_a_cluster_is_listed_and_channels_sum_across_nodes() {
         assert_eq!(connections["nodes"].as_array().unwrap().len(), 2);
     }
 }
+
+#[tokio::test]
+async fn the_openapi_document_describes_the_operator_endpoints() {
+    let app = spawn_app().await;
+    let doc = app.openapi().await;
+    for path in [
+        "/api/v1/admin/nodes",
+        "/api/v1/admin/connections",
+        "/api/v1/admin/channels",
+    ] {
+        let op = &doc["paths"][path]["get"];
+        for status in ["200", "401", "403", "503"] {
+            assert!(op["responses"].get(status).is_some(), "{path} {status}");
+        }
+    }
+    let limit = doc["paths"]["/api/v1/admin/channels"]["get"]["parameters"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == "limit")
+        .unwrap();
+    assert_eq!(limit["schema"]["maximum"], 500);
+}
