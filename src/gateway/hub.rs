@@ -272,3 +272,71 @@ impl Delivery for Hub {
         self.channels.get(channel).map(|entry| entry.key().clone())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{channels::ChannelName, ids::SessionId};
+
+    fn key(tenant: &str, name: &str) -> ChannelKey {
+        ChannelKey::new(tenant.into(), ChannelName::parse(name).unwrap())
+    }
+
+    fn connect(hub: &Hub, tenant: &str, transport: Transport) -> (ConnId, Arc<Outbox>) {
+        let id = hub.next_conn_id();
+        let outbox = Arc::new(Outbox::new(1024, hub.metrics.clone()));
+        hub.register(
+            id,
+            ConnEntry {
+                transport,
+                tenant: tenant.into(),
+                user: UserId::from("u"),
+                session: SessionId::from("s"),
+                outbox: outbox.clone(),
+            },
+        );
+        (id, outbox)
+    }
+
+    #[test]
+    fn shares_count_each_tenant_and_keep_only_the_busiest_channels() {
+        let hub = Hub::new(Arc::new(Metrics::default()));
+        let (a1, out1) = connect(&hub, "a", Transport::WebSocket);
+        let (a2, out2) = connect(&hub, "a", Transport::Sse);
+        let (b1, out3) = connect(&hub, "b", Transport::WebSocket);
+        for n in 0..30 {
+            hub.subscribe(&key("a", &format!("room:{n:02}")), a1, out1.clone());
+        }
+        hub.subscribe(&key("a", "room:29"), a2, out2.clone());
+        hub.subscribe(&key("b", "room:b"), b1, out3.clone());
+
+        assert_eq!(hub.totals(), (3, 32, 31));
+        let shares = hub.shares(None, 10, 5);
+        let a = &shares[&TenantId::from("a")];
+        assert_eq!((a.connections, a.ws, a.sse), (2, 1, 1));
+        assert_eq!((a.subscriptions, a.channels), (31, 30));
+        let names: Vec<&str> = a.busiest.iter().map(|c| c.name.as_str()).collect();
+        assert_eq!(
+            names,
+            ["room:29", "room:00", "room:01", "room:02", "room:03"]
+        );
+        assert_eq!(a.busiest[0].subscribers, 2);
+        assert_eq!(shares[&TenantId::from("b")].channels, 1);
+
+        let only_b = hub.shares(Some(&TenantId::from("b")), 10, 5);
+        assert_eq!(only_b.len(), 1);
+        let busiest_tenant = hub.shares(None, 1, 5);
+        assert_eq!(
+            busiest_tenant.keys().collect::<Vec<_>>(),
+            [&TenantId::from("a")]
+        );
+
+        let listed = hub.tenant_channels(&TenantId::from("a"), "room:2", 3);
+        let names: Vec<&str> = listed.iter().map(|c| c.name.as_str()).collect();
+        assert_eq!(names, ["room:29", "room:20", "room:21"]);
+        assert!(
+            hub.tenant_channels(&TenantId::from("b"), "room:0", 3)
+                .is_empty()
+        );
+    }
+}
