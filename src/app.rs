@@ -257,6 +257,11 @@ impl Application {
             ))
         });
         let purge = tokio::spawn(purge_idempotency(state.idempotency.clone(), stop.clone()));
+        let reports = tokio::spawn(crate::gateway::nodes::run_reports(
+            gateway.clone(),
+            config.node_report_every,
+            stop.clone(),
+        ));
         // The modules' background work. It stops when the server begins
         // draining; whatever it leaves (triggers, emails) is picked up after
         // its lease by this node's next start or another node.
@@ -330,6 +335,7 @@ impl Application {
             let _ = eviction.await;
         }
         let _ = purge.await;
+        let _ = reports.await;
         workers.wait().await;
         tracing::info!("stopped");
         Ok(())

@@ -20,11 +20,11 @@ use serde_json::value::RawValue;
 
 use super::{
     Broker, BusError, ControlMessage, ControlRouter, Delivery, HistoryPage, Position,
-    PresenceEntry, Publication, Recovery,
+    PresenceEntry, Publication, Recovery, nodes::NodeReport,
 };
 use crate::{
     channels::{ChannelKey, HistoryPolicy},
-    ids::UserId,
+    ids::{TenantId, UserId},
     metrics::Metrics,
 };
 
@@ -71,6 +71,9 @@ pub struct MemoryBroker {
     control: Arc<ControlRouter>,
     max_channels: usize,
     metrics: Arc<Metrics>,
+    node: Arc<str>,
+    /// This node's last report: the only node there is.
+    report: Mutex<Option<(NodeReport, Instant, Duration)>>,
 }
 
 impl MemoryBroker {
@@ -87,6 +90,8 @@ impl MemoryBroker {
             delivery,
             max_channels,
             metrics,
+            node: crate::ids::random_token(9).into(),
+            report: Mutex::new(None),
         }
     }
 
@@ -372,6 +377,32 @@ impl Broker for MemoryBroker {
 
     fn healthy(&self) -> bool {
         true
+    }
+
+    fn node_id(&self) -> &str {
+        &self.node
+    }
+
+    fn report_node(
+        &self,
+        report: NodeReport,
+        ttl: Duration,
+    ) -> BoxFuture<'_, Result<(), BusError>> {
+        *self.report.lock() = Some((report, Instant::now(), ttl));
+        Box::pin(async { Ok(()) })
+    }
+
+    fn nodes<'a>(
+        &'a self,
+        tenant: &'a TenantId,
+    ) -> BoxFuture<'a, Result<Vec<NodeReport>, BusError>> {
+        let report = self
+            .report
+            .lock()
+            .as_ref()
+            .filter(|(_, at, ttl)| at.elapsed() <= *ttl)
+            .map(|(report, _, _)| report.share(tenant));
+        Box::pin(async move { Ok(report.into_iter().collect()) })
     }
 }
 

@@ -5,7 +5,8 @@
 //! [`memory::MemoryBroker`] serves a single node; a Redis broker implements
 //! the same trait for cluster mode. A broker assigns offsets, keeps bounded
 //! history, tracks presence, carries control messages to every node, and
-//! hands every publication to the node's [`Delivery`] for fan-out.
+//! hands every publication to the node's [`Delivery`] for fan-out. It also
+//! keeps each node's [`nodes::NodeReport`] (what the operator view lists).
 //!
 //! The bus sits below the gateway: it knows channels and publications, never
 //! connections. What it delivers to ([`Delivery`]) and what it does with
@@ -14,6 +15,7 @@
 
 pub mod control;
 pub mod memory;
+pub mod nodes;
 pub mod redis;
 
 pub use control::{Control, ControlMessage, ControlRouter};
@@ -301,4 +303,21 @@ pub trait Broker: Send + Sync + 'static {
 
     /// `true` while the broker can serve publications (for `/readyz`).
     fn healthy(&self) -> bool;
+
+    /// This node's id, as its reports name it.
+    fn node_id(&self) -> &str;
+
+    /// Stores this node's report, visible to every node for `ttl`.
+    fn report_node(
+        &self,
+        report: nodes::NodeReport,
+        ttl: std::time::Duration,
+    ) -> BoxFuture<'_, Result<(), BusError>>;
+
+    /// The reports of every live node (reported within its TTL), each
+    /// holding only `tenant`'s share.
+    fn nodes<'a>(
+        &'a self,
+        tenant: &'a TenantId,
+    ) -> BoxFuture<'a, Result<Vec<nodes::NodeReport>, BusError>>;
 }

@@ -20,6 +20,9 @@
 //!   members vanish after the presence TTL (`RELAIS_PRESENCE_TTL_SECS`).
 //! - **Control messages** (revocations, cancellations) travel on a control
 //!   channel every node listens to.
+//! - **Node reports** are a hash per node (`node:<id>`: field `_` for the
+//!   node, `t:<tenant>` per tenant) with an expiry, and a sorted set of node
+//!   ids scored by that expiry; a node that stops reporting drops out.
 
 use std::{
     collections::{HashMap, HashSet},
@@ -42,10 +45,11 @@ use tokio_util::sync::CancellationToken;
 use super::{
     Broker, BusError, ControlMessage, ControlRouter, Delivery, HistoryPage, Position,
     PresenceEntry, Publication, Recovery,
+    nodes::{MAX_NODES, NodeReport, NodeSummary, TenantSummary},
 };
 use crate::{
     channels::{ChannelKey, HistoryPolicy},
-    ids::UserId,
+    ids::{TenantId, UserId},
 };
 
 /// Pub/sub connections per node.
@@ -93,6 +97,9 @@ if KEYS[4] then
 end
 return {epoch, offset, 0}
 "#;
+
+/// How long the index of node reports outlives the last report of any node.
+const NODES_INDEX_TTL: Duration = Duration::from_secs(3600);
 
 /// How long a publication id is remembered: a retry with the same
 /// `Idempotency-Key` within this window resolves to the publication made.
@@ -270,6 +277,14 @@ impl RedisBroker {
             channel.tenant(),
             channel.name()
         )
+    }
+
+    fn node_key(&self, node: &str) -> String {
+        format!("{}:node:{}", self.prefix, node)
+    }
+
+    fn nodes_key(&self) -> String {
+        format!("{}:nodes", self.prefix)
     }
 
     fn shard_of(&self, pubsub_name: &str) -> &Arc<Shard> {
@@ -943,5 +958,93 @@ impl Broker for RedisBroker {
 
     fn healthy(&self) -> bool {
         self.ready.load(Ordering::Acquire)
+    }
+
+    fn node_id(&self) -> &str {
+        &self.node
+    }
+
+    fn report_node(
+        &self,
+        report: NodeReport,
+        ttl: Duration,
+    ) -> BoxFuture<'_, Result<(), BusError>> {
+        Box::pin(async move {
+            let key = self.node_key(&self.node);
+            let mut fields = Vec::with_capacity(report.tenants.len() + 1);
+            fields.push((
+                "_".to_owned(),
+                serde_json::to_string(&report.node).unwrap_or_default(),
+            ));
+            for (tenant, share) in &report.tenants {
+                fields.push((
+                    format!("t:{tenant}"),
+                    serde_json::to_string(share).unwrap_or_default(),
+                ));
+            }
+            let ttl_ms = ttl.as_millis() as i64;
+            let now = crate::ids::now_millis();
+            let index = self.nodes_key();
+            let mut pipe = redis::pipe();
+            pipe.atomic();
+            pipe.del(&key).ignore();
+            pipe.hset_multiple(&key, &fields).ignore();
+            pipe.pexpire(&key, ttl_ms).ignore();
+            pipe.zadd(&index, &*self.node, now + ttl_ms).ignore();
+            pipe.zrembyscore(&index, "-inf", now).ignore();
+            pipe.expire(&index, NODES_INDEX_TTL.as_secs() as i64)
+                .ignore();
+            let mut conn = self.conn.clone();
+            pipe.query_async::<()>(&mut conn)
+                .await
+                .map_err(|e| self.unavailable(e))
+        })
+    }
+
+    fn nodes<'a>(
+        &'a self,
+        tenant: &'a TenantId,
+    ) -> BoxFuture<'a, Result<Vec<NodeReport>, BusError>> {
+        Box::pin(async move {
+            let mut conn = self.conn.clone();
+            let now = crate::ids::now_millis();
+            let ids: Vec<String> = conn
+                .zrangebyscore_limit(self.nodes_key(), now, "+inf", 0, MAX_NODES as isize)
+                .await
+                .map_err(|e| self.unavailable(e))?;
+            if ids.is_empty() {
+                return Ok(Vec::new());
+            }
+            let share = format!("t:{tenant}");
+            let mut pipe = redis::pipe();
+            for id in &ids {
+                pipe.cmd("HMGET")
+                    .arg(self.node_key(id))
+                    .arg("_")
+                    .arg(&share);
+            }
+            let rows: Vec<(Option<String>, Option<String>)> = pipe
+                .query_async(&mut conn)
+                .await
+                .map_err(|e| self.unavailable(e))?;
+            let mut reports = Vec::with_capacity(rows.len());
+            for (node, share) in rows {
+                // The hash expired between the two reads: the node is gone.
+                let Some(node) = node else { continue };
+                let Ok(node) = serde_json::from_str::<NodeSummary>(&node) else {
+                    tracing::warn!("unreadable node report in Redis");
+                    continue;
+                };
+                let share = share.and_then(|s| serde_json::from_str::<TenantSummary>(&s).ok());
+                reports.push(NodeReport {
+                    node,
+                    tenants: share
+                        .map(|share| (tenant.clone(), share))
+                        .into_iter()
+                        .collect(),
+                });
+            }
+            Ok(reports)
+        })
     }
 }

@@ -46,6 +46,9 @@ pub struct Config {
     /// Cluster mode: how long a node's presence entries outlive its last
     /// refresh (so a crashed node leaves no ghosts beyond it).
     pub presence_ttl: Duration,
+    /// How often a node reports itself (connections, channels) for the
+    /// operator view (`RELAIS_NODE_REPORT_SECS`).
+    pub node_report_every: Duration,
     /// History size and TTL per channel namespace, replacing the defaults
     /// the namespaces declare (`RELAIS_CHANNEL_HISTORY`).
     pub channel_history: Vec<(String, crate::channels::HistoryPolicy)>,
@@ -196,6 +199,7 @@ impl Config {
                 .unwrap_or("relais")
                 .to_owned(),
             presence_ttl: env.secs("RELAIS_PRESENCE_TTL_SECS", Duration::from_secs(30))?,
+            node_report_every: env.secs("RELAIS_NODE_REPORT_SECS", Duration::from_secs(5))?,
             channel_history: match env.get("RELAIS_CHANNEL_HISTORY") {
                 None => Vec::new(),
                 Some(value) => {

@@ -9,10 +9,12 @@
 //! - [`sse`]: the read-only Server-Sent Events transport.
 //! - [`rpc`]: client RPC routed to domain handlers by method prefix.
 //! - [`hub`]: local subscribers and live connections.
+//! - [`nodes`]: this node's report (connections, channels) for the operator view.
 //! - [`outbox`]: the byte-bounded queue of each connection.
 //! - [`ratelimit`]: the per-connection command budget.
 
 pub mod hub;
+pub mod nodes;
 pub mod outbox;
 pub mod protocol;
 pub mod ratelimit;
@@ -129,6 +131,8 @@ pub struct Gateway {
     pub shutdown: CancellationToken,
     /// Every connection task, so shutdown can wait for them.
     pub tasks: TaskTracker,
+    /// When this node started (Unix milliseconds).
+    pub started_at: i64,
 }
 
 impl Gateway {
@@ -151,6 +155,7 @@ impl Gateway {
             metrics,
             shutdown: CancellationToken::new(),
             tasks: TaskTracker::new(),
+            started_at: crate::ids::now_millis(),
         }
     }
 
@@ -202,7 +207,11 @@ impl Gateway {
 
     /// Registers an authenticated connection (for revocation and shutdown)
     /// and gives it its bounded outbox.
-    pub fn open_connection(&self, principal: &Principal) -> (hub::ConnId, Arc<outbox::Outbox>) {
+    pub fn open_connection(
+        &self,
+        principal: &Principal,
+        transport: hub::Transport,
+    ) -> (hub::ConnId, Arc<outbox::Outbox>) {
         self.metrics.connections_opened.inc();
         let id = self.hub.next_conn_id();
         let outbox = Arc::new(outbox::Outbox::new(
@@ -212,6 +221,7 @@ impl Gateway {
         self.hub.register(
             id,
             hub::ConnEntry {
+                transport,
                 tenant: principal.tenant.clone(),
                 user: principal.user.clone(),
                 session: principal.session.clone(),

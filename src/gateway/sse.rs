@@ -177,7 +177,12 @@ pub async fn stream(
     }
     let permit = gw.admit()?;
     let mut conn = SseConnection {
-        session: Some(Session::open(gw.clone(), principal, OnGap::End)),
+        session: Some(Session::open(
+            gw.clone(),
+            principal,
+            super::hub::Transport::Sse,
+            OnGap::End,
+        )),
         _permit: permit,
     };
     let session = conn.session.as_mut().expect("just opened");

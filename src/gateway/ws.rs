@@ -94,7 +94,12 @@ async fn run(mut socket: WebSocket, gw: Arc<Gateway>, _permit: OwnedSemaphorePer
             return;
         }
     };
-    let mut session = Session::open(gw.clone(), principal, OnGap::Unsubscribe);
+    let mut session = Session::open(
+        gw.clone(),
+        principal,
+        super::hub::Transport::WebSocket,
+        OnGap::Unsubscribe,
+    );
     let span = tracing::info_span!(
         "ws",
         conn = session.id,

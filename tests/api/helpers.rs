@@ -95,18 +95,24 @@ async fn fresh_database_url() -> Option<String> {
 /// (`RELAIS_TEST_REDIS_URL`, default `redis://127.0.0.1:6379`), with a key
 /// prefix of its own; `spawn_peer()` adds nodes.
 pub async fn first_cluster_node() -> TestApp {
+    first_cluster_node_with(&[]).await
+}
+
+/// [`first_cluster_node`] with extra `RELAIS_*` variables (its peers get them too).
+pub async fn first_cluster_node_with(extra: &[(&str, &str)]) -> TestApp {
     let prefix = format!("relais-test-{}", uuid::Uuid::new_v4().simple());
     let url =
         std::env::var("RELAIS_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
-    spawn_app_with(&[
+    let mut vars = vec![
         ("REDIS_URL", url.as_str()),
         ("RELAIS_REDIS_PREFIX", prefix.as_str()),
         (
             "RELAIS_JWT_SECRET",
             "a-cluster-wide-secret-for-the-tests-0123456789",
         ),
-    ])
-    .await
+    ];
+    vars.extend_from_slice(extra);
+    spawn_app_with(&vars).await
 }
 
 pub async fn spawn_app() -> TestApp {

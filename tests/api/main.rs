@@ -13,6 +13,7 @@ mod extensions;
 mod fake_openai;
 mod helpers;
 mod notifications;
+mod operator;
 mod planning;
 mod publish;
 mod queues;

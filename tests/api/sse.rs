@@ -54,7 +54,7 @@ impl SseReader {
     }
 }
 
-async fn open(
+pub(crate) async fn open(
     app: &TestApp,
     token: &str,
     channels: &str,

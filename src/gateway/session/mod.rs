@@ -14,7 +14,7 @@ mod commands;
 
 use super::{
     ChannelOpError, Gateway,
-    hub::ConnId,
+    hub::{ConnId, Transport},
     outbox::Outbox,
     protocol::{CloseReason, Command, CommandBody, Reply, codes},
     ratelimit::{TokenBucket, Verdict},
@@ -213,8 +213,13 @@ pub struct Session {
 impl Session {
     /// Registers the connection with the hub (for revocation, shutdown and
     /// fan-out) and gives it its bounded outbox.
-    pub fn open(gw: Arc<Gateway>, principal: Principal, on_gap: OnGap) -> Session {
-        let (id, outbox) = gw.open_connection(&principal);
+    pub fn open(
+        gw: Arc<Gateway>,
+        principal: Principal,
+        transport: Transport,
+        on_gap: OnGap,
+    ) -> Session {
+        let (id, outbox) = gw.open_connection(&principal, transport);
         let limiter = TokenBucket::new(gw.limits.commands_per_sec, gw.limits.commands_burst);
         Session {
             id,

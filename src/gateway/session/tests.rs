@@ -108,7 +108,12 @@ fn drained(session: &Session) -> VecDeque<Arc<Publication>> {
 async fn a_subscription_delivers_in_order_and_drops_what_it_already_delivered() {
     let dir = std::env::temp_dir().join(format!("relais-session-{}", uuid::Uuid::new_v4()));
     let gw = gateway(&dir).await;
-    let mut session = Session::open(gw.clone(), admin(), OnGap::Unsubscribe);
+    let mut session = Session::open(
+        gw.clone(),
+        admin(),
+        Transport::WebSocket,
+        OnGap::Unsubscribe,
+    );
     let mut out = Recorded::default();
     let text = r#"{"id":1,"type":"subscribe","channel":"broadcast"}"#;
     session.handle_text(text, &mut out).await.unwrap();
@@ -134,7 +139,7 @@ async fn a_gap_unsubscribes_over_websocket_and_ends_an_sse_stream() {
     let dir = std::env::temp_dir().join(format!("relais-session-{}", uuid::Uuid::new_v4()));
     let gw = gateway(&dir).await;
     for on_gap in [OnGap::Unsubscribe, OnGap::End] {
-        let mut session = Session::open(gw.clone(), admin(), on_gap);
+        let mut session = Session::open(gw.clone(), admin(), Transport::WebSocket, on_gap);
         let mut out = Recorded::default();
         let joined = session.join("broadcast", None, None).await.unwrap();
         session.announce(&mut out, None, joined).await.unwrap();
@@ -166,7 +171,7 @@ async fn event_ids_name_a_channel_only_once_the_client_may_resume_from_it() {
     let dir = std::env::temp_dir().join(format!("relais-session-{}", uuid::Uuid::new_v4()));
     let gw = gateway(&dir).await;
     publish(&gw, 1).await;
-    let mut session = Session::open(gw.clone(), admin(), OnGap::End);
+    let mut session = Session::open(gw.clone(), admin(), Transport::Sse, OnGap::End);
     let user_channel = "user:u";
     // Recovery fails (unknown epoch): not resumable until announced.
     let lost = Position {
@@ -191,7 +196,12 @@ async fn event_ids_name_a_channel_only_once_the_client_may_resume_from_it() {
 async fn commands_are_refused_with_codes_and_flooding_closes() {
     let dir = std::env::temp_dir().join(format!("relais-session-{}", uuid::Uuid::new_v4()));
     let gw = gateway(&dir).await;
-    let mut session = Session::open(gw.clone(), admin(), OnGap::Unsubscribe);
+    let mut session = Session::open(
+        gw.clone(),
+        admin(),
+        Transport::WebSocket,
+        OnGap::Unsubscribe,
+    );
     let mut out = Recorded::default();
     for (text, code) in [
         ("{", "malformed_frame"),
@@ -246,8 +256,18 @@ async fn a_presence_observer_hears_the_first_connection_in_and_the_last_out() {
     extensions.observe_presence("broadcast", observed.clone());
     let gw = gateway_with(&dir, extensions).await;
     let subscribe = r#"{"id":1,"type":"subscribe","channel":"broadcast"}"#;
-    let mut first = Session::open(gw.clone(), admin(), OnGap::Unsubscribe);
-    let mut second = Session::open(gw.clone(), admin(), OnGap::Unsubscribe);
+    let mut first = Session::open(
+        gw.clone(),
+        admin(),
+        Transport::WebSocket,
+        OnGap::Unsubscribe,
+    );
+    let mut second = Session::open(
+        gw.clone(),
+        admin(),
+        Transport::WebSocket,
+        OnGap::Unsubscribe,
+    );
     first
         .handle_text(subscribe, &mut Recorded::default())
         .await

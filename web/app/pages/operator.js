@@ -1,13 +1,15 @@
-// Operator view (administrators): what the hub exposes today — this node's
+// Operator view (administrators): the nodes of the hub with this tenant's
+// connections and channels on each (GET /admin/nodes, /admin/connections,
+// /admin/channels, refreshed every few seconds), the answering node's
 // readiness and gauges (/readyz, /metrics), the email outbox with dead
-// letters and retry, and a trigger's progress. The hub has no API listing
-// the nodes of a cluster, their connections or the channels in use: the
-// figures shown are the answering node's.
+// letters and retry, and a trigger's progress.
 import { t } from "../i18n.js";
 import { api } from "../live.js";
-import { empty, errText, fmtDateTime, h, pageHead, toast } from "../ui.js";
+import { debounced, empty, errText, fmtAgo, fmtDateTime, h, pageHead, toast } from "../ui.js";
 
 const EMAIL_STATUSES = ["dead", "pending", "sent", "cancelled"];
+/** How often the cluster figures are read again. */
+const REFRESH_MS = 5000;
 
 /** Prometheus text → Map of `name{labels}` and bare `name` (summed) to values. */
 function parseMetrics(text) {
@@ -82,6 +84,77 @@ export default {
       }
     };
 
+
+    // The nodes, this tenant's connections on them, and its channels.
+    const nodesBody = h("tbody", { id: "ops-nodes" });
+    const connStats = h("div", { class: "stats", id: "ops-connections" });
+    const channelsBody = h("tbody", { id: "ops-channels" });
+    const channelsNote = h("p", { class: "hint pad-x", id: "ops-channels-note", hidden: true }, t("ops.channels.truncated"));
+    const prefix = h("input", { id: "ops-channel-prefix", type: "search", placeholder: "room:", spellcheck: "false", autocomplete: "off", maxlength: "200" });
+    const share = (mine, all) => [String(mine), h("span", { class: "hint" }, ` / ${all}`)];
+    const when = (ms) => h("time", { datetime: new Date(ms).toISOString(), title: fmtDateTime(ms) }, fmtAgo(ms));
+
+    const loadCluster = async () => {
+      try {
+        const [{ nodes }, conns] = await Promise.all([api("GET", "/admin/nodes"), api("GET", "/admin/connections")]);
+        const byNode = new Map(conns.nodes.map((c) => [c.id, c]));
+        nodesBody.replaceChildren(
+          ...(nodes.length
+            ? nodes.map((n) => {
+                const c = byNode.get(n.id) ?? { ws: 0, sse: 0 };
+                return h(
+                  "tr",
+                  { "data-id": n.id },
+                  h("th", { scope: "row" }, h("code", {}, n.id), n.local ? [" ", h("span", { class: "tag confirmed" }, t("ops.nodes.this"))] : null),
+                  h("td", {}, n.version),
+                  h("td", {}, when(n.started_at)),
+                  h("td", {}, when(n.last_seen)),
+                  h("td", {}, share(n.tenant.connections, n.connections), h("div", { class: "hint" }, `WebSocket ${c.ws} · SSE ${c.sse}`)),
+                  h("td", {}, share(n.tenant.subscriptions, n.subscriptions)),
+                  h("td", {}, share(n.tenant.channels, n.channels)),
+                );
+              })
+            : [h("tr", {}, h("td", { colspan: 7 }, empty(t("ops.nodes.none"))))]),
+        );
+        const total = conns.total;
+        connStats.replaceChildren(
+          stat(t("ops.nodes.count"), String(nodes.length)),
+          stat(t("ops.conns.total"), String(total.connections), `WebSocket ${total.ws} · SSE ${total.sse}`),
+          stat(t("ops.conns.subscriptions"), String(total.subscriptions)),
+        );
+      } catch (e) {
+        error.textContent = errText(e);
+      }
+    };
+
+    let channelSeq = 0;
+    const loadChannels = async () => {
+      const mine = ++channelSeq;
+      try {
+        const query = { limit: 100 };
+        if (prefix.value.trim()) query.prefix = prefix.value.trim();
+        const page = await api("GET", "/admin/channels", { query });
+        if (mine !== channelSeq) return;
+        channelsNote.hidden = !page.truncated;
+        channelsBody.replaceChildren(
+          ...(page.channels.length
+            ? page.channels.map((c) =>
+                h(
+                  "tr",
+                  { "data-name": c.name },
+                  h("th", { scope: "row" }, h("code", {}, c.name)),
+                  h("td", {}, String(c.subscribers)),
+                  h("td", {}, c.nodes.map((id) => [h("code", { class: "tag" }, id), " "])),
+                ),
+              )
+            : [h("tr", {}, h("td", { colspan: 3 }, empty(t("ops.channels.none"))))]),
+        );
+      } catch (e) {
+        if (mine === channelSeq) error.textContent = errText(e);
+      }
+    };
+    prefix.addEventListener("input", debounced(loadChannels, 300));
+
     const retry = async (mail) => {
       try {
         await api("POST", `/admin/emails/${encodeURIComponent(mail.id)}/retry`);
@@ -155,9 +228,48 @@ export default {
     });
 
     root.append(
-      pageHead(t("ops.title"), t("ops.lead"), h("button", { type: "button", class: "secondary", onclick: () => (loadNode(), loadEmails(false)) }, t("ops.refresh"))),
+      pageHead(t("ops.title"), t("ops.lead"), h("button", { type: "button", class: "secondary", onclick: () => (refresh(), loadEmails(false)) }, t("ops.refresh"))),
       error,
       node,
+      connStats,
+      h(
+        "section",
+        { class: "card flush", "aria-labelledby": "ops-nodes-title" },
+        h("div", { class: "toolbar pad" }, h("h2", { id: "ops-nodes-title" }, t("ops.nodes")), h("span", { class: "spacer" }), h("span", { class: "hint" }, t("ops.nodes.hint"))),
+        h(
+          "div",
+          { class: "table-wrap" },
+          h(
+            "table",
+            { class: "grid" },
+            h("thead", {}, h("tr", {}, [t("ops.node"), t("ops.version"), t("ops.nodes.started"), t("ops.nodes.seen"), t("ops.connections"), t("ops.subscriptions"), t("ops.channels")].map((c) => h("th", { scope: "col" }, c)))),
+            nodesBody,
+          ),
+        ),
+      ),
+      h(
+        "section",
+        { class: "card flush", "aria-labelledby": "ops-channels-title" },
+        h(
+          "div",
+          { class: "toolbar pad" },
+          h("h2", { id: "ops-channels-title" }, t("ops.channels")),
+          h("span", { class: "spacer" }),
+          h("label", { for: "ops-channel-prefix" }, t("ops.channels.filter")),
+          prefix,
+        ),
+        h(
+          "div",
+          { class: "table-wrap" },
+          h(
+            "table",
+            { class: "grid" },
+            h("thead", {}, h("tr", {}, [t("ops.channel"), t("ops.channels.subscribers"), t("ops.channels.nodes")].map((c) => h("th", { scope: "col" }, c)))),
+            channelsBody,
+          ),
+        ),
+        channelsNote,
+      ),
       h(
         "section",
         { class: "card flush", "aria-labelledby": "ops-outbox" },
@@ -176,9 +288,14 @@ export default {
       ),
       h("section", { class: "card", "aria-labelledby": "ops-trigger-title" }, h("h2", { id: "ops-trigger-title" }, t("ops.trigger.lookup")), triggerForm, triggerOut),
     );
-    loadNode();
+    const refresh = () => {
+      loadNode();
+      loadCluster();
+      loadChannels();
+    };
+    refresh();
     loadEmails(false);
-    const timer = setInterval(loadNode, 5000);
+    const timer = setInterval(refresh, REFRESH_MS);
     return () => clearInterval(timer);
   },
 };

@@ -134,3 +134,30 @@ test("every page renders, in English and French, wide and narrow, and the keyboa
   assert.deepEqual(errors, []);
   await context.close();
 });
+
+test("the operator page lists this node, the tab's connection and its channel, live", async () => {
+  const { context, page, errors } = await signedInPage(hub, ADMIN_EMAIL, ADMIN_PASSWORD);
+  const admin = await hub.adminToken();
+  const me = await hub.call("GET", "/me", admin);
+  const { nodes } = await hub.call("GET", "/admin/nodes", admin);
+  assert.equal(nodes.length, 1);
+  await page.goto(`${hub.baseUrl}/#/operator`);
+  const row = `#ops-nodes tr[data-id="${nodes[0].id}"]`;
+  await page.waitForSelector(row);
+  await waitText(page, row, /this node/);
+  // The tab's own connection follows its inbox channel, `user:<id>`.
+  const channel = `#ops-channels tr[data-name="user:${me.id}"]`;
+  await page.waitForSelector(channel);
+  assert.match(await page.textContent(`${channel} td`), /^[1-9]\d*$/);
+  await waitText(page, `${channel} td:last-child`, nodes[0].id);
+  await waitText(page, "#ops-connections", /WebSocket [1-9]/);
+  // The filter is reached from the keyboard and narrows the list.
+  await page.focus("#ops-channel-prefix");
+  await page.keyboard.type("no-such-namespace:");
+  await waitText(page, "#ops-channels", "No channel with subscribers.");
+  await page.fill("#ops-channel-prefix", "user:");
+  await page.waitForSelector(channel);
+  await shot(page, "page-operator-cluster");
+  assert.deepEqual(errors, []);
+  await context.close();
+});
