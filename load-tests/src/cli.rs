@@ -187,6 +187,24 @@ pub struct FanoutArgs {
     /// answered, before draining.
     #[arg(long, value_name = "CMD")]
     pub exec_after_publish: Option<String>,
+    /// Size of each publication's `data` in bytes (padded with a `pad`
+    /// field), as an application's message would be.
+    #[arg(long, default_value_t = 200)]
+    pub payload_bytes: usize,
+    /// Where a publication's latency starts: `scheduled`, the instant it
+    /// was due (what a user sees: waiting for a free publisher connection
+    /// counts), or `sent`, right before its request goes out (what the
+    /// server is responsible for).
+    #[arg(long, value_enum, default_value_t = Stamp::Scheduled)]
+    pub stamp: Stamp,
+}
+
+/// Where latency is counted from; see [`FanoutArgs::stamp`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Stamp {
+    Scheduled,
+    Sent,
 }
 
 #[derive(Debug, Clone, Args)]

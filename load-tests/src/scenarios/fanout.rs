@@ -28,6 +28,10 @@ struct FanoutResult {
     failed: u64,
     rate: u32,
     duration_secs: u64,
+    /// Bytes of each publication's `data`.
+    payload_bytes: usize,
+    /// Where latency starts: `scheduled` or `sent` (see `--stamp`).
+    stamp: crate::cli::Stamp,
     publish_connections: usize,
     published: u64,
     publish_errors: u64,
@@ -194,6 +198,8 @@ pub async fn run(args: FanoutArgs) -> Result<Option<String>> {
         rate: args.rate,
         duration: secs(args.duration_secs),
         connections,
+        payload_bytes: args.payload_bytes,
+        stamp: args.stamp,
     })
     .await;
     run_hook("after-publish", args.exec_after_publish.as_deref()).await;
@@ -233,6 +239,8 @@ pub async fn run(args: FanoutArgs) -> Result<Option<String>> {
         failed: report.failed,
         rate: args.rate,
         duration_secs: args.duration_secs,
+        payload_bytes: args.payload_bytes,
+        stamp: args.stamp,
         publish_connections: connections,
         published: outcome.published,
         publish_errors: outcome.errors,

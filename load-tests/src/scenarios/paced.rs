@@ -10,6 +10,7 @@ use std::time::Duration;
 use tokio::sync::{Mutex, mpsc};
 use tokio::time::{Instant, MissedTickBehavior};
 
+use crate::cli::Stamp;
 use crate::http::{self, HttpConn};
 use crate::net::Target;
 use crate::stats::unix_nanos;
@@ -28,6 +29,10 @@ pub struct PacedSpec {
     pub duration: Duration,
     /// Keep-alive connections that send the publications.
     pub connections: usize,
+    /// Bytes of each publication's `data`.
+    pub payload_bytes: usize,
+    /// Where latency starts.
+    pub stamp: Stamp,
 }
 
 pub struct PacedOutcome {
@@ -63,14 +68,19 @@ pub fn default_connections(rate: u32) -> usize {
 }
 
 /// Publishes `rate` messages/s for `duration`. A pacer ticks on a tokio
-/// interval and hands one job per publication to a queue served by
-/// `connections` sender tasks; each sender stamps `ts` right before its
-/// request so time spent queued is not counted as delivery latency. Ticks
-/// the pacer misses (e.g. CPU starvation) are skipped, not burst.
+/// interval and hands one job per publication, with the instant it is due,
+/// to a queue served by `connections` sender tasks. With
+/// [`Stamp::Scheduled`] the publication's `ts` is that instant, so time
+/// spent waiting for a free connection counts as latency, as it would for
+/// an application publishing on a schedule; with [`Stamp::Sent`] a sender
+/// stamps `ts` right before its request. The queue holds one second of
+/// publications; past that they are dropped and counted. Ticks the pacer
+/// misses (e.g. CPU starvation) are skipped, not burst.
 pub async fn publish(spec: PacedSpec) -> PacedOutcome {
     let counters = Arc::new(Counters::default());
     let connections = spec.connections.max(1);
-    let (jobs_tx, jobs_rx) = mpsc::channel::<()>(connections);
+    let backlog = connections.max(spec.rate as usize);
+    let (jobs_tx, jobs_rx) = mpsc::channel::<u64>(backlog);
     let jobs_rx = Arc::new(Mutex::new(jobs_rx));
 
     let mut senders = tokio::task::JoinSet::new();
@@ -80,16 +90,19 @@ pub async fn publish(spec: PacedSpec) -> PacedOutcome {
         let target = Arc::clone(&spec.target);
         let key = Arc::clone(&spec.api_key);
         let channel = Arc::clone(&spec.channel);
+        let (stamp, payload_bytes) = (spec.stamp, spec.payload_bytes);
         senders.spawn(async move {
             let mut conn: Option<HttpConn> = None;
             loop {
                 // Hold the lock only while waiting for a job, never across
                 // a request, so idle senders take turns.
                 let job = jobs.lock().await.recv().await;
-                if job.is_none() {
-                    break;
-                }
-                send_one(&target, &key, &channel, &counters, &mut conn).await;
+                let Some(due) = job else { break };
+                let ts = match stamp {
+                    Stamp::Scheduled => due,
+                    Stamp::Sent => unix_nanos(),
+                };
+                send_one(&target, &key, &channel, &counters, &mut conn, ts, payload_bytes).await;
             }
         });
     }
@@ -98,6 +111,8 @@ pub async fn publish(spec: PacedSpec) -> PacedOutcome {
     let ticks_per_sec = rate.min(MAX_TICKS_PER_SEC);
     let period = Duration::from_secs(1) / ticks_per_sec;
     let start = Instant::now() + Duration::from_millis(50);
+    // The same instant on the clock subscribers compare `ts` with.
+    let start_unix = unix_nanos() + 50_000_000;
     let deadline = start + spec.duration;
     let mut ticker = tokio::time::interval_at(start, period);
     ticker.set_missed_tick_behavior(MissedTickBehavior::Skip);
@@ -112,8 +127,10 @@ pub async fn publish(spec: PacedSpec) -> PacedOutcome {
         let k = ((now - start).as_secs_f64() / period.as_secs_f64()).round() as u64;
         let per_tick = (k + 1) * u64::from(rate) / u64::from(ticks_per_sec)
             - k * u64::from(rate) / u64::from(ticks_per_sec);
-        for _ in 0..per_tick {
-            if jobs_tx.try_send(()).is_err() {
+        let tick_unix = start_unix + (now - start).as_nanos() as u64;
+        let step = period.as_nanos() as u64 / per_tick.max(1);
+        for i in 0..per_tick {
+            if jobs_tx.try_send(tick_unix + i * step).is_err() {
                 dropped += 1;
             }
         }
@@ -139,13 +156,29 @@ pub async fn publish(spec: PacedSpec) -> PacedOutcome {
     }
 }
 
-/// Sends one publication `{"seq":n,"ts":nanos}`, (re)connecting if needed.
+/// The `data` of publication `seq` stamped `ts`: `{"seq","ts","pad"}`,
+/// padded to `bytes` (when that is more than the two numbers take).
+fn payload(seq: u64, ts: u64, bytes: usize) -> String {
+    let mut data = format!(r#"{{"seq":{seq},"ts":{ts}"#);
+    let pad = bytes.saturating_sub(data.len() + r#","pad":""}"#.len());
+    if pad > 0 {
+        data.push_str(r#","pad":""#);
+        data.extend(std::iter::repeat_n('x', pad));
+        data.push('"');
+    }
+    data.push('}');
+    data
+}
+
+/// Sends one publication (see [`payload`]), (re)connecting if needed.
 async fn send_one(
     target: &Target,
     key: &str,
     channel: &str,
     counters: &Counters,
     conn: &mut Option<HttpConn>,
+    ts: u64,
+    payload_bytes: usize,
 ) {
     if conn.as_ref().is_none_or(HttpConn::is_closed) {
         match HttpConn::connect(target).await {
@@ -158,7 +191,7 @@ async fn send_one(
     }
     let Some(c) = conn.as_mut() else { return };
     let seq = counters.seq.fetch_add(1, Ordering::Relaxed);
-    let data = format!(r#"{{"seq":{seq},"ts":{}}}"#, unix_nanos());
+    let data = payload(seq, ts, payload_bytes);
     match c
         .post_json(
             "/api/v1/publish",
@@ -177,5 +210,21 @@ async fn send_one(
             counters.error(|| format!("{e:#}"));
             *conn = None;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::payload;
+
+    #[test]
+    fn payloads_are_padded_to_the_size_asked() {
+        let p = payload(7, 1_733_000_000_000_000_000, 200);
+        assert_eq!(p.len(), 200);
+        let v: serde_json::Value = serde_json::from_str(&p).unwrap();
+        assert_eq!(v["seq"], 7);
+        assert_eq!(v["ts"], 1_733_000_000_000_000_000u64);
+        let small = payload(7, 1, 10);
+        assert_eq!(small, r#"{"seq":7,"ts":1}"#);
     }
 }
