@@ -914,6 +914,14 @@ async fn a_widget_admits_visitors_from_its_origins_only_and_streams_their_answer
         .await
         .unwrap();
     assert_eq!(res.status(), 200);
+    // The open stream is closed, and the token opens nothing more.
+    loop {
+        let event = stream.next().await;
+        if event.event == "close" {
+            assert_eq!(event.data["code"], 4003, "{:?}", event.data);
+            break;
+        }
+    }
     assert_eq!(send(SHOP).await.unwrap().status(), 401);
     assert_eq!(sse(SHOP, channel).await.unwrap().status(), 401);
 }

@@ -102,7 +102,16 @@ pub async fn publish(spec: PacedSpec) -> PacedOutcome {
                     Stamp::Scheduled => due,
                     Stamp::Sent => unix_nanos(),
                 };
-                send_one(&target, &key, &channel, &counters, &mut conn, ts, payload_bytes).await;
+                send_one(
+                    &target,
+                    &key,
+                    &channel,
+                    &counters,
+                    &mut conn,
+                    ts,
+                    payload_bytes,
+                )
+                .await;
             }
         });
     }

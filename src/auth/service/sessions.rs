@@ -47,6 +47,11 @@ impl AccessRefused {
     }
 }
 
+/// The user id a visitor session's principal carries.
+fn visitor_user(session: &str) -> UserId {
+    format!("visitor-{session}").into()
+}
+
 impl From<AccessRefused> for ApiError {
     fn from(e: AccessRefused) -> Self {
         match e {
@@ -320,7 +325,7 @@ impl AuthService {
         ttl_secs: u64,
     ) -> ApiResult<(UserId, String, u64)> {
         let id = uuid::Uuid::now_v7().to_string();
-        let visitor: UserId = format!("visitor-{id}").into();
+        let visitor = visitor_user(&id);
         let session: SessionId = id.clone().into();
         let now = now_millis();
         sqlx::query(
@@ -342,20 +347,31 @@ impl AuthService {
         Ok((visitor, token, exp))
     }
 
-    /// Ends every visitor session `issuer` started (their tokens stop
-    /// opening connections and calling routes; live streams end when their
-    /// token expires).
+    /// Ends every visitor session `issuer` started: their tokens stop
+    /// opening connections and calling routes, and their live streams are
+    /// closed on every node.
     pub async fn end_visitors(&self, tenant: &TenantId, issuer: &str) -> ApiResult<u64> {
-        Ok(sqlx::query(
+        let ended = sqlx::query(
             "UPDATE visitor_sessions SET revoked_at = $3 \
-             WHERE tenant_id = $1 AND issuer = $2 AND revoked_at IS NULL",
+             WHERE tenant_id = $1 AND issuer = $2 AND revoked_at IS NULL RETURNING id",
         )
         .bind(tenant.as_str())
         .bind(issuer)
         .bind(now_millis())
-        .execute(&self.store.pool)
-        .await?
-        .rows_affected())
+        .fetch_all(&self.store.pool)
+        .await?;
+        for row in &ended {
+            let id: String = row.try_get("id")?;
+            self.broker
+                .revoke(Revocation::Sessions {
+                    tenant: tenant.clone(),
+                    user: visitor_user(&id),
+                    session: Some(id.into()),
+                })
+                .await
+                .map_err(|e| ApiError::Internal(e.into()))?;
+        }
+        Ok(ended.len() as u64)
     }
 
     /// Ends one session of a user.
