@@ -72,6 +72,28 @@ export interface ChatHistoryQuery {
   limit?: number;
 }
 
+/** A member of a room as the member list shows it: never an email. */
+export interface ChatMember {
+  id: string;
+  display_name: string;
+  /** Group rooms only: the room's admin or a member. */
+  role?: "admin" | "member";
+}
+
+export interface ChatMembersPage {
+  /** In id order. */
+  members: ChatMember[];
+  /** Present when more members follow: pass it as `after` for the next page. */
+  next_after?: string;
+}
+
+export interface ChatMembersQuery {
+  /** Members whose id comes after this one (the previous page's `next_after`). */
+  after?: string;
+  /** Default 200, at most 500. */
+  limit?: number;
+}
+
 /** Which message a read marker moves to: a `seq`, a message id, or (neither) the room's latest. */
 export interface ChatReadTarget {
   seq?: number;
@@ -134,6 +156,11 @@ export class ChatApi {
   /** A room and its member ids. */
   room(id: string): Promise<ChatRoomInfo & { channel: string; members: string[] }> {
     return this.rest.request("GET", `/chat/rooms/${enc(id)}`);
+  }
+
+  /** A page of the room's members with their display names (whoever may read its history). */
+  members(id: string, query: ChatMembersQuery = {}): Promise<ChatMembersPage> {
+    return this.rest.request<ChatMembersPage>("GET", `/chat/rooms/${enc(id)}/members`, { query: { ...query } });
   }
 
   /** Creates a group room; the caller is its admin. */

@@ -62,6 +62,13 @@ describe("chat helpers against a live hub", { timeout: 90_000 }, () => {
     assert.deepEqual(seqs, seqs.map((_, i) => seqs[0] + i), "dense seq, no duplicate");
     assert.deepEqual(aliceRoom.messages.map((m) => m.id), bobRoom.messages.map((m) => m.id));
 
+    // Members learn each other's names: users created without one are named by their email's local part, never the email.
+    const names = await bob.api.members(created.id);
+    assert.deepEqual(
+      names,
+      { members: [{ id: alice.id, display_name: "alice", role: "admin" }, { id: bob.id, display_name: "bob", role: "member" }].sort((a, b) => (a.id < b.id ? -1 : 1)) },
+    );
+
     // The hub refuses a bad message with its code.
     await assert.rejects(aliceRoom.send(""), (e) => e instanceof RelaisError && e.code === "message_too_long");
 

@@ -43,6 +43,7 @@ pub fn router() -> Router<AppState> {
         .route("/api/v1/chat/rooms/{room}/invite", post(invite))
         .route("/api/v1/chat/rooms/{room}/mutes", post(mute))
         .route("/api/v1/chat/rooms/{room}/read", post(read))
+        .route("/api/v1/chat/rooms/{room}/members", get(members))
         .route(
             "/api/v1/chat/rooms/{room}/messages",
             get(history).post(post_message),
@@ -512,6 +513,41 @@ async fn history(
     let room = readable(&core, &caller, &id).await?;
     let (messages, more) = store::history(&core.store, &room.id, q.before, q.after, limit).await?;
     Ok(Json(json!({"messages": messages, "has_more": more})))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MembersQuery {
+    #[serde(default)]
+    after: Option<String>,
+    #[serde(default)]
+    limit: Option<i64>,
+}
+
+/// A page of the room's members with their display names, in id order:
+/// who may read the history may read it. Ids and names only.
+async fn members(
+    Extension(core): Extension<Arc<Core>>,
+    AnyCaller(caller): AnyCaller,
+    Path(id): Path<String>,
+    q: Result<Query<MembersQuery>, QueryRejection>,
+) -> ApiResult<Json<Value>> {
+    let q = query(q)?;
+    let limit = q.limit.unwrap_or(200).clamp(1, 500);
+    let room = readable(&core, &caller, &id).await?;
+    let (members, more) = store::members(
+        &core.store,
+        caller.tenant().as_str(),
+        &room,
+        q.after.as_deref().unwrap_or_default(),
+        limit,
+    )
+    .await?;
+    let mut body = json!({"members": members});
+    if more && let Some(last) = members.last() {
+        body["next_after"] = json!(last.id);
+    }
+    Ok(Json(body))
 }
 
 #[derive(Deserialize)]

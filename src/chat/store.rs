@@ -249,6 +249,95 @@ pub async fn member_ids(
         .collect::<Result<_, _>>()?)
 }
 
+/// A member as the member list shows it: never more than the id, the name
+/// and, in group rooms, whether they are the room's admin.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct MemberView {
+    pub id: String,
+    pub display_name: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub role: Option<String>,
+}
+
+/// The name shown to other members. A user created without a name of
+/// their own has their email as display name: others see the email's
+/// local part (their mention handle), never the address.
+fn public_name(display_name: &str, email: &str) -> String {
+    if display_name.trim().eq_ignore_ascii_case(email.trim()) {
+        email.split('@').next().unwrap_or_default().to_owned()
+    } else {
+        display_name.to_owned()
+    }
+}
+
+/// A page of a room's members in id order, after the id `after`: the
+/// tenant's active users for the general room, the project's members, the
+/// stored members otherwise. Returns the page and whether more follow.
+pub async fn members(
+    store: &Store,
+    tenant: &str,
+    room: &Room,
+    after: &str,
+    limit: i64,
+) -> Result<(Vec<MemberView>, bool), ChatError> {
+    let rows = match room.kind {
+        Kind::General => {
+            sqlx::query(
+                "SELECT u.id, u.email, u.display_name FROM users u \
+                 WHERE u.tenant_id = $1 AND u.disabled_at IS NULL AND u.id > $2 ORDER BY u.id LIMIT $3",
+            )
+            .bind(tenant)
+            .bind(after)
+            .bind(limit + 1)
+            .fetch_all(&store.pool)
+            .await?
+        }
+        Kind::Project => {
+            sqlx::query(
+                "SELECT u.id, u.email, u.display_name FROM project_members pm \
+                 JOIN users u ON u.tenant_id = pm.tenant_id AND u.id = pm.user_id \
+                 WHERE pm.tenant_id = $1 AND pm.project_id = $2 AND u.id > $3 ORDER BY u.id LIMIT $4",
+            )
+            .bind(tenant)
+            .bind(room.project_id.as_deref().unwrap_or_default())
+            .bind(after)
+            .bind(limit + 1)
+            .fetch_all(&store.pool)
+            .await?
+        }
+        Kind::Direct | Kind::Group => {
+            sqlx::query(
+                "SELECT u.id, u.email, u.display_name, cm.role FROM chat_members cm \
+                 JOIN users u ON u.tenant_id = cm.tenant_id AND u.id = cm.user_id \
+                 WHERE cm.tenant_id = $1 AND cm.room_id = $2 AND u.id > $3 ORDER BY u.id LIMIT $4",
+            )
+            .bind(tenant)
+            .bind(&room.id)
+            .bind(after)
+            .bind(limit + 1)
+            .fetch_all(&store.pool)
+            .await?
+        }
+    };
+    let group = room.kind == Kind::Group;
+    let mut members = rows
+        .iter()
+        .map(|r| {
+            let display_name: String = r.try_get("display_name")?;
+            let email: String = r.try_get("email")?;
+            let role: Option<String> = if group { r.try_get("role")? } else { None };
+            Ok(MemberView {
+                id: r.try_get("id")?,
+                display_name: public_name(&display_name, &email),
+                role,
+            })
+        })
+        .collect::<Result<Vec<_>, sqlx::Error>>()?;
+    let more = members.len() as i64 > limit;
+    members.truncate(limit as usize);
+    Ok((members, more))
+}
+
 /// The stored role of a member of a group room (`admin` or `member`).
 pub async fn member_role(
     store: &Store,
@@ -755,6 +844,19 @@ pub async fn project_name(
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_default_display_name_shows_the_local_part_not_the_email() {
+        assert_eq!(
+            super::public_name("awa@example.com", "awa@example.com"),
+            "awa"
+        );
+        assert_eq!(
+            super::public_name("Awa@Example.com", "awa@example.com"),
+            "awa"
+        );
+        assert_eq!(super::public_name("Awa K.", "awa@example.com"), "Awa K.");
+    }
+
     #[test]
     fn like_wildcards_are_escaped() {
         assert_eq!(super::like_escape("a_b%c\\d"), "a\\_b\\%c\\\\d");

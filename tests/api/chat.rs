@@ -761,3 +761,226 @@ async fn retention_purges_old_messages_of_the_tenant_that_set_it() {
         .unwrap();
     assert_eq!(settings["retention_days"], 30);
 }
+
+/// Creates a user with a display name; returns (user id, access token).
+async fn named_user(app: &TestApp, email: &str, name: &str) -> (String, String) {
+    let admin = app.admin_token().await;
+    let res = app
+        .post(
+            "/api/v1/admin/users",
+            Some(&admin),
+            json!({"email": email, "display_name": name, "password": "user-password-123", "roles": ["member"]}),
+        )
+        .await;
+    assert_eq!(res.status(), 201);
+    let user: Value = res.json().await.unwrap();
+    let login = app.login(email, "user-password-123").await;
+    (
+        user["id"].as_str().unwrap().to_owned(),
+        login["access_token"].as_str().unwrap().to_owned(),
+    )
+}
+
+/// `GET …/members` as `token`: (status, body).
+async fn members(app: &TestApp, token: &str, room: &str, query: &str) -> (u16, Value) {
+    let res = app
+        .get(
+            &format!("/api/v1/chat/rooms/{room}/members{query}"),
+            Some(token),
+        )
+        .await;
+    let status = res.status().as_u16();
+    (status, res.json().await.unwrap())
+}
+
+/// The (id, display name, role) of each member of a page, in its order.
+fn listed(page: &Value) -> Vec<(String, String, Option<String>)> {
+    page["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| {
+            let fields: HashSet<&str> = m.as_object().unwrap().keys().map(String::as_str).collect();
+            assert!(
+                fields.is_subset(&HashSet::from(["id", "display_name", "role"])),
+                "only ids, names and roles: {m}"
+            );
+            (
+                m["id"].as_str().unwrap().to_owned(),
+                m["display_name"].as_str().unwrap().to_owned(),
+                m["role"].as_str().map(str::to_owned),
+            )
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn members_of_a_group_room_learn_each_others_names_and_no_one_elses() {
+    let app = spawn_app().await;
+    let (ana, ana_token) = named_user(&app, "ana@example.com", "Ana Lima").await;
+    let (bo, bo_token) = named_user(&app, "bo@example.com", "Bo Rivière").await;
+    // No name of their own: shown by the email's local part, never the address.
+    let (cy, _) = app.user("cy@example.com", &["member"]).await;
+    let (_, out_token) = named_user(&app, "out@example.com", "Outsider").await;
+    let room_id = group_of(&app, &ana_token, &[&bo, &cy]).await;
+
+    let (status, page) = members(&app, &bo_token, &room_id, "").await;
+    assert_eq!(status, 200, "{page}");
+    let mut expected = vec![
+        (ana.clone(), "Ana Lima".to_owned(), Some("admin".to_owned())),
+        (
+            bo.clone(),
+            "Bo Rivière".to_owned(),
+            Some("member".to_owned()),
+        ),
+        (cy.clone(), "cy".to_owned(), Some("member".to_owned())),
+    ];
+    expected.sort();
+    assert_eq!(listed(&page), expected);
+    assert!(page.get("next_after").is_none(), "{page}");
+    assert!(!page.to_string().contains("example.com"), "{page}");
+
+    // A non-member is told the room does not exist, as for its history.
+    let (status, body) = members(&app, &out_token, &room_id, "").await;
+    assert_eq!(status, 404);
+    assert_eq!(body["error"]["code"], "room_not_found");
+    let (status, _) = members(&app, &ana_token, "no-such-room", "").await;
+    assert_eq!(status, 404);
+    // A backend with the chat scope reads it; one without is refused.
+    let (status, page) = members(&app, &app.api_key(&["chat"]).await, &room_id, "").await;
+    assert_eq!(status, 200);
+    assert_eq!(listed(&page).len(), 3);
+    let (status, body) = members(&app, &app.api_key(&["publish"]).await, &room_id, "").await;
+    assert_eq!(status, 403);
+    assert_eq!(body["error"]["code"], "forbidden");
+    // One who leaves drops out of the list.
+    let res = app
+        .post(
+            &format!("/api/v1/chat/rooms/{room_id}/leave"),
+            Some(&bo_token),
+            json!({}),
+        )
+        .await;
+    assert_eq!(res.status(), 200);
+    let (_, page) = members(&app, &ana_token, &room_id, "").await;
+    let ids: Vec<String> = listed(&page).into_iter().map(|(id, _, _)| id).collect();
+    assert!(
+        ids.contains(&ana) && ids.contains(&cy) && !ids.contains(&bo),
+        "{page}"
+    );
+
+    // A direct room: the pair, with no roles.
+    let direct = room(&app, &ana_token, json!({"kind": "direct", "user": cy})).await;
+    let (_, page) = members(&app, &ana_token, direct["id"].as_str().unwrap(), "").await;
+    let mut pair = vec![
+        (ana.clone(), "Ana Lima".to_owned(), None),
+        (cy.clone(), "cy".to_owned(), None),
+    ];
+    pair.sort();
+    assert_eq!(listed(&page), pair);
+
+    // A project's room: the project's members.
+    let admin = app.admin_token().await;
+    let res = app
+        .post(
+            "/api/v1/projects",
+            Some(&admin),
+            json!({"name": "Offre fibre", "members": [{"user_id": ana}, {"user_id": bo}]}),
+        )
+        .await;
+    assert_eq!(res.status(), 201);
+    let project: Value = res.json().await.unwrap();
+    let project_room = room(
+        &app,
+        &ana_token,
+        json!({"kind": "project", "project": project["id"]}),
+    )
+    .await;
+    let project_room = project_room["id"].as_str().unwrap();
+    let (_, page) = members(&app, &bo_token, project_room, "").await;
+    let mut both = vec![
+        (ana.clone(), "Ana Lima".to_owned(), None),
+        (bo.clone(), "Bo Rivière".to_owned(), None),
+    ];
+    both.sort();
+    assert_eq!(listed(&page), both);
+    let (status, _) = members(&app, &out_token, project_room, "").await;
+    assert_eq!(status, 404);
+
+    let doc = app.openapi().await;
+    assert!(doc["paths"]["/api/v1/chat/rooms/{room}/members"]["get"].is_object());
+}
+
+#[tokio::test]
+async fn the_general_rooms_members_are_the_active_users_paged_in_id_order() {
+    let app = spawn_app().await;
+    let admin = app.admin_token().await;
+    let mut users = Vec::new();
+    for name in ["Ana", "Bo", "Cy", "Di", "Ed"] {
+        let email = format!("{}@example.com", name.to_lowercase());
+        users.push(named_user(&app, &email, name).await);
+    }
+    let (gone, _) = named_user(&app, "gone@example.com", "Gone").await;
+    let res = app
+        .http
+        .patch(app.url(&format!("/api/v1/admin/users/{gone}")))
+        .bearer_auth(&admin)
+        .json(&json!({"disabled": true}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let token = &users[0].1;
+    let room_id = general(&app, token).await;
+
+    // Pages of two, following next_after until it is absent.
+    let mut all = Vec::new();
+    let mut query = "?limit=2".to_owned();
+    let mut pages = 0;
+    loop {
+        let (status, page) = members(&app, token, &room_id, &query).await;
+        assert_eq!(status, 200, "{page}");
+        let got = listed(&page);
+        assert!(got.len() <= 2);
+        pages += 1;
+        all.extend(got);
+        match page["next_after"].as_str() {
+            Some(after) => {
+                assert_eq!(after, all.last().unwrap().0);
+                query = format!("?limit=2&after={after}");
+            }
+            None => break,
+        }
+        assert!(pages < 10, "paging does not end");
+    }
+    // Five users and the tenant's admin, the disabled user left out.
+    assert_eq!(all.len(), 6, "{all:?}");
+    assert_eq!(pages, 3);
+    let ids: Vec<&str> = all.iter().map(|(id, _, _)| id.as_str()).collect();
+    let mut sorted = ids.clone();
+    sorted.sort();
+    assert_eq!(ids, sorted, "id order");
+    assert!(!ids.contains(&gone.as_str()));
+    for (id, _) in &users {
+        assert!(ids.contains(&id.as_str()));
+    }
+    let names: HashSet<&str> = all.iter().map(|(_, n, _)| n.as_str()).collect();
+    assert!(
+        ["Ana", "Bo", "Cy", "Di", "Ed", "Administrator"]
+            .iter()
+            .all(|n| names.contains(n)),
+        "{names:?}"
+    );
+    assert!(all.iter().all(|(_, _, role)| role.is_none()));
+    // One page of everyone by default.
+    let (_, page) = members(&app, token, &room_id, "").await;
+    assert_eq!(listed(&page), all);
+    assert!(page.get("next_after").is_none());
+    // A bad limit is a typed error; an out-of-range one is clamped.
+    let (status, body) = members(&app, token, &room_id, "?limit=many").await;
+    assert_eq!(status, 422, "{body}");
+    assert_eq!(body["error"]["code"], "invalid_query");
+    let (status, page) = members(&app, token, &room_id, "?limit=0").await;
+    assert_eq!(status, 200);
+    assert_eq!(listed(&page).len(), 1);
+}

@@ -4,23 +4,37 @@
 // address (`#/chat/<room id>`).
 import { ChatApi, ChatRoom, ChatUnread } from "/vendor/relais.js";
 import { t } from "../i18n.js";
-import { api, live } from "../live.js";
+import { live } from "../live.js";
 import { session } from "../session.js";
 import { empty, errText, fmtDateTime, h, pageHead, throttled, toast } from "../ui.js";
 
+// Display names by user id: the user's own, the members of the rooms opened
+// (each room's list fetched once, then cached), and those the hub's system
+// messages name.
 const names = new Map();
+const roomMembers = new Map();
 
-/** Display names: the user's own; a tenant admin also reads the user list. */
-async function loadNames() {
-  const me = session.current()?.user;
-  if (me) names.set(me.id, me.display_name || me.email);
-  if (!session.hasRole("admin") || names.size > 1) return;
-  try {
-    const page = await api("GET", "/admin/users", { query: { limit: 200 } });
-    for (const u of page.items ?? []) names.set(u.id, u.display_name || u.email);
-  } catch {
-    // names stay short ids
+/** Fetches a room's members once (every page) and learns their names. */
+function loadMembers(chat, roomId, { refresh = false } = {}) {
+  if (refresh) roomMembers.delete(roomId);
+  if (!roomMembers.has(roomId)) {
+    const loading = (async () => {
+      const found = new Map();
+      let after;
+      do {
+        const page = await chat.members(roomId, after ? { after, limit: 500 } : { limit: 500 });
+        for (const m of page.members) found.set(m.id, m.display_name);
+        after = page.next_after;
+      } while (after);
+      return found;
+    })();
+    roomMembers.set(roomId, loading);
+    loading.catch(() => roomMembers.delete(roomId));
   }
+  return roomMembers.get(roomId).then((found) => {
+    for (const [id, name] of found) names.set(id, name);
+    return found;
+  });
 }
 
 const nameOf = (id) => names.get(id) || (id ? id.slice(0, 8) : "");
@@ -48,6 +62,7 @@ export default {
     let room = null;
     let rooms = [];
     let alive = true;
+    const asked = new Set();
 
     const error = h("p", { class: "form-error", role: "alert" });
     const roomList = h("ul", { class: "rooms", id: "chat-rooms", "aria-label": t("chat.rooms") });
@@ -140,7 +155,17 @@ export default {
     const refreshPresence = async () => {
       try {
         const p = await room.presence();
-        online.textContent = t("chat.online", { n: p.users });
+        const ids = [...new Set((p.members ?? []).map((m) => m.user).filter(Boolean))];
+        // Someone not in the list fetched (they joined since): fetch it again, once per newcomer.
+        const fresh = ids.filter((id) => !names.has(id) && !asked.has(id));
+        if (fresh.length) {
+          for (const id of fresh) asked.add(id);
+          await loadMembers(chat, roomId, { refresh: true }).catch(() => {});
+          renderMessages();
+          renderTyping();
+        }
+        const who = ids.map(nameOf).sort((a, b) => a.localeCompare(b));
+        online.textContent = who.length ? t("chat.online.who", { n: p.users, who: who.join(", ") }) : t("chat.online", { n: p.users });
       } catch {
         online.textContent = "";
       }
@@ -207,7 +232,9 @@ export default {
 
     (async () => {
       try {
-        await Promise.all([loadNames(), live.inboxReady]);
+        const own = session.current()?.user;
+        if (own) names.set(own.id, own.display_name || own.email);
+        await live.inboxReady;
         const list = await chat.rooms();
         if (!alive) return;
         rooms = list.rooms;
@@ -221,6 +248,9 @@ export default {
         }
         const info = rooms.find((r) => r.id === roomId);
         title.textContent = info ? (info.kind === "general" ? "# General" : `# ${info.name || info.kind}`) : roomId;
+        // Names first, so the first render shows them; a failure leaves short ids.
+        await loadMembers(chat, roomId).catch(() => {});
+        if (!alive) return;
         room = new ChatRoom(live.client, roomId, { api: chat });
         room.on("change", () => {
           renderMessages();

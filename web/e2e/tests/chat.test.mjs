@@ -30,15 +30,17 @@ test("a message and a typing indicator cross between two users; a mention reache
   await ben.page.waitForSelector("#chat-input");
   // Both are in the same (general) room.
   assert.equal(new URL(awa.page.url()).hash, new URL(ben.page.url()).hash);
-  await waitText(ben.page, "#chat-online", /2/);
+  // Presence names both, by their display names (neither is an admin: the room's member list).
+  await waitText(ben.page, "#chat-online", /2.*Awa, Ben/);
 
   // Awa types: Ben sees the indicator.
   await awa.page.type("#chat-input", "Hello Ben");
-  await waitText(ben.page, "#chat-typing", /typing/);
+  await waitText(ben.page, "#chat-typing", /^Awa is typing/);
   await shot(ben.page, "chat-typing");
   // Awa sends with Enter: Ben sees the message, and the indicator goes.
   await awa.page.press("#chat-input", "Enter");
   await waitText(ben.page, "#chat-messages li.msg:not(.system) .text", "Hello Ben");
+  await waitText(ben.page, "#chat-messages li.msg:not(.system) .who", "Awa");
   await waitText(ben.page, "#chat-typing", "");
   assert.equal(await awa.page.inputValue("#chat-input"), "");
 
