@@ -305,6 +305,9 @@ struct AssistantRpc(Weak<Engine>);
 struct SendArgs {
     conversation: String,
     text: String,
+    /// The guided step the message answers, if the client shows one.
+    #[serde(default)]
+    step: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -327,7 +330,9 @@ impl RpcHandler for AssistantRpc {
             match call.method {
                 "assistant.send" => {
                     let a: SendArgs = args(call.data)?;
-                    let started = engine.send(call.who, &a.conversation, &a.text).await?;
+                    let started = engine
+                        .send(call.who, &a.conversation, &a.text, a.step.as_deref())
+                        .await?;
                     raw(&started)
                 }
                 "assistant.cancel" => {

@@ -415,6 +415,10 @@ async fn history(
 #[serde(deny_unknown_fields)]
 struct SendRequest {
     text: String,
+    /// The guided step the message answers, if the client shows one: a
+    /// message for a step the conversation has left is refused (409).
+    #[serde(default)]
+    step: Option<String>,
 }
 
 async fn send(
@@ -423,7 +427,9 @@ async fn send(
     Path(id): Path<String>,
     ApiJson(req): ApiJson<SendRequest>,
 ) -> ApiResult<(StatusCode, Json<Value>)> {
-    let started = engine.send(&who, &id, &req.text).await?;
+    let started = engine
+        .send(&who, &id, &req.text, req.step.as_deref())
+        .await?;
     Ok((StatusCode::ACCEPTED, Json(json!(started))))
 }
 

@@ -159,12 +159,15 @@ impl Engine {
             .ok_or(AssistantError::NotFound("conversation"))
     }
 
-    /// Stores the user's message and starts the answer.
+    /// Stores the user's message and starts the answer. `step`, when
+    /// given, is the guided step the client believes the message answers:
+    /// if the conversation has moved on, the message is refused.
     pub async fn send(
         self: &Arc<Self>,
         who: &Principal,
         conversation: &str,
         text: &str,
+        step: Option<&str>,
     ) -> Result<Started, AssistantError> {
         let text = text.trim();
         if text.is_empty() || text.chars().count() > MAX_TEXT {
@@ -191,11 +194,19 @@ impl Engine {
             per_tenant: self.config.max_streams_per_tenant,
             stale_after: STALE_RUN_MS,
         };
-        let (step, guide) =
-            match super::steps::answer(&super::steps::of(&assistant), &conversation, text) {
-                Some((step, guide)) => (Some(step), Some(guide)),
-                None => (None, None),
-            };
+        let steps = super::steps::of(&assistant);
+        if let Some(expected) = step {
+            let current = conversation
+                .step
+                .and_then(|i| steps.get(usize::try_from(i).ok()?));
+            if current.is_none_or(|s| s.key != expected) {
+                return Err(AssistantError::StepChanged);
+            }
+        }
+        let (step, guide) = match super::steps::answer(&steps, &conversation, text) {
+            Some((step, guide)) => (Some(step), Some(guide)),
+            None => (None, None),
+        };
         let started = store::start_exchange(
             &self.store,
             tenant,

@@ -449,6 +449,8 @@ async fn visitor(
 #[serde(deny_unknown_fields)]
 struct VisitorMessage {
     text: String,
+    #[serde(default)]
+    step: Option<String>,
 }
 
 async fn visitor_send(
@@ -468,7 +470,9 @@ async fn visitor_send(
         engine.metrics.assistant_refused.inc();
         return Err(AssistantError::VisitorLimit.into());
     }
-    let started = engine.send(&who, &conversation.id, &req.text).await?;
+    let started = engine
+        .send(&who, &conversation.id, &req.text, req.step.as_deref())
+        .await?;
     let mut body = json!(started);
     body["messages_left"] = json!(allowed - sent - 1);
     Ok((StatusCode::ACCEPTED, Json(body)))
