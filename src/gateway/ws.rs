@@ -17,7 +17,7 @@ use axum::{
     http::{HeaderMap, header},
     response::{IntoResponse, Response},
 };
-use futures_util::SinkExt;
+use futures_util::{FutureExt, SinkExt};
 use tokio::{sync::OwnedSemaphorePermit, time::timeout};
 use tracing::Instrument;
 
@@ -316,8 +316,18 @@ async fn serve(session: &mut Session, gw: &Gateway, socket: &mut WebSocket) -> O
                 Drained::Close(reason) => return Some(reason),
                 Drained::Items(items) => {
                     let mut frames = WsFrames(socket);
-                    let written = session.write_batch(&mut frames, items);
-                    match timeout(limits.write_timeout, written).await {
+                    let mut written = std::pin::pin!(session.write_batch(&mut frames, items));
+                    // Most batches fit the socket's send buffer and finish
+                    // at the first poll: only a write that has to wait
+                    // arms the write timeout (a timer per delivery costs a
+                    // timer-wheel entry and its removal). Polling again
+                    // under the real waker re-registers the socket's
+                    // readiness, so no wake-up is lost.
+                    let outcome = match written.as_mut().now_or_never() {
+                        Some(done) => Ok(done),
+                        None => timeout(limits.write_timeout, written).await,
+                    };
+                    match outcome {
                         Ok(Ok(())) => {}
                         Ok(Err(_)) => return None,
                         Err(_) => return Some(CloseReason::WriteTimeout),
