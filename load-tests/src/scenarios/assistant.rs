@@ -45,6 +45,7 @@ use serde_json::{Value, json};
 use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::Message;
 
+use super::created;
 use crate::cli::AssistantArgs;
 use crate::http::{self, HttpConn};
 use crate::net::{SourceAddrs, Target};
@@ -154,16 +155,6 @@ struct AssistantResult {
     generator_cpu_percent: f64,
 }
 
-async fn created(conn: &mut HttpConn, path: &str, token: &str, body: Value) -> Result<Value> {
-    let (status, bytes) = conn
-        .post_json(path, Some(token), Bytes::from(body.to_string()))
-        .await?;
-    if !status.is_success() {
-        bail!("POST {path}: {status} {}", String::from_utf8_lossy(&bytes));
-    }
-    Ok(serde_json::from_slice(&bytes)?)
-}
-
 /// The schedule shared by both phases.
 #[derive(Clone, Copy)]
 struct Schedule {
@@ -239,7 +230,11 @@ pub async fn run(args: AssistantArgs) -> Result<Option<String>> {
         vec![admin.clone()]
     } else {
         log!("assistant: creating {} users", args.users);
-        create_users(&target, &admin, args.users, run_id).await?
+        super::create_users(&target, &admin, "assistant", "member", args.users)
+            .await?
+            .into_iter()
+            .map(|(_, token)| token)
+            .collect()
     };
 
     // Conversations, a few at a time.
@@ -428,49 +423,6 @@ pub async fn run(args: AssistantArgs) -> Result<Option<String>> {
         generator_cpu_percent: round3(self_cpu / hub_secs * 100.0),
     };
     Ok(Some(serde_json::to_string(&result)?))
-}
-
-/// Users created through the admin API and signed in, 8 at a time.
-async fn create_users(
-    target: &Arc<Target>,
-    admin: &str,
-    users: usize,
-    run_id: u64,
-) -> Result<Vec<String>> {
-    let mut tokens = vec![String::new(); users];
-    let mut joins = tokio::task::JoinSet::new();
-    let next = Arc::new(AtomicU64::new(0));
-    for _ in 0..8 {
-        let target = Arc::clone(target);
-        let admin = admin.to_owned();
-        let next = Arc::clone(&next);
-        joins.spawn(async move {
-            let mut conn = HttpConn::connect(&target).await?;
-            let mut out = Vec::new();
-            loop {
-                let i = next.fetch_add(1, Ordering::Relaxed);
-                if i >= users as u64 {
-                    return anyhow::Ok(out);
-                }
-                let email = format!("assistant-{run_id}-{i}@example.com");
-                let password = "bench-assistant-password";
-                created(
-                    &mut conn,
-                    "/api/v1/admin/users",
-                    &admin,
-                    json!({"email": email, "password": password, "roles": ["member"]}),
-                )
-                .await?;
-                out.push((i as usize, http::login(&target, &email, password).await?));
-            }
-        });
-    }
-    while let Some(joined) = joins.join_next().await {
-        for (i, token) in joined.context("user setup")?? {
-            tokens[i] = token;
-        }
-    }
-    Ok(tokens)
 }
 
 /// What one stream saw.

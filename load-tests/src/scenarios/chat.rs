@@ -20,12 +20,12 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use futures_util::{SinkExt, StreamExt};
-use hyper::body::Bytes;
 use serde::{Deserialize, Serialize};
-use serde_json::{Value, json};
+use serde_json::json;
 use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::Message;
 
+use super::created;
 use super::server_rss;
 use crate::cli::ChatArgs;
 use crate::http::{self, HttpConn};
@@ -86,16 +86,6 @@ struct MessageData {
     text: Option<String>,
 }
 
-async fn created(conn: &mut HttpConn, path: &str, token: &str, body: Value) -> Result<Value> {
-    let (status, bytes) = conn
-        .post_json(path, Some(token), Bytes::from(body.to_string()))
-        .await?;
-    if !status.is_success() {
-        bail!("POST {path}: {status} {}", String::from_utf8_lossy(&bytes));
-    }
-    Ok(serde_json::from_slice(&bytes)?)
-}
-
 pub async fn run(args: ChatArgs) -> Result<Option<String>> {
     if args.rooms == 0 || args.members < 2 || args.users < args.members || args.rate == 0 {
         bail!("--rooms ≥ 1, --members ≥ 2, --users ≥ --members and --rate ≥ 1");
@@ -106,47 +96,8 @@ pub async fn run(args: ChatArgs) -> Result<Option<String>> {
         .context("login")?;
 
     // Users, created and signed in a few at a time.
-    let run_id = unix_nanos();
     log!("chat: creating {} users", args.users);
-    let mut users: Vec<(String, String)> = vec![Default::default(); args.users];
-    let mut joins = tokio::task::JoinSet::new();
-    let next = Arc::new(AtomicU64::new(0));
-    for _ in 0..8 {
-        let target = Arc::clone(&target);
-        let admin = admin.clone();
-        let next = Arc::clone(&next);
-        let total = args.users as u64;
-        joins.spawn(async move {
-            let mut conn = HttpConn::connect(&target).await?;
-            let mut out = Vec::new();
-            loop {
-                let i = next.fetch_add(1, Ordering::Relaxed);
-                if i >= total {
-                    return anyhow::Ok(out);
-                }
-                let email = format!("chat-{run_id}-{i}@example.com");
-                let password = "bench-chat-password";
-                let user = created(
-                    &mut conn,
-                    "/api/v1/admin/users",
-                    &admin,
-                    json!({"email": email, "password": password, "roles": ["member"]}),
-                )
-                .await?;
-                let id = user["id"].as_str().unwrap_or_default().to_owned();
-                out.push((
-                    i as usize,
-                    id,
-                    http::login(&target, &email, password).await?,
-                ));
-            }
-        });
-    }
-    while let Some(joined) = joins.join_next().await {
-        for (i, id, token) in joined.context("user setup")?? {
-            users[i] = (id, token);
-        }
-    }
+    let users = super::create_users(&target, &admin, "chat", "member", args.users).await?;
 
     // Rooms: the first member creates each with the others.
     log!("chat: creating {} rooms of {}", args.rooms, args.members);

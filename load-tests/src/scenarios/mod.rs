@@ -14,10 +14,16 @@ pub mod planning;
 pub mod publish;
 pub mod queue_counts;
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use anyhow::Result;
+use anyhow::{Context, Result, bail};
+use hyper::body::Bytes;
+use serde_json::{Value, json};
 
+use crate::http::{self, HttpConn};
+use crate::net::Target;
 use crate::stats;
 
 /// Reads the server's RSS if a PID was given, logging (not failing) when
@@ -46,4 +52,66 @@ fn secs(n: u64) -> Duration {
 /// For `skip_serializing_if`: leave zero counters out of the result line.
 fn is_zero(n: &u64) -> bool {
     *n == 0
+}
+
+/// POSTs `body` and answers the created record; any status but 2xx fails.
+async fn created(conn: &mut HttpConn, path: &str, token: &str, body: Value) -> Result<Value> {
+    let (status, bytes) = conn
+        .post_json(path, Some(token), Bytes::from(body.to_string()))
+        .await?;
+    if !status.is_success() {
+        bail!("POST {path}: {status} {}", String::from_utf8_lossy(&bytes));
+    }
+    Ok(serde_json::from_slice(&bytes)?)
+}
+
+/// `count` users with `role`, created through the admin API and signed in,
+/// 8 at a time (each sign-in hashes a password): their ids and access
+/// tokens, in order. Emails are `<prefix>-<run>-<i>@example.com`.
+async fn create_users(
+    target: &Arc<Target>,
+    admin: &str,
+    prefix: &str,
+    role: &str,
+    count: usize,
+) -> Result<Vec<(String, String)>> {
+    let run_id = stats::unix_nanos();
+    let mut users = vec![(String::new(), String::new()); count];
+    let mut joins = tokio::task::JoinSet::new();
+    let next = Arc::new(AtomicU64::new(0));
+    for _ in 0..8 {
+        let (target, next) = (Arc::clone(target), Arc::clone(&next));
+        let (admin, prefix, role) = (admin.to_owned(), prefix.to_owned(), role.to_owned());
+        joins.spawn(async move {
+            let mut conn = HttpConn::connect(&target).await?;
+            let mut out = Vec::new();
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if i >= count as u64 {
+                    return anyhow::Ok(out);
+                }
+                let email = format!("{prefix}-{run_id}-{i}@example.com");
+                let password = "bench-user-password-0123";
+                let user = created(
+                    &mut conn,
+                    "/api/v1/admin/users",
+                    &admin,
+                    json!({"email": email, "password": password, "roles": [role]}),
+                )
+                .await?;
+                let id = user["id"].as_str().unwrap_or_default().to_owned();
+                out.push((
+                    i as usize,
+                    id,
+                    http::login(&target, &email, password).await?,
+                ));
+            }
+        });
+    }
+    while let Some(joined) = joins.join_next().await {
+        for (i, id, token) in joined.context("user setup")?? {
+            users[i] = (id, token);
+        }
+    }
+    Ok(users)
 }

@@ -23,6 +23,7 @@ use serde_json::{Value, json};
 use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::Message;
 
+use super::created;
 use super::server_rss;
 use crate::cli::PlanningArgs;
 use crate::http::{self, HttpConn};
@@ -85,16 +86,6 @@ struct PlannerOutcome {
     latency: hdrhistogram::Histogram<u64>,
 }
 
-async fn created(conn: &mut HttpConn, path: &str, token: &str, body: Value) -> Result<Value> {
-    let (status, bytes) = conn
-        .post_json(path, Some(token), Bytes::from(body.to_string()))
-        .await?;
-    if !status.is_success() {
-        bail!("POST {path}: {status} {}", String::from_utf8_lossy(&bytes));
-    }
-    Ok(serde_json::from_slice(&bytes)?)
-}
-
 pub async fn run(args: PlanningArgs) -> Result<Option<String>> {
     if args.stations == 0 || args.broadcasters == 0 || args.rate == 0 {
         bail!("--stations, --broadcasters and --rate must be at least 1");
@@ -122,42 +113,13 @@ pub async fn run(args: PlanningArgs) -> Result<Option<String>> {
     }
 
     // Broadcasters: one user each, created and signed in a few at a time.
-    let run_id = unix_nanos();
     log!("planning: creating {} broadcasters", args.broadcasters);
-    let mut tokens = vec![String::new(); args.broadcasters];
-    let mut joins = tokio::task::JoinSet::new();
-    let next = Arc::new(AtomicU64::new(0));
-    for _ in 0..8 {
-        let target = Arc::clone(&target);
-        let admin = admin.clone();
-        let next = Arc::clone(&next);
-        let total = args.broadcasters as u64;
-        joins.spawn(async move {
-            let mut conn = HttpConn::connect(&target).await?;
-            let mut out = Vec::new();
-            loop {
-                let i = next.fetch_add(1, Ordering::Relaxed);
-                if i >= total {
-                    return anyhow::Ok(out);
-                }
-                let email = format!("bench-{run_id}-{i}@example.com");
-                let password = "bench-broadcaster-password";
-                created(
-                    &mut conn,
-                    "/api/v1/admin/users",
-                    &admin,
-                    json!({"email": email, "password": password, "roles": ["broadcaster"]}),
-                )
-                .await?;
-                out.push((i as usize, http::login(&target, &email, password).await?));
-            }
-        });
-    }
-    while let Some(joined) = joins.join_next().await {
-        for (i, token) in joined.context("broadcaster setup")?? {
-            tokens[i] = token;
-        }
-    }
+    let tokens: Vec<String> =
+        super::create_users(&target, &admin, "bench", "broadcaster", args.broadcasters)
+            .await?
+            .into_iter()
+            .map(|(_, token)| token)
+            .collect();
 
     // Consoles, each subscribed to its station.
     let connector = Connector {
