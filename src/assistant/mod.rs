@@ -346,6 +346,15 @@ impl RpcHandler for AssistantRpc {
     }
 }
 
+/// A name of a provider, assistant or widget, trimmed: 1-100 characters.
+pub(crate) fn valid_name(name: &str) -> Result<&str, AssistantError> {
+    let name = name.trim();
+    if name.is_empty() || name.chars().count() > 100 {
+        return Err(AssistantError::Invalid("name: 1-100 characters".into()));
+    }
+    Ok(name)
+}
+
 pub(crate) fn raw(value: &impl Serialize) -> Result<Box<RawValue>, DomainError> {
     serde_json::value::to_raw_value(value).map_err(DomainError::internal)
 }

@@ -70,10 +70,7 @@ async fn create_provider(
     ApiJson(req): ApiJson<NewProvider>,
 ) -> ApiResult<(StatusCode, Json<Value>)> {
     let tenant = caller.tenant().as_str();
-    let name = req.name.trim();
-    if name.is_empty() || name.chars().count() > 100 {
-        return Err(AssistantError::Invalid("name: 1-100 characters".into()).into());
-    }
+    let name = super::valid_name(&req.name)?;
     let base_url = req.base_url.trim();
     if !(base_url.starts_with("http://") || base_url.starts_with("https://"))
         || base_url.len() > 500
@@ -181,9 +178,7 @@ async fn check_assistant(
     a: &Assistant,
 ) -> Result<(), crate::error::ApiError> {
     let invalid = |m: &str| -> crate::error::ApiError { AssistantError::Invalid(m.into()).into() };
-    if a.name.trim().is_empty() || a.name.chars().count() > 100 {
-        return Err(invalid("name: 1-100 characters"));
-    }
+    super::valid_name(&a.name)?;
     if a.model.trim().is_empty() || a.model.len() > 200 {
         return Err(invalid("model: 1-200 characters"));
     }

@@ -173,10 +173,7 @@ async fn create_widget(
     ApiJson(req): ApiJson<NewWidget>,
 ) -> ApiResult<(StatusCode, Json<Value>)> {
     let tenant = caller.tenant().as_str();
-    let name = req.name.trim();
-    if name.is_empty() || name.chars().count() > 100 {
-        return Err(AssistantError::Invalid("name: 1-100 characters".into()).into());
-    }
+    let name = super::valid_name(&req.name)?;
     store::assistant(&engine.store, tenant, &req.assistant)
         .await?
         .ok_or_else(|| {
@@ -263,11 +260,7 @@ async fn update_widget(
         .await?
         .ok_or(AssistantError::NotFound("widget"))?;
     if let Some(name) = req.name {
-        let name = name.trim();
-        if name.is_empty() || name.chars().count() > 100 {
-            return Err(AssistantError::Invalid("name: 1-100 characters".into()).into());
-        }
-        w.name = name.to_owned();
+        w.name = super::valid_name(&name)?.to_owned();
     }
     if let Some(list) = req.origins {
         w.origins = origins(&list)?;

@@ -906,13 +906,12 @@ async fn a_widget_admits_visitors_from_its_origins_only_and_streams_their_answer
     // Disabling the widget ends its visitors' sessions.
     let id = widget["id"].as_str().unwrap();
     let res = app
-        .http
-        .patch(app.url(&format!("/api/v1/assistant/widgets/{id}")))
-        .bearer_auth(&admin)
-        .json(&json!({"disabled": true}))
-        .send()
-        .await
-        .unwrap();
+        .patch(
+            &format!("/api/v1/assistant/widgets/{id}"),
+            &admin,
+            json!({"disabled": true}),
+        )
+        .await;
     assert_eq!(res.status(), 200);
     // The open stream is closed, and the token opens nothing more.
     loop {
@@ -933,21 +932,14 @@ async fn guided_steps_save_each_answer_and_lead_the_model_to_the_next_step() {
     let (assistant, _) = configure(&app, &fake, &["ok"]).await;
     let admin = app.admin_token().await;
     let path = format!("/api/v1/assistant/assistants/{assistant}");
-    let patch = |body: Value| {
-        app.http
-            .patch(app.url(&path))
-            .bearer_auth(&admin)
-            .json(&body)
-            .send()
-    };
-    let res = patch(json!({"steps": [{"key": "goal"}]})).await.unwrap();
+    let patch = |body: Value| app.patch(&path, &admin, body);
+    let res = patch(json!({"steps": [{"key": "goal"}]})).await;
     assert_eq!(error_code(res).await, (422, "invalid_request".into()));
     let res = patch(json!({"steps": [
         {"key": "goal", "prompt": "Quels sont vos objectifs ?"},
         {"key": "targets", "prompt": "Quelles cibles ?", "instructions": "Propose three targets."}
     ]}))
-    .await
-    .unwrap();
+    .await;
     assert_eq!(res.status(), 200);
     let (_, token) = app.user("ana@example.com", &["member"]).await;
 
@@ -1022,11 +1014,9 @@ async fn guided_steps_save_each_answer_and_lead_the_model_to_the_next_step() {
     let res = app.get(&path, Some(&token)).await;
     let read: Value = res.json().await.unwrap();
     assert_eq!(read["steps"][1]["key"], "targets");
-    let res = patch(json!({"temperature": 3})).await.unwrap();
+    let res = patch(json!({"temperature": 3})).await;
     assert_eq!(error_code(res).await, (422, "invalid_request".into()));
-    let res = patch(json!({"name": "Guide", "temperature": null}))
-        .await
-        .unwrap();
+    let res = patch(json!({"name": "Guide", "temperature": null})).await;
     let changed: Value = res.json().await.unwrap();
     assert_eq!(
         (changed["name"].as_str(), changed["temperature"].is_null()),

@@ -922,13 +922,12 @@ async fn the_general_rooms_members_are_the_active_users_paged_in_id_order() {
     }
     let (gone, _) = named_user(&app, "gone@example.com", "Gone").await;
     let res = app
-        .http
-        .patch(app.url(&format!("/api/v1/admin/users/{gone}")))
-        .bearer_auth(&admin)
-        .json(&json!({"disabled": true}))
-        .send()
-        .await
-        .unwrap();
+        .patch(
+            &format!("/api/v1/admin/users/{gone}"),
+            &admin,
+            json!({"disabled": true}),
+        )
+        .await;
     assert_eq!(res.status(), 200);
     let token = &users[0].1;
     let room_id = general(&app, token).await;

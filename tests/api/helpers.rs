@@ -219,6 +219,25 @@ impl TestApp {
         req.send().await.expect("request")
     }
 
+    pub async fn patch(&self, path: &str, bearer: &str, body: Value) -> reqwest::Response {
+        self.http
+            .patch(self.url(path))
+            .bearer_auth(bearer)
+            .json(&body)
+            .send()
+            .await
+            .expect("request")
+    }
+
+    pub async fn delete(&self, path: &str, bearer: &str) -> reqwest::Response {
+        self.http
+            .delete(self.url(path))
+            .bearer_auth(bearer)
+            .send()
+            .await
+            .expect("request")
+    }
+
     pub async fn get(&self, path: &str, bearer: Option<&str>) -> reqwest::Response {
         let mut req = self.http.get(self.url(path));
         if let Some(token) = bearer {
