@@ -1022,13 +1022,7 @@ async fn guided_steps_save_each_answer_and_lead_the_model_to_the_next_step() {
         (changed["name"].as_str(), changed["temperature"].is_null()),
         (Some("Guide"), true)
     );
-    let res = app
-        .http
-        .delete(app.url(&path))
-        .bearer_auth(&admin)
-        .send()
-        .await
-        .unwrap();
+    let res = app.delete(&path, &admin).await;
     assert_eq!(res.status(), 204);
     assert_eq!(app.get(&path, Some(&token)).await.status(), 404);
     let res = app
