@@ -259,6 +259,9 @@ export class AssistantConversation extends TypedEmitter<AssistantConversationEve
   private readonly byId = new Map<string, AssistantMessage>();
   /** Answers whose end was announced (`done`). */
   private readonly ended = new Set<string>();
+  /** Answers whose `started` event was emitted (the RPC reply and the
+   * channel's `assistant.started` may arrive in either order). */
+  private readonly announced = new Set<string>();
 
   constructor(client: RelaisClient, conversationId: string, options: AssistantConversationOptions = {}) {
     super();
@@ -321,6 +324,7 @@ export class AssistantConversation extends TypedEmitter<AssistantConversationEve
     let changed = this.upsert(r.message);
     changed = this.upsert(r.reply) || changed;
     if (changed) this.changed();
+    this.announce(r.reply.id);
     return r;
   }
 
@@ -347,12 +351,8 @@ export class AssistantConversation extends TypedEmitter<AssistantConversationEve
         }
         return;
       case "assistant.started": {
-        const isNew = !this.byId.has(event.message.id);
-        this.upsert(event.message);
-        if (isNew) {
-          this.emit("started", this.byId.get(event.message.id) as AssistantMessage);
-          this.changed();
-        }
+        if (this.upsert(event.message)) this.changed();
+        this.announce(event.message.id);
         return;
       }
       case "assistant.delta": {
@@ -404,6 +404,14 @@ export class AssistantConversation extends TypedEmitter<AssistantConversationEve
         return;
       }
     }
+  }
+
+  /** Emits `started` for answer `id`, once, whichever way it became known first. */
+  private announce(id: string): void {
+    const m = this.byId.get(id);
+    if (!m || this.announced.has(id)) return;
+    this.announced.add(id);
+    this.emit("started", m);
   }
 
   /**
