@@ -879,6 +879,11 @@ pub async fn purge_loop(engine: Arc<Engine>, stop: CancellationToken) {
             Ok(n) => tracing::info!(answers = n, "interrupted assistant answers closed"),
             Err(e) => tracing::warn!(error = %e, "interrupted assistant answers not closed"),
         }
+        match engine.auth.purge_visitors().await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(sessions = n, "expired widget visitor sessions purged"),
+            Err(e) => tracing::warn!(error = %e, "widget visitor sessions not purged"),
+        }
         match store::purge(&engine.store, engine.config.retention_days).await {
             Ok(0) => {}
             Ok(n) => tracing::info!(conversations = n, "expired assistant conversations purged"),

@@ -1101,3 +1101,74 @@ async fn a_visitor_is_not_shown_the_providers_errors() {
     let figures: Value = res.json().await.unwrap();
     assert!(figures.to_string().contains("\"failures\":1"), "{figures}");
 }
+
+#[tokio::test]
+async fn visitor_sessions_expired_for_a_day_are_purged() {
+    let fake = FakeOpenAi::start().await;
+    let app = app_with(&[("RELAIS_ASSISTANT_PURGE_INTERVAL_SECS", "0.1")]).await;
+    let (assistant, _) = configure(&app, &fake, &["ok"]).await;
+    let admin = app.admin_token().await;
+    let res = app
+        .post(
+            "/api/v1/assistant/widgets",
+            Some(&admin),
+            json!({"name": "Shop", "assistant": assistant, "origins": [SHOP]}),
+        )
+        .await;
+    let widget: Value = res.json().await.unwrap();
+    let mut tokens = Vec::new();
+    for _ in 0..2 {
+        let res = from_page(
+            &app,
+            reqwest::Method::POST,
+            "/api/v1/widget/sessions",
+            SHOP,
+            None,
+        )
+        .json(&json!({"key": widget["public_key"]}))
+        .send()
+        .await
+        .unwrap();
+        let session: Value = res.json().await.unwrap();
+        tokens.push(session["token"].as_str().unwrap().to_owned());
+    }
+    let count = || async {
+        sqlx::query_scalar::<_, i64>("SELECT COUNT(*) FROM visitor_sessions")
+            .fetch_one(&app.state.store.pool)
+            .await
+            .unwrap()
+    };
+    assert_eq!(count().await, 2);
+    // One session expired two days ago; the other is live.
+    sqlx::query(
+        "UPDATE visitor_sessions SET expires_at = $1 WHERE id = (SELECT MIN(id) FROM visitor_sessions)",
+    )
+    .bind(relais::ids::now_millis() - 2 * 86_400_000)
+    .execute(&app.state.store.pool)
+    .await
+    .unwrap();
+    eventually("the expired session is purged", || async {
+        count().await == 1
+    })
+    .await;
+    let live = futures_util::future::join_all(tokens.iter().map(|t| {
+        from_page(
+            &app,
+            reqwest::Method::GET,
+            "/api/v1/widget/messages",
+            SHOP,
+            Some(t),
+        )
+        .send()
+    }))
+    .await;
+    let statuses: Vec<u16> = live
+        .iter()
+        .map(|r| r.as_ref().unwrap().status().as_u16())
+        .collect();
+    assert_eq!(
+        statuses,
+        [401, 200],
+        "the purged token no longer works, the live one does"
+    );
+}

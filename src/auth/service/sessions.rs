@@ -347,6 +347,20 @@ impl AuthService {
         Ok((visitor, token, exp))
     }
 
+    /// Deletes visitor sessions that expired (or were ended) more than a
+    /// day ago: their tokens verify no more, and anonymous visitors would
+    /// otherwise add rows forever. Returns how many.
+    pub async fn purge_visitors(&self) -> ApiResult<u64> {
+        let before = now_millis() - 86_400_000;
+        Ok(
+            sqlx::query("DELETE FROM visitor_sessions WHERE expires_at < $1 OR revoked_at < $1")
+                .bind(before)
+                .execute(&self.store.pool)
+                .await?
+                .rows_affected(),
+        )
+    }
+
     /// Ends every visitor session `issuer` started: their tokens stop
     /// opening connections and calling routes, and their live streams are
     /// closed on every node.
