@@ -250,9 +250,7 @@ impl SnapshotSource for Snapshot {
                 catch_up(&mut messages, frames);
             }
             if who.is_visitor() {
-                for m in messages.iter_mut().filter(|m| m.error.is_some()) {
-                    m.error = Some(run::VISITOR_ERROR.into());
-                }
+                run::hide_errors(&mut messages);
             }
             raw(&json!({"messages": messages}))
         })

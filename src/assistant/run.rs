@@ -132,6 +132,14 @@ impl Failure {
 /// error (for the tenant) may name the provider and its address.
 pub const VISITOR_ERROR: &str = "the assistant could not answer; try again later";
 
+/// Replaces the stored errors of `messages` with [`VISITOR_ERROR`], before
+/// they are shown to an anonymous visitor.
+pub fn hide_errors(messages: &mut [Message]) {
+    for m in messages.iter_mut().filter(|m| m.error.is_some()) {
+        m.error = Some(VISITOR_ERROR.into());
+    }
+}
+
 /// What `send` answers: the stored question and the answer being streamed.
 #[derive(serde::Serialize)]
 pub struct Started {

@@ -428,7 +428,6 @@ pub async fn start_exchange(
         (last - 1, "user", text, "complete"),
         (last, "assistant", "", "streaming"),
     ] {
-        let id = uuid::Uuid::now_v7().to_string();
         let message_step = step.and_then(|m| {
             if role == "user" {
                 Some(m.answered.as_str())
@@ -436,39 +435,14 @@ pub async fn start_exchange(
                 m.asks.as_deref()
             }
         });
-        sqlx::query(
-            "INSERT INTO assistant_messages (id, tenant_id, conversation_id, user_id, assistant_id, \
-             seq, role, content, status, day, created_at, updated_at, step) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $11, $12)",
-        )
-        .bind(&id)
-        .bind(tenant)
-        .bind(&conversation.id)
-        .bind(&conversation.user_id)
-        .bind(&conversation.assistant_id)
-        .bind(seq)
-        .bind(role)
-        .bind(content)
-        .bind(status)
-        .bind(now / DAY_MS)
-        .bind(now)
-        .bind(message_step)
-        .execute(&mut *tx)
-        .await?;
-        out.push(Message {
-            id,
-            conversation: conversation.id.clone(),
+        let new = NewMessage {
             seq,
-            role: role.to_owned(),
-            content: content.to_owned(),
-            status: status.to_owned(),
-            delta_seq: 0,
-            usage: Usage::default(),
-            provider: None,
-            error: None,
-            created_at: now,
-            step: message_step.map(str::to_owned),
-        });
+            role,
+            content,
+            status,
+            step: message_step,
+        };
+        out.push(insert_message(&mut tx, tenant, conversation, &new, now).await?);
     }
     tx.commit().await?;
     let answer = out.pop().expect("two messages");
@@ -517,38 +491,68 @@ pub async fn open_steps(
     .fetch_one(&mut *tx)
     .await?
     .try_get(0)?;
+    let new = NewMessage {
+        seq,
+        role: "assistant",
+        content: prompt,
+        status: "complete",
+        step: Some(key),
+    };
+    let message = insert_message(&mut tx, tenant, conversation, &new, now).await?;
+    tx.commit().await?;
+    Ok(message)
+}
+
+/// A message to add to a conversation.
+struct NewMessage<'a> {
+    seq: i64,
+    role: &'a str,
+    content: &'a str,
+    status: &'a str,
+    step: Option<&'a str>,
+}
+
+/// Inserts `new` into `conversation` within `tx`; answers it as stored.
+async fn insert_message(
+    tx: &mut sqlx::AnyConnection,
+    tenant: &str,
+    conversation: &Conversation,
+    new: &NewMessage<'_>,
+    now: i64,
+) -> Result<Message, sqlx::Error> {
     let id = uuid::Uuid::now_v7().to_string();
     sqlx::query(
         "INSERT INTO assistant_messages (id, tenant_id, conversation_id, user_id, assistant_id, \
          seq, role, content, status, day, created_at, updated_at, step) \
-         VALUES ($1, $2, $3, $4, $5, $6, 'assistant', $7, 'complete', $8, $9, $9, $10)",
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $11, $12)",
     )
     .bind(&id)
     .bind(tenant)
     .bind(&conversation.id)
     .bind(&conversation.user_id)
     .bind(&conversation.assistant_id)
-    .bind(seq)
-    .bind(prompt)
+    .bind(new.seq)
+    .bind(new.role)
+    .bind(new.content)
+    .bind(new.status)
     .bind(now / DAY_MS)
     .bind(now)
-    .bind(key)
+    .bind(new.step)
     .execute(&mut *tx)
     .await?;
-    tx.commit().await?;
     Ok(Message {
         id,
         conversation: conversation.id.clone(),
-        seq,
-        role: "assistant".into(),
-        content: prompt.to_owned(),
-        status: "complete".into(),
+        seq: new.seq,
+        role: new.role.to_owned(),
+        content: new.content.to_owned(),
+        status: new.status.to_owned(),
         delta_seq: 0,
         usage: Usage::default(),
         provider: None,
         error: None,
         created_at: now,
-        step: Some(key.to_owned()),
+        step: new.step.map(str::to_owned),
     })
 }
 

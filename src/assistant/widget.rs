@@ -484,11 +484,7 @@ async fn visitor_history(
         200,
     )
     .await?;
-    for m in &mut messages {
-        if m.error.is_some() {
-            m.error = Some(super::run::VISITOR_ERROR.into());
-        }
-    }
+    super::run::hide_errors(&mut messages);
     Ok(Json(
         json!({"conversation": conversation, "messages": messages}),
     ))

@@ -755,6 +755,38 @@ fn from_page(
     req
 }
 
+/// A widget for `assistant` on the page origin [`SHOP`] (admin token in
+/// `admin`); answers it with its `public_key`.
+async fn shop_widget(app: &TestApp, admin: &str, assistant: &str) -> Value {
+    let res = app
+        .post(
+            "/api/v1/assistant/widgets",
+            Some(admin),
+            json!({"name": "Shop", "assistant": assistant, "origins": [SHOP]}),
+        )
+        .await;
+    assert_eq!(res.status(), 201);
+    res.json().await.unwrap()
+}
+
+/// A visitor admitted by `widget` from [`SHOP`]: its visitor token.
+async fn visitor_token(app: &TestApp, widget: &Value) -> String {
+    let res = from_page(
+        app,
+        reqwest::Method::POST,
+        "/api/v1/widget/sessions",
+        SHOP,
+        None,
+    )
+    .json(&json!({"key": widget["public_key"]}))
+    .send()
+    .await
+    .unwrap();
+    assert_eq!(res.status(), 201);
+    let session: Value = res.json().await.unwrap();
+    session["token"].as_str().unwrap().to_owned()
+}
+
 async fn error_code(res: reqwest::Response) -> (u16, String) {
     let status = res.status().as_u16();
     let body: Value = res.json().await.unwrap();
@@ -1040,27 +1072,9 @@ async fn a_visitor_is_not_shown_the_providers_errors() {
     let app = app_with(&[]).await;
     let (assistant, _) = configure(&app, &fake, &["error500"]).await;
     let admin = app.admin_token().await;
-    let res = app
-        .post(
-            "/api/v1/assistant/widgets",
-            Some(&admin),
-            json!({"name": "Shop", "assistant": assistant, "origins": [SHOP]}),
-        )
-        .await;
-    let widget: Value = res.json().await.unwrap();
-    let res = from_page(
-        &app,
-        reqwest::Method::POST,
-        "/api/v1/widget/sessions",
-        SHOP,
-        None,
-    )
-    .json(&json!({"key": widget["public_key"]}))
-    .send()
-    .await
-    .unwrap();
-    let session: Value = res.json().await.unwrap();
-    let token = session["token"].as_str().unwrap();
+    let widget = shop_widget(&app, &admin, &assistant).await;
+    let token = visitor_token(&app, &widget).await;
+    let token = token.as_str();
     let res = from_page(
         &app,
         reqwest::Method::POST,
@@ -1108,29 +1122,10 @@ async fn visitor_sessions_expired_for_a_day_are_purged() {
     let app = app_with(&[("RELAIS_ASSISTANT_PURGE_INTERVAL_SECS", "0.1")]).await;
     let (assistant, _) = configure(&app, &fake, &["ok"]).await;
     let admin = app.admin_token().await;
-    let res = app
-        .post(
-            "/api/v1/assistant/widgets",
-            Some(&admin),
-            json!({"name": "Shop", "assistant": assistant, "origins": [SHOP]}),
-        )
-        .await;
-    let widget: Value = res.json().await.unwrap();
+    let widget = shop_widget(&app, &admin, &assistant).await;
     let mut tokens = Vec::new();
     for _ in 0..2 {
-        let res = from_page(
-            &app,
-            reqwest::Method::POST,
-            "/api/v1/widget/sessions",
-            SHOP,
-            None,
-        )
-        .json(&json!({"key": widget["public_key"]}))
-        .send()
-        .await
-        .unwrap();
-        let session: Value = res.json().await.unwrap();
-        tokens.push(session["token"].as_str().unwrap().to_owned());
+        tokens.push(visitor_token(&app, &widget).await);
     }
     let count = || async {
         sqlx::query_scalar::<_, i64>("SELECT COUNT(*) FROM visitor_sessions")
