@@ -43,6 +43,9 @@ pub enum Command {
     /// RELAIS_ASSISTANT_MAX_STREAMS_PER_TENANT (2 and 50 by default) to at
     /// least --streams.
     Assistant(AssistantArgs),
+    /// How memory and publish latency grow with the channels the hub holds
+    /// (1 to 1,000,000 with history), and memory per subscription.
+    Channels(ChannelsArgs),
     /// Prints an access token for one seeded user (for curl and debugging).
     Mint(MintArgs),
 }
@@ -60,6 +63,7 @@ impl Command {
             Command::Planning(_) => "planning",
             Command::Chat(_) => "chat",
             Command::Assistant(_) => "assistant",
+            Command::Channels(_) => "channels",
             Command::Mint(_) => "mint",
         }
     }
@@ -77,6 +81,7 @@ impl Command {
             | Command::Planning(_)
             | Command::Chat(_)
             | Command::Assistant(_)
+            | Command::Channels(_)
             | Command::Mint(_) => false,
         }
     }
@@ -223,6 +228,45 @@ pub struct PublishArgs {
     /// Channel to publish to.
     #[arg(long, default_value = "broadcast")]
     pub channel: String,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ChannelsArgs {
+    #[command(flatten)]
+    pub server: ServerArgs,
+    /// Channel counts to measure at, filled in this order.
+    #[arg(long, value_delimiter = ',', default_value = "1,10,100,1000,10000,100000,1000000")]
+    pub steps: Vec<u64>,
+    /// Publications kept per filled channel; the server's history size on
+    /// `--namespace` must be the same (RELAIS_CHANNEL_HISTORY).
+    #[arg(long, default_value_t = 10)]
+    pub history: usize,
+    /// Namespace of the filled channels (`<namespace>:scale-<i>`).
+    #[arg(long, default_value = "user")]
+    pub namespace: String,
+    /// Bytes of each publication's `data` (about).
+    #[arg(long, default_value_t = 200)]
+    pub payload_bytes: usize,
+    /// Publications per batch request while filling (at most the server's
+    /// RELAIS_MAX_BATCH).
+    #[arg(long, default_value_t = 500)]
+    pub batch: usize,
+    /// Keep-alive connections filling in parallel.
+    #[arg(long, default_value_t = 4)]
+    pub connections: usize,
+    /// Timed publications per kind at each step.
+    #[arg(long, default_value_t = 500)]
+    pub probes: usize,
+    /// Seconds between the end of a fill and reading the server's memory.
+    #[arg(long, default_value_t = 2)]
+    pub settle_secs: u64,
+    /// Connections that subscribe to three channels each at the end (0:
+    /// skip the subscription measurement).
+    #[arg(long, default_value_t = 5000)]
+    pub subscribers: usize,
+    /// Loopback source addresses to spread sockets over.
+    #[arg(long, default_value_t = 8)]
+    pub source_addrs: u8,
 }
 
 /// Users seeded with SQL and how to mint their access tokens.

@@ -48,6 +48,7 @@ async fn main() -> ExitCode {
         Command::Planning(args) => scenarios::planning::run(args).await,
         Command::Chat(args) => scenarios::chat::run(args).await,
         Command::Assistant(args) => scenarios::assistant::run(args).await,
+        Command::Channels(args) => scenarios::channels::run(args).await,
         Command::Mint(args) => mint_command(&args),
     };
     match outcome {

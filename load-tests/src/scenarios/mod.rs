@@ -3,6 +3,7 @@
 //! to its parent instead).
 
 pub mod assistant;
+pub mod channels;
 pub mod chat;
 pub mod email;
 pub mod fanout;
