@@ -235,7 +235,11 @@ pub struct ChannelsArgs {
     #[command(flatten)]
     pub server: ServerArgs,
     /// Channel counts to measure at, filled in this order.
-    #[arg(long, value_delimiter = ',', default_value = "1,10,100,1000,10000,100000,1000000")]
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "1,10,100,1000,10000,100000,1000000"
+    )]
     pub steps: Vec<u64>,
     /// Publications kept per filled channel; the server's history size on
     /// `--namespace` must be the same (RELAIS_CHANNEL_HISTORY).

@@ -31,7 +31,9 @@ use crate::{
 struct Stream {
     epoch: Arc<str>,
     top: u64,
-    history: VecDeque<(Instant, Arc<Publication>)>,
+    /// Ages come from each publication's `received`, the moment this node
+    /// built it, so an entry is the publication alone.
+    history: VecDeque<Arc<Publication>>,
 }
 
 impl Stream {
@@ -50,7 +52,7 @@ impl Stream {
         while self
             .history
             .front()
-            .is_some_and(|(at, _)| now.duration_since(*at) > policy.ttl)
+            .is_some_and(|p| now.duration_since(p.received) > policy.ttl)
         {
             self.history.pop_front();
         }
@@ -150,7 +152,7 @@ impl MemoryBroker {
 /// everything that followed it.
 fn page_after(stream: &Stream, since: &Position, limit: usize) -> HistoryPage {
     let top = stream.position();
-    let oldest = stream.history.front().map(|(_, p)| p.offset);
+    let oldest = stream.history.front().map(|p| p.offset);
     let complete = since.epoch == stream.epoch
         && since.offset <= stream.top
         && (since.offset == stream.top || oldest.is_some_and(|o| o <= since.offset + 1));
@@ -165,9 +167,9 @@ fn page_after(stream: &Stream, since: &Position, limit: usize) -> HistoryPage {
     let publications: Vec<_> = stream
         .history
         .iter()
-        .filter(|(_, p)| p.offset > since.offset)
+        .filter(|p| p.offset > since.offset)
         .take(limit)
-        .map(|(_, p)| p.clone())
+        .cloned()
         .collect();
     let last = publications.last().map_or(since.offset, |p| p.offset);
     HistoryPage {
@@ -196,15 +198,15 @@ fn after(stream: &Stream, since: &Position, limit: usize) -> Recovery {
             recovered: true,
         };
     }
-    let oldest = stream.history.front().map(|(_, p)| p.offset);
+    let oldest = stream.history.front().map(|p| p.offset);
     if missed > limit || oldest.is_none_or(|o| o > since.offset + 1) {
         return fail(top);
     }
     let publications: Vec<_> = stream
         .history
         .iter()
-        .filter(|(_, p)| p.offset > since.offset)
-        .map(|(_, p)| p.clone())
+        .filter(|p| p.offset > since.offset)
+        .cloned()
         .collect();
     Recovery {
         top,
@@ -229,8 +231,8 @@ impl Broker for MemoryBroker {
                 .unwrap_or_else(|| channel.clone());
             let publication = Arc::new(Publication::encode(key, s.epoch.clone(), s.top, data));
             if history.size > 0 {
-                let now = Instant::now();
-                s.history.push_back((now, publication.clone()));
+                let now = publication.received;
+                s.history.push_back(publication.clone());
                 s.trim(history, now);
             }
             self.delivery.deliver(&publication);
@@ -296,16 +298,11 @@ impl Broker for MemoryBroker {
             let mut s = stream.lock();
             s.trim(history, Instant::now());
             let skip = s.history.len().saturating_sub(limit);
-            let publications = s
-                .history
-                .iter()
-                .skip(skip)
-                .map(|(_, p)| p.clone())
-                .collect();
+            let publications = s.history.iter().skip(skip).cloned().collect();
             Recovery {
                 top: s.position(),
                 publications,
-                recovered: skip == 0 && s.history.front().is_none_or(|(_, p)| p.offset == 1),
+                recovered: skip == 0 && s.history.front().is_none_or(|p| p.offset == 1),
             }
         });
         Box::pin(async move { result })

@@ -21,8 +21,8 @@
 //! hold more than the last step's channels, e.g.
 //! `RELAIS_CHANNEL_HISTORY=user=10/86400 RELAIS_MAX_CHANNELS=1100000`.
 
-use std::sync::{Arc, Mutex};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::{Context, Result, anyhow, bail};
@@ -312,7 +312,11 @@ async fn probe_round(
 
 async fn publish_one(conn: &mut HttpConn, key: &str, channel: &str, data: &str) -> Result<()> {
     let (status, bytes) = conn
-        .post_json("/api/v1/publish", Some(key), http::publish_body(channel, data))
+        .post_json(
+            "/api/v1/publish",
+            Some(key),
+            http::publish_body(channel, data),
+        )
         .await?;
     if !status.is_success() {
         bail!("publish: {status} {}", String::from_utf8_lossy(&bytes));
@@ -358,8 +362,7 @@ impl ProbeReader {
                     }
                     Ok(_) => continue,
                     Err(e) => {
-                        *task_error.lock().unwrap_or_else(|e| e.into_inner()) =
-                            Some(e.to_string());
+                        *task_error.lock().unwrap_or_else(|e| e.into_inner()) = Some(e.to_string());
                         return;
                     }
                 };
@@ -467,10 +470,9 @@ async fn open_all(connector: &Connector, count: usize) -> Result<Vec<Ws>> {
     let mut index = 1;
     while out.len() < count {
         let n = (count - out.len()).min(64);
-        let opened = futures_util::future::join_all(
-            (index..index + n).map(|i| connector.open(i, None)),
-        )
-        .await;
+        let opened =
+            futures_util::future::join_all((index..index + n).map(|i| connector.open(i, None)))
+                .await;
         index += n;
         for ws in opened {
             out.push(ws?);
