@@ -13,6 +13,7 @@
 //! control messages ([`control::ControlRouter`]) are injected when the
 //! application is built.
 
+mod coalesce;
 pub mod control;
 pub mod memory;
 pub mod nodes;
@@ -218,7 +219,7 @@ impl Control for Revocation {
     const TOPIC: &'static str = "revoke";
 }
 
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum BusError {
     #[error("too many channels on this node")]
     TooManyChannels,

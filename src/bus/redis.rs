@@ -45,6 +45,7 @@ use tokio_util::sync::CancellationToken;
 use super::{
     Broker, BusError, ControlMessage, ControlRouter, Delivery, HistoryPage, Position,
     PresenceEntry, Publication, Recovery,
+    coalesce::{Coalescer, Wanted},
     nodes::{MAX_NODES, NodeReport, NodeSummary, TenantSummary},
 };
 use crate::{
@@ -56,6 +57,11 @@ use crate::{
 pub const SHARDS: usize = 4;
 /// Longest wait for one Redis command.
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(2);
+/// History reads in flight to Redis from one node. They share the one
+/// multiplexed connection with publishes; past this, a read waits its turn
+/// here (up to [`COMMAND_TIMEOUT`]) instead of in Redis's output buffer,
+/// where every command behind it would wait too.
+const MAX_READS_IN_FLIGHT: usize = 32;
 /// Longest wait for Redis to confirm a pub/sub subscription.
 const READY_TIMEOUT: Duration = Duration::from_secs(3);
 /// Shortest lifetime of a channel's epoch and counter in Redis.
@@ -191,6 +197,9 @@ pub struct RedisBroker {
     presence_ttl: Duration,
     publish_script: Script,
     read_script: Script,
+    /// Concurrent recoveries of one channel share one history read.
+    recoveries: Coalescer<ChannelKey, Result<Arc<(Position, Vec<Arc<Publication>>)>, BusError>>,
+    reads_in_flight: tokio::sync::Semaphore,
     ready: AtomicBool,
 }
 
@@ -236,6 +245,8 @@ impl RedisBroker {
             presence_ttl,
             publish_script: Script::new(PUBLISH),
             read_script: Script::new(READ),
+            recoveries: Coalescer::default(),
+            reads_in_flight: tokio::sync::Semaphore::new(MAX_READS_IN_FLIGHT),
             ready: AtomicBool::new(false),
         });
         for index in 0..SHARDS {
@@ -351,6 +362,13 @@ impl RedisBroker {
     ) -> Result<(Position, Vec<Arc<Publication>>), BusError> {
         let base = self.key_base(channel);
         let mut conn = self.conn.clone();
+        let _permit = tokio::time::timeout(COMMAND_TIMEOUT, self.reads_in_flight.acquire())
+            .await
+            .map_err(|_| {
+                self.metrics.bus_errors.inc();
+                BusError::Unavailable("too many history reads waiting".into())
+            })?
+            .map_err(|_| BusError::Unavailable("shutting down".into()))?;
         let (epoch, top, entries): (String, u64, Vec<String>) = self
             .read_script
             .key(format!("{base}:epoch"))
@@ -522,7 +540,10 @@ impl RedisBroker {
             size: usize::MAX,
             ttl: Duration::from_secs(u64::MAX / 4),
         };
-        match self.recover(key, policy, Some(&last), 10_000).await {
+        let read = self.read(key, policy, last.offset + 1, 10_000).await;
+        let recovery =
+            read.map(|(top, publications)| self.recovery(key, top, Some(&last), publications));
+        match recovery {
             Ok(r) if r.recovered => {
                 for publication in &r.publications {
                     self.note_received(publication);
@@ -532,6 +553,45 @@ impl RedisBroker {
             _ => self
                 .delivery
                 .deliver(&Arc::new(Publication::resync(key.clone()))),
+        }
+    }
+
+    /// What a subscriber at `since` recovers, given the channel's position
+    /// and the publications read after `since` (oldest first).
+    fn recovery(
+        &self,
+        channel: &ChannelKey,
+        top: Position,
+        since: Option<&Position>,
+        publications: Vec<Arc<Publication>>,
+    ) -> Recovery {
+        self.received
+            .entry(channel.clone())
+            .or_insert_with(|| top.clone());
+        let fail = |top| Recovery {
+            top,
+            publications: Vec::new(),
+            recovered: false,
+        };
+        let Some(since) = since else {
+            return fail(top);
+        };
+        if since.epoch != top.epoch || since.offset > top.offset {
+            return fail(top);
+        }
+        let missed = top.offset - since.offset;
+        let complete = publications.len() as u64 == missed
+            && publications
+                .first()
+                .is_none_or(|p| p.offset == since.offset + 1)
+            && publications.last().is_none_or(|p| p.offset == top.offset);
+        if !complete {
+            return fail(top);
+        }
+        Recovery {
+            top,
+            publications,
+            recovered: true,
         }
     }
 
@@ -719,47 +779,33 @@ impl Broker for RedisBroker {
         limit: usize,
     ) -> BoxFuture<'a, Result<Recovery, BusError>> {
         Box::pin(async move {
-            let Some(since) = since else {
-                let (top, _) = self.read(channel, history, 0, 0).await?;
-                self.received
-                    .entry(channel.clone())
-                    .or_insert_with(|| top.clone());
-                return Ok(Recovery {
-                    top,
-                    publications: Vec::new(),
-                    recovered: false,
-                });
+            let wanted = match since {
+                None => Wanted { from: None, to: 0 },
+                Some(since) => Wanted {
+                    from: Some(since.offset + 1),
+                    to: since.offset + 1 + limit.max(1) as u64,
+                },
             };
-            let (top, publications) = self
-                .read(channel, history, since.offset + 1, limit.max(1))
-                .await?;
-            self.received
-                .entry(channel.clone())
-                .or_insert_with(|| top.clone());
-            let fail = |top| {
-                Ok(Recovery {
-                    top,
-                    publications: Vec::new(),
-                    recovered: false,
+            let read = self
+                .recoveries
+                .read(channel, wanted, |wanted| async move {
+                    let (from, count) = match wanted.from {
+                        None => (0, 0),
+                        Some(from) => (from, (wanted.to - from) as usize),
+                    };
+                    self.read(channel, history, from, count).await.map(Arc::new)
                 })
-            };
-            if since.epoch != top.epoch || since.offset > top.offset {
-                return fail(top);
-            }
-            let missed = top.offset - since.offset;
-            let complete = publications.len() as u64 == missed
-                && publications
-                    .first()
-                    .is_none_or(|p| p.offset == since.offset + 1)
-                && publications.last().is_none_or(|p| p.offset == top.offset);
-            if !complete {
-                return fail(top);
-            }
-            Ok(Recovery {
-                top,
-                publications,
-                recovered: true,
-            })
+                .await?;
+            let (top, publications) = &*read;
+            let mine = since.map(|since| {
+                publications
+                    .iter()
+                    .filter(|p| p.offset > since.offset)
+                    .take(limit.max(1))
+                    .cloned()
+                    .collect()
+            });
+            Ok(self.recovery(channel, top.clone(), since, mine.unwrap_or_default()))
         })
     }
 

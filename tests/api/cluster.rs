@@ -100,6 +100,53 @@ async fn a_client_losing_its_node_recovers_everything_on_another() {
     );
 }
 
+/// After a node restart every client recovers at once, from different
+/// positions; the node shares history reads between them, and each must
+/// still get exactly what it missed, then the live stream, each once.
+#[tokio::test]
+async fn clients_recovering_one_channel_at_once_each_get_exactly_what_they_missed() {
+    let a = first_node().await;
+    let b = a.spawn_peer().await;
+    let token = a.admin_token().await;
+    let key = a.api_key(&["publish"]).await;
+    let first = a.publish(&key, "broadcast", json!(1)).await;
+    for n in 2..=30 {
+        a.publish(&key, "broadcast", json!(n)).await;
+    }
+    let epoch = &first["epoch"];
+    let mut clients = Vec::new();
+    for _ in 0..20 {
+        clients.push(b.ws_connected(&token).await);
+    }
+    // Client i last saw offset i; all ask at the same moment.
+    let recovered =
+        futures_util::future::join_all(clients.iter_mut().enumerate().map(|(i, ws)| async move {
+            let reply = ws
+                .request(json!({"type": "subscribe", "channel": "broadcast",
+                    "recover": {"epoch": epoch, "offset": i}}))
+                .await;
+            assert_eq!(reply["recovered"], true, "client {i}: {reply}");
+            let missed = ws.publications(30 - i).await;
+            missed
+                .iter()
+                .map(|p| p["offset"].as_u64().unwrap())
+                .collect::<Vec<_>>()
+        }))
+        .await;
+    for (i, offsets) in recovered.iter().enumerate() {
+        assert_eq!(
+            *offsets,
+            (i as u64 + 1..=30).collect::<Vec<_>>(),
+            "client {i}"
+        );
+    }
+    a.publish(&key, "broadcast", json!(31)).await;
+    for (i, ws) in clients.iter_mut().enumerate() {
+        let live = ws.publications(1).await;
+        assert_eq!(live[0]["offset"], 31, "client {i}: {}", live[0]);
+    }
+}
+
 #[tokio::test]
 async fn a_revocation_on_one_node_closes_sockets_on_every_node() {
     let a = first_node().await;
