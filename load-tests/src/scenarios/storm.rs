@@ -942,11 +942,15 @@ struct StormResult {
     /// Server-initiated `unsubscribed` frames (the hub saw a gap on a live
     /// subscription); the client resubscribed with `recover`.
     resyncs: u64,
-    /// Clients whose last offset is the final offset after the drain.
+    /// Connected clients whose last offset is the final offset after the
+    /// drain, and those behind it.
     clients_complete: u64,
     clients_incomplete: u64,
-    /// Σ over clients still connected of (final − last offset).
+    /// Σ over the incomplete clients of (final − last offset).
     missing_at_end: u64,
+    /// Clients still trying to reconnect when the run ended (not in the
+    /// three figures above).
+    down_at_end: u64,
     drain_secs: f64,
     bad_frames: u64,
     hub_old_pid: Option<u32>,
@@ -1161,9 +1165,10 @@ pub async fn run(args: StormArgs) -> Result<Option<String>> {
     let published = publish_counters.published.load(Ordering::Relaxed);
     let final_offset = publish_counters.max_offset.load(Ordering::Relaxed);
 
-    // Drain: every client still connected should reach the final offset.
+    // Drain: every client connected should reach the final offset (those
+    // still reconnecting are counted apart).
     let drain_start = Instant::now();
-    let live = |i: usize| matches!(ctx.status[i].load(Ordering::Acquire), CONNECTED | DOWN);
+    let live = |i: usize| ctx.status[i].load(Ordering::Acquire) == CONNECTED;
     while drain_start.elapsed() < secs(args.drain_secs) {
         let behind = (0..args.clients)
             .any(|i| live(i) && ctx.last_offsets[i].load(Ordering::Relaxed) < final_offset);
@@ -1186,6 +1191,7 @@ pub async fn run(args: StormArgs) -> Result<Option<String>> {
             missing += final_offset - last;
         }
     }
+    let down_at_end = count(DOWN);
     let hub_rss_end_kib = server_rss(Some(hub_pid));
     let generator_rss_kib = stats::rss_kib(self_pid).ok();
 
@@ -1271,6 +1277,7 @@ pub async fn run(args: StormArgs) -> Result<Option<String>> {
         clients_complete: complete,
         clients_incomplete: incomplete,
         missing_at_end: missing,
+        down_at_end,
         drain_secs: round3(drain_secs),
         bad_frames: load(&c.bad_frames),
         hub_old_pid,
