@@ -64,6 +64,8 @@ start_node() {
         RELAIS_LOG="${RELAIS_LOG:-warn}" \
         "$STORM_SERVER_BIN" serve >>"$STORM_LOG_DIR/node$name.log" 2>&1 </dev/null &
     echo "$!" >"$STORM_WORK_DIR/node$name.pid"
+    # Not a job of this shell: no "Killed" notice when the hook kills it.
+    disown "$!" 2>/dev/null || true
 }
 
 # alive PID: the process exists and is not a zombie.
@@ -114,11 +116,22 @@ if [[ "${1:-}" == __restart ]]; then
     if [[ "$pause" != 0 ]]; then
         sleep "$pause"
     fi
-    start_node A "$STORM_PORT_A"
-    new=$(cat "$STORM_WORK_DIR/nodeA.pid")
-    wait_ready A "http://127.0.0.1:$STORM_PORT_A" "$new"
-    echo "$new"
-    exit 0
+    # After SIGKILL the dead node's sockets linger in FIN_WAIT for a while
+    # and the port cannot be bound yet (SO_REUSEADDR only covers
+    # TIME_WAIT): start again, as a supervisor would, for up to 30 s.
+    for attempt in $(seq 1 150); do
+        start_node A "$STORM_PORT_A"
+        new=$(cat "$STORM_WORK_DIR/nodeA.pid")
+        if wait_ready A "http://127.0.0.1:$STORM_PORT_A" "$new"; then
+            echo "$new"
+            exit 0
+        fi
+        alive "$new" && exit 1
+        tail -n 1 "$STORM_LOG_DIR/nodeA.log" | grep -q 'Address already in use' || exit 1
+        echo "restart: port $STORM_PORT_A still in use (attempt $attempt); retrying" >&2
+        sleep 0.2
+    done
+    exit 1
 fi
 
 # --- setup --------------------------------------------------------------------
