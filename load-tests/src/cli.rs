@@ -46,6 +46,10 @@ pub enum Command {
     /// How memory and publish latency grow with the channels the hub holds
     /// (1 to 1,000,000 with history), and memory per subscription.
     Channels(ChannelsArgs),
+    /// Reconnection storm: clients on node A reconnect with `recover` after
+    /// A restarts while publishing goes on through node B; time until all
+    /// are back, hub CPU, and no publication lost or duplicated.
+    Storm(crate::scenarios::storm::StormArgs),
     /// Prints an access token for one seeded user (for curl and debugging).
     Mint(MintArgs),
 }
@@ -64,6 +68,7 @@ impl Command {
             Command::Chat(_) => "chat",
             Command::Assistant(_) => "assistant",
             Command::Channels(_) => "channels",
+            Command::Storm(_) => "storm",
             Command::Mint(_) => "mint",
         }
     }
@@ -82,6 +87,7 @@ impl Command {
             | Command::Chat(_)
             | Command::Assistant(_)
             | Command::Channels(_)
+            | Command::Storm(_)
             | Command::Mint(_) => false,
         }
     }

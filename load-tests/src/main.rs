@@ -49,6 +49,7 @@ async fn main() -> ExitCode {
         Command::Chat(args) => scenarios::chat::run(args).await,
         Command::Assistant(args) => scenarios::assistant::run(args).await,
         Command::Channels(args) => scenarios::channels::run(args).await,
+        Command::Storm(args) => scenarios::storm::run(args).await,
         Command::Mint(args) => mint_command(&args),
     };
     match outcome {

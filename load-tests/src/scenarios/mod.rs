@@ -14,6 +14,7 @@ mod paced;
 pub mod planning;
 pub mod publish;
 pub mod queue_counts;
+pub mod storm;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
