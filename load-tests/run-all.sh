@@ -69,6 +69,8 @@ cases=(
     "queue-counts|env RELAIS_QUEUE_COUNTS_WINDOW_MS=50 load-tests/run-bench.sh queue-counts --consoles 1000 --rate 500 --duration-secs 20 --window-ms 50"
     "chat|load-tests/run-bench.sh chat --rooms 200 --members 10 --users 200 --rate 500 --duration-secs 20"
     "chat-cluster|env BENCH_SCENARIO=chat load-tests/run-cluster-bench.sh --rooms 200 --members 10 --users 200 --rate 500 --duration-secs 20"
+    "channels|env RELAIS_CHANNEL_HISTORY=user=10/86400 RELAIS_MAX_CHANNELS=1100000 load-tests/run-bench.sh channels --subscribers 5000"
+    "storm|load-tests/run-storm-bench.sh --clients 19000 --storm-timeout-secs 60"
     "assistant|env RELAIS_ASSISTANT_MAX_STREAMS_PER_USER=500 RELAIS_ASSISTANT_MAX_STREAMS_PER_TENANT=500 load-tests/run-bench.sh assistant --streams 500 --tokens 500 --tokens-per-sec 50"
 )
 
