@@ -527,14 +527,20 @@ impl Session {
                     }
                     // Never deliver past a gap silently. The client
                     // resubscribes with its last position and recovers.
+                    // Boxed: a gap is rare, and inline its future would
+                    // enlarge this one, which a WebSocket task keeps for
+                    // the connection's whole life.
                     let channel = publication.channel.clone();
-                    self.leave(&channel).await;
-                    let reply = Reply::Unsubscribed {
+                    Box::pin(self.leave(&channel)).await;
+                    // The reply is built in a statement of its own, so that
+                    // it is not kept in this future across the write.
+                    let frame = Reply::Unsubscribed {
                         id: None,
                         channel: channel.name().as_str(),
                         reason: Some("insufficient_state"),
-                    };
-                    out.feed(reply.to_json().into(), FrameKind::Unsubscribed, &self.subs)
+                    }
+                    .to_json();
+                    out.feed(frame.into(), FrameKind::Unsubscribed, &self.subs)
                         .await?;
                 }
             }
