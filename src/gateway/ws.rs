@@ -291,19 +291,50 @@ const CLOSE_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
 /// together (write coalescing).
 struct WsFrames<'a>(&'a mut WebSocket);
 
+///
+/// Plain functions rather than `async fn`s: an `async fn` would keep its
+/// arguments (the frame) beside the sink's own future, and the largest of
+/// these futures is part of every connection's task.
 impl Frames for WsFrames<'_> {
-    async fn feed(
+    fn feed(
         &mut self,
         frame: Utf8Bytes,
         _kind: FrameKind,
         _subs: &Subscriptions,
-    ) -> Result<(), Closed> {
-        self.0.feed(Message::Text(frame)).await.map_err(|_| Closed)
+    ) -> impl Future<Output = Result<(), Closed>> + Send {
+        self.0
+            .feed(Message::Text(frame))
+            .map(|sent| sent.map_err(|_| Closed))
     }
 
-    async fn flush(&mut self) -> Result<(), Closed> {
-        self.0.flush().await.map_err(|_| Closed)
+    fn flush(&mut self) -> impl Future<Output = Result<(), Closed>> + Send {
+        self.0.flush().map(|flushed| flushed.map_err(|_| Closed))
     }
+}
+
+/// Handles a frame from the client other than a ping or pong. `Err` ends
+/// the connection, with the close to send, if any.
+async fn received(
+    session: &mut Session,
+    socket: &mut WebSocket,
+    msg: Message,
+) -> Result<(), Option<CloseReason>> {
+    let flow = match msg {
+        Message::Text(text) => session.handle_text(&text, &mut WsFrames(socket)).await,
+        Message::Binary(_) => {
+            let error = CommandError::new(
+                codes::UNSUPPORTED_FRAME,
+                "binary frames are not supported; send JSON text",
+            );
+            session.refuse(&mut WsFrames(socket), None, error).await
+        }
+        Message::Ping(_) | Message::Pong(_) => Ok(()),
+        Message::Close(_) => {
+            answer_close(socket).await;
+            return Err(None);
+        }
+    };
+    flow.map_err(Some)
 }
 
 /// Runs the session over the socket until the connection ends; returns the
@@ -332,30 +363,33 @@ async fn serve(session: &mut Session, gw: &Gateway, socket: &mut WebSocket) -> O
             _ = outbox.wait(), if read_first => Event::Outbox,
         };
         match event {
-            Event::Outbox => match session.outbox().drain() {
-                Drained::Close(reason) => return Some(reason),
-                Drained::Items(items) => {
-                    let mut frames = WsFrames(socket);
-                    let mut written = std::pin::pin!(session.write_batch(&mut frames, items));
-                    // Most batches fit the socket's send buffer and finish
-                    // at the first poll: only a write that has to wait
-                    // arms the write timeout (a timer per delivery costs a
-                    // timer-wheel entry and its removal). Polling again
-                    // under the real waker re-registers the socket's
-                    // readiness, so no wake-up is lost. The timer is boxed:
-                    // inline it would enlarge every idle connection's task,
-                    // and this path already pays for a timer registration.
-                    let outcome = match written.as_mut().now_or_never() {
-                        Some(done) => Ok(done),
-                        None => Box::pin(timeout(limits.write_timeout, written)).await,
-                    };
-                    match outcome {
-                        Ok(Ok(())) => {}
-                        Ok(Err(_)) => return None,
-                        Err(_) => return Some(CloseReason::WriteTimeout),
-                    }
+            Event::Outbox => {
+                // A statement of its own: the drained value is then not
+                // kept in the task across the write.
+                let items = match session.outbox().drain() {
+                    Drained::Close(reason) => return Some(reason),
+                    Drained::Items(items) => items,
+                };
+                let mut frames = WsFrames(socket);
+                let mut written = std::pin::pin!(session.write_batch(&mut frames, items));
+                // Most batches fit the socket's send buffer and finish
+                // at the first poll: only a write that has to wait
+                // arms the write timeout (a timer per delivery costs a
+                // timer-wheel entry and its removal). Polling again
+                // under the real waker re-registers the socket's
+                // readiness, so no wake-up is lost. The timer is boxed:
+                // inline it would enlarge every idle connection's task,
+                // and this path already pays for a timer registration.
+                let outcome = match written.as_mut().now_or_never() {
+                    Some(done) => Ok(done),
+                    None => Box::pin(timeout(limits.write_timeout, written)).await,
+                };
+                match outcome {
+                    Ok(Ok(())) => {}
+                    Ok(Err(_)) => return None,
+                    Err(_) => return Some(CloseReason::WriteTimeout),
                 }
-            },
+            }
             Event::Received(msg) => {
                 last_seen = Instant::now();
                 let msg = match msg {
@@ -363,25 +397,14 @@ async fn serve(session: &mut Session, gw: &Gateway, socket: &mut WebSocket) -> O
                     Some(Err(e)) => return read_error_reason(&e),
                     Some(Ok(msg)) => msg,
                 };
-                let flow = match msg {
-                    Message::Text(text) => {
-                        Box::pin(session.handle_text(&text, &mut WsFrames(socket))).await
-                    }
-                    Message::Binary(_) => {
-                        let error = CommandError::new(
-                            codes::UNSUPPORTED_FRAME,
-                            "binary frames are not supported; send JSON text",
-                        );
-                        Box::pin(session.refuse(&mut WsFrames(socket), None, error)).await
-                    }
-                    Message::Ping(_) | Message::Pong(_) => Ok(()),
-                    Message::Close(_) => {
-                        Box::pin(answer_close(socket)).await;
-                        return None;
-                    }
-                };
-                if let Err(reason) = flow {
-                    return Some(reason);
+                // Pings and pongs need nothing (tungstenite answers pings);
+                // anything else is handled in one boxed future, as a
+                // command's handling was before.
+                if matches!(msg, Message::Ping(_) | Message::Pong(_)) {
+                    continue;
+                }
+                if let Err(end) = Box::pin(received(session, socket, msg)).await {
+                    return end;
                 }
             }
             Event::Tick => {

@@ -531,17 +531,7 @@ impl Session {
                     // enlarge this one, which a WebSocket task keeps for
                     // the connection's whole life.
                     let channel = publication.channel.clone();
-                    Box::pin(self.leave(&channel)).await;
-                    // The reply is built in a statement of its own, so that
-                    // it is not kept in this future across the write.
-                    let frame = Reply::Unsubscribed {
-                        id: None,
-                        channel: channel.name().as_str(),
-                        reason: Some("insufficient_state"),
-                    }
-                    .to_json();
-                    out.feed(frame.into(), FrameKind::Unsubscribed, &self.subs)
-                        .await?;
+                    Box::pin(self.drop_on_gap(out, channel)).await?;
                 }
             }
         }
@@ -550,6 +540,23 @@ impl Session {
             self.gw.metrics.delivery_latency.observe(oldest.elapsed());
         }
         Ok(())
+    }
+
+    /// Leaves `channel` after a gap and tells the client (`unsubscribed`,
+    /// `insufficient_state`).
+    async fn drop_on_gap(
+        &mut self,
+        out: &mut impl Frames,
+        channel: ChannelKey,
+    ) -> Result<(), Closed> {
+        self.leave(&channel).await;
+        let reply = Reply::Unsubscribed {
+            id: None,
+            channel: channel.name().as_str(),
+            reason: Some("insufficient_state"),
+        };
+        out.feed(reply.to_json().into(), FrameKind::Unsubscribed, &self.subs)
+            .await
     }
 
     /// Whether `publication` is next for its subscription; advances it.
