@@ -4,8 +4,11 @@
 //! the socket (commands, handed to the [`Session`]), the outbox
 //! (publications and close requests) and a heartbeat tick (pings, idle and
 //! token-expiry checks). A single task keeps an idle connection's memory
-//! small; large command futures are boxed so they do not inflate the
-//! resting state.
+//! small. The task's future is as large as its largest await point, and it
+//! is allocated at that size for the connection's whole life, idle or not:
+//! so everything awaited once (authentication, the closing steps) or rarely
+//! (commands, error replies, a write that has to wait) is boxed, and only
+//! the loop's resting state and the common write stay inline.
 
 use std::{sync::Arc, time::Instant};
 
@@ -76,61 +79,78 @@ pub async fn upgrade(
         .on_upgrade(move |socket| tasks.track_future(run(socket, gw, permit)))
 }
 
-async fn run(mut socket: WebSocket, gw: Arc<Gateway>, _permit: OwnedSemaphorePermit) {
-    let (principal, connect_id) = match Box::pin(authenticate(&mut socket, &gw)).await {
-        Ok(authenticated) => authenticated,
-        Err(reason) => {
-            if let Some(reason) = reason {
-                if matches!(
-                    reason,
-                    CloseReason::AuthenticationFailed
-                        | CloseReason::TokenExpired
-                        | CloseReason::SessionRevoked
-                ) {
-                    gw.metrics.auth_failures.inc();
+/// The connection task. A plain function returning an `async move` block
+/// rather than an `async fn`: an `async fn` moves its arguments into locals,
+/// and a future keeps both copies, which for the socket would be one more
+/// socket's worth of memory in every connection's task.
+#[allow(clippy::manual_async_fn)]
+fn run(
+    mut socket: WebSocket,
+    gw: Arc<Gateway>,
+    permit: OwnedSemaphorePermit,
+) -> impl Future<Output = ()> + Send {
+    async move {
+        let _permit = permit;
+        let (principal, connect_id) = match Box::pin(authenticate(&mut socket, &gw)).await {
+            Ok(authenticated) => authenticated,
+            Err(reason) => {
+                if let Some(reason) = reason {
+                    if matches!(
+                        reason,
+                        CloseReason::AuthenticationFailed
+                            | CloseReason::TokenExpired
+                            | CloseReason::SessionRevoked
+                    ) {
+                        gw.metrics.auth_failures.inc();
+                    }
+                    Box::pin(close(&mut socket, reason)).await;
                 }
-                close(&mut socket, reason).await;
+                return;
             }
-            return;
-        }
-    };
-    let mut session = Session::open(
-        gw.clone(),
-        principal,
-        super::hub::Transport::WebSocket,
-        OnGap::Unsubscribe,
-    );
-    let span = tracing::info_span!(
-        "ws",
-        conn = session.id,
-        tenant = %session.principal().tenant,
-        user = %session.principal().user
-    );
-    async {
-        tracing::debug!("connected");
-        let principal = session.principal();
-        let connected = Reply::Connected {
-            id: connect_id,
-            protocol: PROTOCOL_VERSION,
-            client: session.id.to_string(),
-            tenant: principal.tenant.as_str(),
-            user: principal.user.as_str(),
-            expires_at: principal.expires_at,
-            expires_in: principal.expires_at.saturating_sub(unix_secs()),
-            ping_interval: gw.limits.ping_interval.as_secs(),
         };
-        let reason = match socket.send(Message::Text(connected.to_json().into())).await {
-            Ok(()) => serve(&mut session, &gw, &mut socket).await,
-            Err(_) => None,
-        };
-        session.close().await;
-        if let Some(reason) = reason {
-            tracing::debug!(code = reason.code(), "closing: {}", reason.text());
-            close(&mut socket, reason).await;
+        let mut session = Session::open(
+            gw.clone(),
+            principal,
+            super::hub::Transport::WebSocket,
+            OnGap::Unsubscribe,
+        );
+        let span = tracing::info_span!(
+            "ws",
+            conn = session.id,
+            tenant = %session.principal().tenant,
+            user = %session.principal().user
+        );
+        async {
+            tracing::debug!("connected");
+            // In a block of its own: a reply still in scope at an await would
+            // be kept in the task for the connection's whole life.
+            let connected = {
+                let principal = session.principal();
+                Reply::Connected {
+                    id: connect_id,
+                    protocol: PROTOCOL_VERSION,
+                    client: session.id.to_string(),
+                    tenant: principal.tenant.as_str(),
+                    user: principal.user.as_str(),
+                    expires_at: principal.expires_at,
+                    expires_in: principal.expires_at.saturating_sub(unix_secs()),
+                    ping_interval: gw.limits.ping_interval.as_secs(),
+                }
+                .to_json()
+            };
+            let reason = match socket.send(Message::Text(connected.into())).await {
+                Ok(()) => serve(&mut session, &gw, &mut socket).await,
+                Err(_) => None,
+            };
+            Box::pin(session.close()).await;
+            if let Some(reason) = reason {
+                tracing::debug!(code = reason.code(), "closing: {}", reason.text());
+                Box::pin(close(&mut socket, reason)).await;
+            }
         }
+        .instrument(span)
+        .await
     }
-    .instrument(span)
-    .await
 }
 
 /// Waits for the `connect` frame; returns who connected and the command id.
@@ -271,19 +291,50 @@ const CLOSE_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
 /// together (write coalescing).
 struct WsFrames<'a>(&'a mut WebSocket);
 
+///
+/// Plain functions rather than `async fn`s: an `async fn` would keep its
+/// arguments (the frame) beside the sink's own future, and the largest of
+/// these futures is part of every connection's task.
 impl Frames for WsFrames<'_> {
-    async fn feed(
+    fn feed(
         &mut self,
         frame: Utf8Bytes,
         _kind: FrameKind,
         _subs: &Subscriptions,
-    ) -> Result<(), Closed> {
-        self.0.feed(Message::Text(frame)).await.map_err(|_| Closed)
+    ) -> impl Future<Output = Result<(), Closed>> + Send {
+        self.0
+            .feed(Message::Text(frame))
+            .map(|sent| sent.map_err(|_| Closed))
     }
 
-    async fn flush(&mut self) -> Result<(), Closed> {
-        self.0.flush().await.map_err(|_| Closed)
+    fn flush(&mut self) -> impl Future<Output = Result<(), Closed>> + Send {
+        self.0.flush().map(|flushed| flushed.map_err(|_| Closed))
     }
+}
+
+/// Handles a frame from the client other than a ping or pong. `Err` ends
+/// the connection, with the close to send, if any.
+async fn received(
+    session: &mut Session,
+    socket: &mut WebSocket,
+    msg: Message,
+) -> Result<(), Option<CloseReason>> {
+    let flow = match msg {
+        Message::Text(text) => session.handle_text(&text, &mut WsFrames(socket)).await,
+        Message::Binary(_) => {
+            let error = CommandError::new(
+                codes::UNSUPPORTED_FRAME,
+                "binary frames are not supported; send JSON text",
+            );
+            session.refuse(&mut WsFrames(socket), None, error).await
+        }
+        Message::Ping(_) | Message::Pong(_) => Ok(()),
+        Message::Close(_) => {
+            answer_close(socket).await;
+            return Err(None);
+        }
+    };
+    flow.map_err(Some)
 }
 
 /// Runs the session over the socket until the connection ends; returns the
@@ -312,28 +363,33 @@ async fn serve(session: &mut Session, gw: &Gateway, socket: &mut WebSocket) -> O
             _ = outbox.wait(), if read_first => Event::Outbox,
         };
         match event {
-            Event::Outbox => match session.outbox().drain() {
-                Drained::Close(reason) => return Some(reason),
-                Drained::Items(items) => {
-                    let mut frames = WsFrames(socket);
-                    let mut written = std::pin::pin!(session.write_batch(&mut frames, items));
-                    // Most batches fit the socket's send buffer and finish
-                    // at the first poll: only a write that has to wait
-                    // arms the write timeout (a timer per delivery costs a
-                    // timer-wheel entry and its removal). Polling again
-                    // under the real waker re-registers the socket's
-                    // readiness, so no wake-up is lost.
-                    let outcome = match written.as_mut().now_or_never() {
-                        Some(done) => Ok(done),
-                        None => timeout(limits.write_timeout, written).await,
-                    };
-                    match outcome {
-                        Ok(Ok(())) => {}
-                        Ok(Err(_)) => return None,
-                        Err(_) => return Some(CloseReason::WriteTimeout),
-                    }
+            Event::Outbox => {
+                // A statement of its own: the drained value is then not
+                // kept in the task across the write.
+                let items = match session.outbox().drain() {
+                    Drained::Close(reason) => return Some(reason),
+                    Drained::Items(items) => items,
+                };
+                let mut frames = WsFrames(socket);
+                let mut written = std::pin::pin!(session.write_batch(&mut frames, items));
+                // Most batches fit the socket's send buffer and finish
+                // at the first poll: only a write that has to wait
+                // arms the write timeout (a timer per delivery costs a
+                // timer-wheel entry and its removal). Polling again
+                // under the real waker re-registers the socket's
+                // readiness, so no wake-up is lost. The timer is boxed:
+                // inline it would enlarge every idle connection's task,
+                // and this path already pays for a timer registration.
+                let outcome = match written.as_mut().now_or_never() {
+                    Some(done) => Ok(done),
+                    None => Box::pin(timeout(limits.write_timeout, written)).await,
+                };
+                match outcome {
+                    Ok(Ok(())) => {}
+                    Ok(Err(_)) => return None,
+                    Err(_) => return Some(CloseReason::WriteTimeout),
                 }
-            },
+            }
             Event::Received(msg) => {
                 last_seen = Instant::now();
                 let msg = match msg {
@@ -341,25 +397,14 @@ async fn serve(session: &mut Session, gw: &Gateway, socket: &mut WebSocket) -> O
                     Some(Err(e)) => return read_error_reason(&e),
                     Some(Ok(msg)) => msg,
                 };
-                let flow = match msg {
-                    Message::Text(text) => {
-                        Box::pin(session.handle_text(&text, &mut WsFrames(socket))).await
-                    }
-                    Message::Binary(_) => {
-                        let error = CommandError::new(
-                            codes::UNSUPPORTED_FRAME,
-                            "binary frames are not supported; send JSON text",
-                        );
-                        session.refuse(&mut WsFrames(socket), None, error).await
-                    }
-                    Message::Ping(_) | Message::Pong(_) => Ok(()),
-                    Message::Close(_) => {
-                        answer_close(socket).await;
-                        return None;
-                    }
-                };
-                if let Err(reason) = flow {
-                    return Some(reason);
+                // Pings and pongs need nothing (tungstenite answers pings);
+                // anything else is handled in one boxed future, as a
+                // command's handling was before.
+                if matches!(msg, Message::Ping(_) | Message::Pong(_)) {
+                    continue;
+                }
+                if let Err(end) = Box::pin(received(session, socket, msg)).await {
+                    return end;
                 }
             }
             Event::Tick => {

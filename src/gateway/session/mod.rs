@@ -527,15 +527,11 @@ impl Session {
                     }
                     // Never deliver past a gap silently. The client
                     // resubscribes with its last position and recovers.
+                    // Boxed: a gap is rare, and inline its future would
+                    // enlarge this one, which a WebSocket task keeps for
+                    // the connection's whole life.
                     let channel = publication.channel.clone();
-                    self.leave(&channel).await;
-                    let reply = Reply::Unsubscribed {
-                        id: None,
-                        channel: channel.name().as_str(),
-                        reason: Some("insufficient_state"),
-                    };
-                    out.feed(reply.to_json().into(), FrameKind::Unsubscribed, &self.subs)
-                        .await?;
+                    Box::pin(self.drop_on_gap(out, channel)).await?;
                 }
             }
         }
@@ -544,6 +540,23 @@ impl Session {
             self.gw.metrics.delivery_latency.observe(oldest.elapsed());
         }
         Ok(())
+    }
+
+    /// Leaves `channel` after a gap and tells the client (`unsubscribed`,
+    /// `insufficient_state`).
+    async fn drop_on_gap(
+        &mut self,
+        out: &mut impl Frames,
+        channel: ChannelKey,
+    ) -> Result<(), Closed> {
+        self.leave(&channel).await;
+        let reply = Reply::Unsubscribed {
+            id: None,
+            channel: channel.name().as_str(),
+            reason: Some("insufficient_state"),
+        };
+        out.feed(reply.to_json().into(), FrameKind::Unsubscribed, &self.subs)
+            .await
     }
 
     /// Whether `publication` is next for its subscription; advances it.
