@@ -45,6 +45,16 @@ use crate::{
 /// grows for the rare large one.
 const READ_BUFFER: usize = 1024;
 
+/// Bytes a connection gathers before writing them to its socket. A batch
+/// is written when it is complete anyway (one flush per batch); this bounds
+/// what a large one (a recovery replay, a burst after a stall) leaves
+/// behind, since the buffer keeps its capacity for the connection's life.
+/// With tungstenite's default of 128 KiB, a node whose 19,000 clients had
+/// just recovered after its restart held 492 MB, against 151 MB before the
+/// restart; at 8 KiB 303 MB, at 4 KiB 234 MB (against 117 MB). Up to about
+/// a dozen frames still go out in one system call.
+const WRITE_BUFFER: usize = 4 * 1024;
+
 /// Every this many turns of a connection's loop, reading the socket and the
 /// heartbeat take precedence over writing the outbox.
 const READ_FIRST_EVERY: u32 = 8;
@@ -74,6 +84,7 @@ pub async fn upgrade(
     let limit = gw.limits.max_message_bytes;
     let tasks = gw.tasks.clone();
     ws.read_buffer_size(READ_BUFFER)
+        .write_buffer_size(WRITE_BUFFER)
         .max_message_size(limit)
         .max_frame_size(limit)
         .on_upgrade(move |socket| tasks.track_future(run(socket, gw, permit)))
@@ -291,7 +302,6 @@ const CLOSE_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
 /// together (write coalescing).
 struct WsFrames<'a>(&'a mut WebSocket);
 
-///
 /// Plain functions rather than `async fn`s: an `async fn` would keep its
 /// arguments (the frame) beside the sink's own future, and the largest of
 /// these futures is part of every connection's task.
