@@ -176,6 +176,9 @@ impl Shard {
     }
 }
 
+/// A channel's position and publications read from it, oldest first.
+type HistoryRead = (Position, Vec<Arc<Publication>>);
+
 pub struct RedisBroker {
     client: redis::Client,
     conn: ConnectionManager,
@@ -198,7 +201,7 @@ pub struct RedisBroker {
     publish_script: Script,
     read_script: Script,
     /// Concurrent recoveries of one channel share one history read.
-    recoveries: Coalescer<ChannelKey, Result<Arc<(Position, Vec<Arc<Publication>>)>, BusError>>,
+    recoveries: Coalescer<ChannelKey, Result<Arc<HistoryRead>, BusError>>,
     reads_in_flight: tokio::sync::Semaphore,
     ready: AtomicBool,
 }
