@@ -18,3 +18,26 @@ free_port() {
     echo "no free port found" >&2
     return 1
 }
+
+# N random bytes as hex (Redis key prefixes, secrets of a throw-away run).
+random_hex() { od -An -N"$1" -tx1 /dev/urandom | tr -d ' \n'; }
+
+# show_node_logs DIR NAME...: the last lines of DIR/nodeNAME.log of each
+# node, for a run that failed.
+show_node_logs() {
+    local dir=$1 name
+    shift
+    for name in "$@"; do
+        if [[ -s "$dir/node$name.log" ]]; then
+            echo "--- last lines of node $name's log ($dir/node$name.log) ---" >&2
+            tail -n 30 "$dir/node$name.log" >&2 || true
+        fi
+    done
+}
+
+# delete_redis_keys URL PREFIX: removes a run's keys (after its nodes are
+# gone, so nothing recreates them behind us).
+delete_redis_keys() {
+    redis-cli -u "$1" --scan --pattern "$2:*" 2>/dev/null |
+        xargs -r redis-cli -u "$1" del >/dev/null 2>&1 || true
+}

@@ -89,7 +89,8 @@ fi
 
 email=admin@example.com
 password='load-test-Password-1234'
-random_hex() { od -An -N"$1" -tx1 /dev/urandom | tr -d ' \n'; }
+# shellcheck source=load-tests/bench-lib.sh
+source "$repo_root/load-tests/bench-lib.sh"
 prefix="bench-$(random_hex 6)"
 jwt_secret="bench-jwt-$(random_hex 24)"
 
@@ -125,25 +126,14 @@ cleanup() {
         stop_node "$pid"
     done
     if [[ $status -ne 0 ]]; then
-        local n
-        for n in 1 2; do
-            if [[ -s "$log_dir/node$n.log" ]]; then
-                echo "--- last lines of node $n's log ($log_dir/node$n.log) ---" >&2
-                tail -n 30 "$log_dir/node$n.log" >&2 || true
-            fi
-        done
+        show_node_logs "$log_dir" 1 2
     fi
-    # After the nodes are gone, so nothing recreates keys behind us.
-    redis-cli -u "$redis_url" --scan --pattern "$prefix:*" 2>/dev/null |
-        xargs -r redis-cli -u "$redis_url" del >/dev/null 2>&1 || true
+    delete_redis_keys "$redis_url" "$prefix"
     rm -rf "$work_dir"
     exit "$status"
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
-
-# shellcheck source=load-tests/bench-lib.sh
-source "$repo_root/load-tests/bench-lib.sh"
 
 port1=$(free_port)
 port2=$(free_port)

@@ -174,7 +174,9 @@ if [[ "${SKIP_BUILD:-0}" != 1 ]]; then
 fi
 server_bin=$(cd "$(dirname "$server_bin")" && pwd)/$(basename "$server_bin")
 
-random_hex() { od -An -N"$1" -tx1 /dev/urandom | tr -d ' \n'; }
+# shellcheck source=load-tests/bench-lib.sh
+source "$repo_root/load-tests/bench-lib.sh"
+
 work_dir=$(mktemp -d "${TMPDIR:-/tmp}/relais-storm-bench.XXXXXX")
 log_dir=${BENCH_SERVER_LOG_DIR:-$work_dir}
 mkdir -p "$log_dir"
@@ -215,24 +217,14 @@ cleanup() {
         [[ -n "$pid" ]] && stop_node "$pid"
     done
     if [[ $status -ne 0 ]]; then
-        for name in A B; do
-            if [[ -s "$log_dir/node$name.log" ]]; then
-                echo "--- last lines of node $name's log ($log_dir/node$name.log) ---" >&2
-                tail -n 30 "$log_dir/node$name.log" >&2 || true
-            fi
-        done
+        show_node_logs "$log_dir" A B
     fi
-    # After the nodes are gone, so nothing recreates keys behind us.
-    redis-cli -u "$redis_url" --scan --pattern "$STORM_PREFIX:*" 2>/dev/null |
-        xargs -r redis-cli -u "$redis_url" del >/dev/null 2>&1 || true
+    delete_redis_keys "$redis_url" "$STORM_PREFIX"
     rm -rf "$work_dir"
     exit "$status"
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
-
-# shellcheck source=load-tests/bench-lib.sh
-source "$repo_root/load-tests/bench-lib.sh"
 
 port_a=$(free_port)
 port_b=$(free_port)

@@ -129,7 +129,18 @@ impl<K: Hash + Eq + Clone, T: Clone> Coalescer<K, T> {
 mod tests {
     use std::sync::atomic::{AtomicUsize, Ordering};
 
+    use tokio::{sync::oneshot, task::JoinHandle};
+
     use super::*;
+
+    type Reads = Arc<Coalescer<&'static str, Wanted>>;
+
+    fn want(from: u64, to: u64) -> Wanted {
+        Wanted {
+            from: Some(from),
+            to,
+        }
+    }
 
     /// Lets every spawned task run until it waits (the test runtime has one
     /// thread, so this orders the callers without timing).
@@ -139,55 +150,56 @@ mod tests {
         }
     }
 
-    fn want(from: u64, to: u64) -> Wanted {
-        Wanted {
-            from: Some(from),
-            to,
-        }
+    /// A caller whose read counts itself in `reads` and answers what its
+    /// batch wanted.
+    fn caller(coalescer: &Reads, reads: &Arc<AtomicUsize>, wanted: Wanted) -> JoinHandle<Wanted> {
+        let (coalescer, reads) = (coalescer.clone(), reads.clone());
+        tokio::spawn(async move {
+            coalescer
+                .read(&"ch", wanted, |w| async move {
+                    reads.fetch_add(1, Ordering::SeqCst);
+                    w
+                })
+                .await
+        })
+    }
+
+    /// A first caller whose read is under way until `release` is sent.
+    async fn read_under_way(coalescer: &Reads) -> (JoinHandle<Wanted>, oneshot::Sender<()>) {
+        let (release, released) = oneshot::channel::<()>();
+        let coalescer = coalescer.clone();
+        let first = tokio::spawn(async move {
+            coalescer
+                .read(&"ch", want(10, 20), |w| async move {
+                    let _ = released.await;
+                    w
+                })
+                .await
+        });
+        settle().await;
+        (first, release)
     }
 
     #[tokio::test]
     async fn callers_waiting_behind_a_read_share_the_next_one() {
-        let coalescer = Arc::new(Coalescer::<&str, Wanted>::default());
+        let coalescer = Reads::default();
         let reads = Arc::new(AtomicUsize::new(0));
-        let (release, released) = tokio::sync::oneshot::channel::<()>();
-        // The first caller's read blocks until released.
-        let first = {
-            let (coalescer, reads) = (coalescer.clone(), reads.clone());
-            tokio::spawn(async move {
-                coalescer
-                    .read(&"ch", want(10, 20), |w| async move {
-                        reads.fetch_add(1, Ordering::SeqCst);
-                        let _ = released.await;
-                        w
-                    })
-                    .await
-            })
-        };
+        let (first, release) = read_under_way(&coalescer).await;
+        // Three arrive while it reads: they must not share it (it started
+        // before they asked), but share one read after it.
+        let later: Vec<_> = [(5, 8), (12, 30), (7, 9)]
+            .into_iter()
+            .map(|(from, to)| caller(&coalescer, &reads, want(from, to)))
+            .collect();
         settle().await;
-        // Three more arrive while it reads: they must not share it (it
-        // started before they asked), but share one read after it.
-        let mut later = Vec::new();
-        for (from, to) in [(5, 8), (12, 30), (7, 9)] {
-            let (coalescer, reads) = (coalescer.clone(), reads.clone());
-            later.push(tokio::spawn(async move {
-                coalescer
-                    .read(&"ch", want(from, to), |w| async move {
-                        reads.fetch_add(1, Ordering::SeqCst);
-                        w
-                    })
-                    .await
-            }));
-        }
-        settle().await;
-        assert_eq!(reads.load(Ordering::SeqCst), 1);
+        assert_eq!(reads.load(Ordering::SeqCst), 0);
         release.send(()).unwrap();
         assert_eq!(first.await.unwrap(), want(10, 20));
         for handle in later {
             // One read for the three, covering what each wants.
             assert_eq!(handle.await.unwrap(), want(5, 30));
         }
-        assert_eq!(reads.load(Ordering::SeqCst), 2);
+        assert_eq!(reads.load(Ordering::SeqCst), 1);
         assert_eq!(coalescer.len(), 0, "an idle key is forgotten");
     }
 
@@ -202,36 +214,11 @@ mod tests {
 
     #[tokio::test]
     async fn a_position_only_caller_adds_no_offsets() {
-        let coalescer = Arc::new(Coalescer::<&str, Wanted>::default());
-        let (release, released) = tokio::sync::oneshot::channel::<()>();
-        let first = {
-            let coalescer = coalescer.clone();
-            tokio::spawn(async move {
-                coalescer
-                    .read(&"ch", want(1, 2), |w| async move {
-                        let _ = released.await;
-                        w
-                    })
-                    .await
-            })
-        };
-        settle().await;
-        let position_only = {
-            let coalescer = coalescer.clone();
-            tokio::spawn(async move {
-                coalescer
-                    .read(&"ch", Wanted { from: None, to: 0 }, |w| async move { w })
-                    .await
-            })
-        };
-        let recovering = {
-            let coalescer = coalescer.clone();
-            tokio::spawn(async move {
-                coalescer
-                    .read(&"ch", want(40, 50), |w| async move { w })
-                    .await
-            })
-        };
+        let coalescer = Reads::default();
+        let reads = Arc::new(AtomicUsize::new(0));
+        let (first, release) = read_under_way(&coalescer).await;
+        let position_only = caller(&coalescer, &reads, Wanted { from: None, to: 0 });
+        let recovering = caller(&coalescer, &reads, want(40, 50));
         settle().await;
         release.send(()).unwrap();
         first.await.unwrap();
@@ -241,42 +228,18 @@ mod tests {
 
     #[tokio::test]
     async fn a_member_that_gives_up_does_not_strand_its_batch() {
-        let coalescer = Arc::new(Coalescer::<&str, Wanted>::default());
-        let (release, released) = tokio::sync::oneshot::channel::<()>();
-        let first = {
-            let coalescer = coalescer.clone();
-            tokio::spawn(async move {
-                coalescer
-                    .read(&"ch", want(1, 2), |w| async move {
-                        let _ = released.await;
-                        w
-                    })
-                    .await
-            })
-        };
-        settle().await;
+        let coalescer = Reads::default();
+        let reads = Arc::new(AtomicUsize::new(0));
+        let (first, release) = read_under_way(&coalescer).await;
         // The next batch's first member gives up before its turn...
-        let quitter = {
-            let coalescer = coalescer.clone();
-            tokio::spawn(async move {
-                coalescer
-                    .read(&"ch", want(3, 4), |w| async move { w })
-                    .await
-            })
-        };
-        let stayer = {
-            let coalescer = coalescer.clone();
-            tokio::spawn(async move {
-                coalescer
-                    .read(&"ch", want(5, 6), |w| async move { w })
-                    .await
-            })
-        };
+        let quitter = caller(&coalescer, &reads, want(3, 4));
+        let stayer = caller(&coalescer, &reads, want(5, 6));
         settle().await;
         quitter.abort();
         release.send(()).unwrap();
         first.await.unwrap();
         // ...and the member left still gets a read with what the batch wanted.
         assert_eq!(stayer.await.unwrap(), want(3, 6));
+        assert_eq!(reads.load(Ordering::SeqCst), 1);
     }
 }
