@@ -41,3 +41,26 @@ delete_redis_keys() {
     redis-cli -u "$1" --scan --pattern "$2:*" 2>/dev/null |
         xargs -r redis-cli -u "$1" del >/dev/null 2>&1 || true
 }
+
+# check_cluster_prerequisites REDIS_URL SCRIPT: what a run of two nodes on
+# Redis needs (the script's own path is passed to relais-load inside a
+# single-quoted hook command).
+check_cluster_prerequisites() {
+    local tool
+    for tool in redis-cli curl; do
+        if ! command -v "$tool" >/dev/null 2>&1; then
+            echo "$tool is required" >&2
+            exit 1
+        fi
+    done
+    if ! redis-cli -u "$1" PING 2>/dev/null | grep -q PONG; then
+        echo "Redis not reachable at $1 (set BENCH_REDIS_URL)" >&2
+        exit 1
+    fi
+    case "$2" in
+    *"'"*)
+        echo "the script's path must not contain a single quote" >&2
+        exit 1
+        ;;
+    esac
+}

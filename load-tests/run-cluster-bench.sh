@@ -65,22 +65,9 @@ server_bin=${RELAIS_BIN:-target/release/relais}
 load_bin=${RELAIS_LOAD_BIN:-target/release/relais-load}
 redis_url=${BENCH_REDIS_URL:-redis://127.0.0.1:6379}
 
-for tool in redis-cli curl; do
-    if ! command -v "$tool" >/dev/null 2>&1; then
-        echo "$tool is required" >&2
-        exit 1
-    fi
-done
-if ! redis-cli -u "$redis_url" PING 2>/dev/null | grep -q PONG; then
-    echo "Redis not reachable at $redis_url (set BENCH_REDIS_URL)" >&2
-    exit 1
-fi
-case "$self" in
-*"'"*)
-    echo "the script's path must not contain a single quote" >&2
-    exit 1
-    ;;
-esac
+# shellcheck source=load-tests/bench-lib.sh
+source "$repo_root/load-tests/bench-lib.sh"
+check_cluster_prerequisites "$redis_url" "$self"
 
 if [[ "${SKIP_BUILD:-0}" != 1 ]]; then
     echo "building release binaries..." >&2
@@ -89,8 +76,6 @@ fi
 
 email=admin@example.com
 password='load-test-Password-1234'
-# shellcheck source=load-tests/bench-lib.sh
-source "$repo_root/load-tests/bench-lib.sh"
 prefix="bench-$(random_hex 6)"
 jwt_secret="bench-jwt-$(random_hex 24)"
 

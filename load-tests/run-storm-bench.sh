@@ -151,22 +151,9 @@ TERM | KILL) ;;
     ;;
 esac
 
-for tool in redis-cli curl; do
-    if ! command -v "$tool" >/dev/null 2>&1; then
-        echo "$tool is required" >&2
-        exit 1
-    fi
-done
-if ! redis-cli -u "$redis_url" PING 2>/dev/null | grep -q PONG; then
-    echo "Redis not reachable at $redis_url (set BENCH_REDIS_URL)" >&2
-    exit 1
-fi
-case "$self" in
-*"'"*)
-    echo "the script's path must not contain a single quote" >&2
-    exit 1
-    ;;
-esac
+# shellcheck source=load-tests/bench-lib.sh
+source "$repo_root/load-tests/bench-lib.sh"
+check_cluster_prerequisites "$redis_url" "$self"
 
 if [[ "${SKIP_BUILD:-0}" != 1 ]]; then
     echo "building release binaries..." >&2
@@ -174,8 +161,6 @@ if [[ "${SKIP_BUILD:-0}" != 1 ]]; then
 fi
 server_bin=$(cd "$(dirname "$server_bin")" && pwd)/$(basename "$server_bin")
 
-# shellcheck source=load-tests/bench-lib.sh
-source "$repo_root/load-tests/bench-lib.sh"
 
 work_dir=$(mktemp -d "${TMPDIR:-/tmp}/relais-storm-bench.XXXXXX")
 log_dir=${BENCH_SERVER_LOG_DIR:-$work_dir}
