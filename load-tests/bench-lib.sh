@@ -64,3 +64,56 @@ check_cluster_prerequisites() {
         ;;
     esac
 }
+
+# alive PID: the process exists and is not a zombie.
+alive() {
+    local stat
+    stat=$(cat "/proc/$1/stat" 2>/dev/null) || return 1
+    [[ "${stat##*) }" != Z* ]]
+}
+
+# wait_ready NAME URL PID: waits up to 60 s for GET URL/readyz to answer 200.
+wait_ready() {
+    local name=$1 url=$2 pid=$3
+    for _ in $(seq 1 1200); do
+        if ! alive "$pid"; then
+            echo "node $name exited during startup" >&2
+            return 1
+        fi
+        if [[ "$(curl -s -o /dev/null -w '%{http_code}' --max-time 1 "$url/readyz" || true)" == 200 ]]; then
+            echo "node $name ready (pid $pid)" >&2
+            return 0
+        fi
+        sleep 0.05
+    done
+    echo "node $name not ready after 60s" >&2
+    return 1
+}
+
+# start_cluster_node NAME PORT DIR LOG BIN REDIS_URL PREFIX JWT_SECRET EMAIL PASSWORD:
+# starts node NAME of a run sharing DIR/relais.db and Redis, in the
+# background, with its data in DIR/nodeNAME and its pid in DIR/nodeNAME.pid;
+# its output is appended to LOG (a restarted node keeps one log). Other
+# RELAIS_* variables of the caller's environment reach it.
+start_cluster_node() {
+    local name=$1 port=$2 dir=$3 log=$4 bin=$5
+    mkdir -p "$dir/node$name"
+    echo "starting node $name on http://127.0.0.1:$port (Redis prefix $7)" >&2
+    # RELAIS_DATABASE_URL / RELAIS_REDIS_URL would win over the values
+    # given here, so drop any the caller's environment carries.
+    env -u RELAIS_DATABASE_URL -u RELAIS_REDIS_URL \
+        RELAIS_BIND="127.0.0.1:$port" \
+        RELAIS_DATA_DIR="$dir/node$name" \
+        DATABASE_URL="sqlite://$dir/relais.db?mode=rwc" \
+        REDIS_URL="$6" \
+        RELAIS_REDIS_PREFIX="$7" \
+        RELAIS_JWT_SECRET="$8" \
+        RELAIS_BOOTSTRAP_ADMIN_EMAIL="$9" \
+        RELAIS_BOOTSTRAP_ADMIN_PASSWORD="${10}" \
+        RELAIS_MAX_CONNECTIONS="${RELAIS_MAX_CONNECTIONS:-50000}" \
+        RELAIS_LOG="${RELAIS_LOG:-warn}" \
+        "$bin" serve >>"$log" 2>&1 </dev/null &
+    echo "$!" >"$dir/node$name.pid"
+    # Not a job of this shell: no "Killed" notice when it is killed.
+    disown "$!" 2>/dev/null || true
+}

@@ -129,44 +129,11 @@ url2="http://127.0.0.1:$port2"
 # Every connection is a file descriptor for the servers too.
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 
-# start_node N PORT: starts node N in the background; its pid goes to pids.
+# start_node N PORT: starts node N; its pid goes to pids.
 start_node() {
-    local n=$1 port=$2
-    mkdir -p "$work_dir/node$n"
-    echo "starting node $n on http://127.0.0.1:$port (Redis prefix $prefix)" >&2
-    # RELAIS_DATABASE_URL / RELAIS_REDIS_URL would win over the values
-    # given here, so drop any the caller's environment carries.
-    env -u RELAIS_DATABASE_URL -u RELAIS_REDIS_URL \
-        RELAIS_BIND="127.0.0.1:$port" \
-        RELAIS_DATA_DIR="$work_dir/node$n" \
-        DATABASE_URL="sqlite://$work_dir/relais.db?mode=rwc" \
-        REDIS_URL="$redis_url" \
-        RELAIS_REDIS_PREFIX="$prefix" \
-        RELAIS_JWT_SECRET="$jwt_secret" \
-        RELAIS_BOOTSTRAP_ADMIN_EMAIL="$email" \
-        RELAIS_BOOTSTRAP_ADMIN_PASSWORD="$password" \
-        RELAIS_MAX_CONNECTIONS="${RELAIS_MAX_CONNECTIONS:-50000}" \
-        RELAIS_LOG="${RELAIS_LOG:-warn}" \
-        "$server_bin" serve >"$log_dir/node$n.log" 2>&1 </dev/null &
-    pids+=("$!")
-}
-
-# wait_ready N URL PID: waits up to 30 s for GET URL/readyz to answer 200.
-wait_ready() {
-    local n=$1 url=$2 pid=$3
-    for _ in $(seq 1 300); do
-        if ! kill -0 "$pid" 2>/dev/null; then
-            echo "node $n exited during startup" >&2
-            return 1
-        fi
-        if [[ "$(curl -s -o /dev/null -w '%{http_code}' --max-time 1 "$url/readyz" || true)" == 200 ]]; then
-            echo "node $n ready (pid $pid)" >&2
-            return 0
-        fi
-        sleep 0.1
-    done
-    echo "node $n not ready after 30s" >&2
-    return 1
+    start_cluster_node "$1" "$2" "$work_dir" "$log_dir/node$1.log" "$server_bin" \
+        "$redis_url" "$prefix" "$jwt_secret" "$email" "$password"
+    pids+=("$(cat "$work_dir/node$1.pid")")
 }
 
 start_node 1 "$port1"

@@ -40,57 +40,15 @@ set -euo pipefail
 
 # --- node control (shared by the run and the restart hook) --------------------
 
-# start_node NAME PORT: starts node NAME in the background with the run's
-# environment (STORM_* variables) and writes its pid to
-# $STORM_WORK_DIR/nodeNAME.pid. The log is appended to, so a restarted node
-# keeps one log.
+# shellcheck source=load-tests/bench-lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/bench-lib.sh"
+
+# start_node NAME PORT: starts node NAME with the run's environment
+# (STORM_* variables; see start_cluster_node).
 start_node() {
-    local name=$1 port=$2
-    mkdir -p "$STORM_WORK_DIR/node$name"
-    echo "starting node $name on http://127.0.0.1:$port (Redis prefix $STORM_PREFIX)" >&2
-    # RELAIS_DATABASE_URL / RELAIS_REDIS_URL would win over the values
-    # given here, so drop any the caller's environment carries.
-    env -u RELAIS_DATABASE_URL -u RELAIS_REDIS_URL \
-        RELAIS_BIND="127.0.0.1:$port" \
-        RELAIS_DATA_DIR="$STORM_WORK_DIR/node$name" \
-        DATABASE_URL="sqlite://$STORM_WORK_DIR/relais.db?mode=rwc" \
-        REDIS_URL="$STORM_REDIS_URL" \
-        RELAIS_REDIS_PREFIX="$STORM_PREFIX" \
-        RELAIS_JWT_SECRET="$STORM_JWT_SECRET" \
-        RELAIS_BOOTSTRAP_ADMIN_EMAIL="$STORM_EMAIL" \
-        RELAIS_BOOTSTRAP_ADMIN_PASSWORD="$STORM_PASSWORD" \
-        RELAIS_MAX_CONNECTIONS="${RELAIS_MAX_CONNECTIONS:-50000}" \
-        RELAIS_CHANNEL_HISTORY="${RELAIS_CHANNEL_HISTORY:-broadcast=5000/3600}" \
-        RELAIS_LOG="${RELAIS_LOG:-warn}" \
-        "$STORM_SERVER_BIN" serve >>"$STORM_LOG_DIR/node$name.log" 2>&1 </dev/null &
-    echo "$!" >"$STORM_WORK_DIR/node$name.pid"
-    # Not a job of this shell: no "Killed" notice when the hook kills it.
-    disown "$!" 2>/dev/null || true
-}
-
-# alive PID: the process exists and is not a zombie.
-alive() {
-    local stat
-    stat=$(cat "/proc/$1/stat" 2>/dev/null) || return 1
-    [[ "${stat##*) }" != Z* ]]
-}
-
-# wait_ready NAME URL PID: waits up to 60 s for GET URL/readyz to answer 200.
-wait_ready() {
-    local name=$1 url=$2 pid=$3
-    for _ in $(seq 1 1200); do
-        if ! alive "$pid"; then
-            echo "node $name exited during startup" >&2
-            return 1
-        fi
-        if [[ "$(curl -s -o /dev/null -w '%{http_code}' --max-time 1 "$url/readyz" || true)" == 200 ]]; then
-            echo "node $name ready (pid $pid)" >&2
-            return 0
-        fi
-        sleep 0.05
-    done
-    echo "node $name not ready after 60s" >&2
-    return 1
+    start_cluster_node "$1" "$2" "$STORM_WORK_DIR" "$STORM_LOG_DIR/node$1.log" \
+        "$STORM_SERVER_BIN" "$STORM_REDIS_URL" "$STORM_PREFIX" "$STORM_JWT_SECRET" \
+        "$STORM_EMAIL" "$STORM_PASSWORD"
 }
 
 # The restart hook, run by relais-load (`sh -c`), with the run's STORM_*
@@ -151,8 +109,6 @@ TERM | KILL) ;;
     ;;
 esac
 
-# shellcheck source=load-tests/bench-lib.sh
-source "$repo_root/load-tests/bench-lib.sh"
 check_cluster_prerequisites "$redis_url" "$self"
 
 if [[ "${SKIP_BUILD:-0}" != 1 ]]; then
@@ -173,6 +129,7 @@ export STORM_WORK_DIR="$work_dir" STORM_LOG_DIR="$log_dir" STORM_SERVER_BIN="$se
 export STORM_REDIS_URL="$redis_url" STORM_PREFIX="bench-$(random_hex 6)"
 export STORM_JWT_SECRET="bench-jwt-$(random_hex 24)"
 export STORM_EMAIL=admin@example.com STORM_PASSWORD='load-test-Password-1234'
+export RELAIS_CHANNEL_HISTORY="${RELAIS_CHANNEL_HISTORY:-broadcast=5000/3600}"
 
 stop_node() {
     local pid=$1
