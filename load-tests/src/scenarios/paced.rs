@@ -67,15 +67,17 @@ pub fn default_connections(rate: u32) -> usize {
     (rate.div_ceil(100) as usize).clamp(4, 64)
 }
 
-/// Publishes `rate` messages/s for `duration`. A pacer ticks on a tokio
-/// interval and hands one job per publication, with the instant it is due,
-/// to a queue served by `connections` sender tasks. With
-/// [`Stamp::Scheduled`] the publication's `ts` is that instant, so time
-/// spent waiting for a free connection counts as latency, as it would for
-/// an application publishing on a schedule; with [`Stamp::Sent`] a sender
-/// stamps `ts` right before its request. The queue holds one second of
-/// publications; past that they are dropped and counted. Ticks the pacer
-/// misses (e.g. CPU starvation) are skipped, not burst.
+/// Publishes `rate` messages/s for `duration`. Publication `k` is due at
+/// `k / rate` after the start; a pacer wakes on a tokio interval and hands
+/// every publication due by then, with the instant it was due, to a queue
+/// served by `connections` sender tasks. A late wake-up (the timer's
+/// millisecond resolution, a busy CPU) sends what came due meanwhile at
+/// once rather than skipping it, so the rate offered is the rate asked.
+/// With [`Stamp::Scheduled`] the publication's `ts` is its due instant, so
+/// a late pacer or a wait for a free connection counts as latency, as it
+/// would for an application publishing on a schedule; with [`Stamp::Sent`]
+/// a sender stamps `ts` right before its request. The queue holds one
+/// second of publications; past that they are dropped and counted.
 pub async fn publish(spec: PacedSpec) -> PacedOutcome {
     let counters = Arc::new(Counters::default());
     let connections = spec.connections.max(1);
@@ -125,23 +127,21 @@ pub async fn publish(spec: PacedSpec) -> PacedOutcome {
     let deadline = start + spec.duration;
     let mut ticker = tokio::time::interval_at(start, period);
     ticker.set_missed_tick_behavior(MissedTickBehavior::Skip);
+    let total = (spec.duration.as_secs_f64() * f64::from(rate)).round() as u64;
+    let mut scheduled = 0u64;
     let mut dropped = 0u64;
-    loop {
+    while scheduled < total {
         let now = ticker.tick().await;
         if now >= deadline {
             break;
         }
-        // Tick k covers publications floor(k·r/t) .. floor((k+1)·r/t), so
-        // rates above the tick rate are spread evenly over the ticks.
-        let k = ((now - start).as_secs_f64() / period.as_secs_f64()).round() as u64;
-        let per_tick = (k + 1) * u64::from(rate) / u64::from(ticks_per_sec)
-            - k * u64::from(rate) / u64::from(ticks_per_sec);
-        let tick_unix = start_unix + (now - start).as_nanos() as u64;
-        let step = period.as_nanos() as u64 / per_tick.max(1);
-        for i in 0..per_tick {
-            if jobs_tx.try_send(tick_unix + i * step).is_err() {
+        let due = due_by((now - start).as_nanos(), rate).min(total);
+        while scheduled < due {
+            let ts = start_unix + due_offset_nanos(scheduled, rate);
+            if jobs_tx.try_send(ts).is_err() {
                 dropped += 1;
             }
+            scheduled += 1;
         }
     }
     drop(jobs_tx);
@@ -163,6 +163,17 @@ pub async fn publish(spec: PacedSpec) -> PacedOutcome {
         dropped,
         elapsed_secs: start.elapsed().as_secs_f64(),
     }
+}
+
+/// How many publications are due `elapsed_nanos` after the start: the
+/// first is due at once, publication `k` at `k / rate` seconds.
+fn due_by(elapsed_nanos: u128, rate: u32) -> u64 {
+    (elapsed_nanos * u128::from(rate) / 1_000_000_000) as u64 + 1
+}
+
+/// When publication `k` is due, in nanoseconds after the start.
+fn due_offset_nanos(k: u64, rate: u32) -> u64 {
+    (u128::from(k) * 1_000_000_000 / u128::from(rate)) as u64
 }
 
 /// The `data` of publication `seq` stamped `ts`: `{"seq","ts","pad"}`,
@@ -224,7 +235,21 @@ async fn send_one(
 
 #[cfg(test)]
 mod tests {
-    use super::payload;
+    use super::{due_by, due_offset_nanos, payload};
+
+    #[test]
+    fn a_late_wake_up_finds_every_publication_due_meanwhile() {
+        // At 1,000/s: one due at the start, one more each millisecond.
+        assert_eq!(due_by(0, 1000), 1);
+        assert_eq!(due_by(999_999, 1000), 1);
+        assert_eq!(due_by(1_000_000, 1000), 2);
+        // A pacer that wakes 7.5 ms late owes 7 more, not 1.
+        assert_eq!(due_by(8_500_000, 1000) - due_by(1_000_000, 1000), 7);
+        // Rates that do not divide a second stay exact over a whole run.
+        assert_eq!(due_by(10_000_000_000 - 1, 3), 30);
+        assert_eq!(due_offset_nanos(2, 3), 666_666_666);
+        assert_eq!(due_offset_nanos(1000, 1000), 1_000_000_000);
+    }
 
     #[test]
     fn payloads_are_padded_to_the_size_asked() {
