@@ -433,10 +433,15 @@ async fn hold(
     shared: &Shared,
     mut stop: watch::Receiver<bool>,
 ) {
+    // One stop future for the connection's life: a fresh `changed()` per
+    // frame would enter and leave the watch's waiter list every time, a
+    // shared lock that all subscriber tasks would take per delivery.
+    let stopped = stop.changed();
+    tokio::pin!(stopped);
     loop {
         tokio::select! {
             // Also fires when the sender is gone, which likewise means stop.
-            _ = stop.changed() => break,
+            _ = &mut stopped => break,
             msg = ws.next() => match msg {
                 Some(Ok(Message::Text(text))) => {
                     if let Some(node) = measure {
