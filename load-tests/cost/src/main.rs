@@ -18,13 +18,17 @@
 //! 4. `--members` distinct users as presence members of one channel.
 //!
 //! Each figure is the change in live heap bytes divided by the items added.
+//! It also times the idle-channel sweep the hub runs every minute over all
+//! those channels, once before the subscriptions (while a second thread
+//! publishes and creates channels, to show what the sweep holds up) and
+//! once after.
 //! What a connection costs by itself is in the `idle` scenario of
 //! `relais-load`; the session's own record of a subscription is in its
 //! `channels` scenario (RSS per subscription over real sockets).
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use relais::bus::control::ControlRouter;
@@ -118,6 +122,70 @@ fn per_item(before: usize, items: usize) -> f64 {
     (added / items.max(1) as f64 * 10.0).round() / 10.0
 }
 
+/// Most channels the sweep's probe creates.
+const PROBE_CHANNELS: usize = 100_000;
+
+/// One idle sweep, and what publishing saw meanwhile.
+struct Sweep {
+    secs: f64,
+    publishes: usize,
+    publish_max_ms: f64,
+    create_max_ms: f64,
+}
+
+/// Runs one idle sweep ([`MemoryBroker::evict_idle`]) while a second
+/// thread publishes to existing channels and, every 64th time, creates one:
+/// the node's other work during the minute's sweep. The slowest of each
+/// shows what the sweep holds up.
+fn sweep_under_load(
+    broker: &MemoryBroker,
+    keys: &[ChannelKey],
+    policy: HistoryPolicy,
+    tenant: &TenantId,
+) -> Result<Sweep, Box<dyn std::error::Error>> {
+    let data = RawValue::from_string(r#"{"probe":true}"#.into())?;
+    let done = AtomicBool::new(false);
+    let ms = |d: Duration| (d.as_secs_f64() * 1e6).round() / 1e3;
+    std::thread::scope(|scope| {
+        let probe = scope.spawn(|| {
+            // A runtime of its own: this thread is outside the caller's.
+            let Ok(runtime) = tokio::runtime::Builder::new_current_thread().build() else {
+                return (Duration::ZERO, Duration::ZERO, 0);
+            };
+            let (mut publish_max, mut create_max, mut n) = (Duration::ZERO, Duration::ZERO, 0);
+            while !done.load(Ordering::Relaxed) {
+                let key = &keys[n * 7919 % keys.len()];
+                let started = Instant::now();
+                let _ = runtime.block_on(broker.publish(key, policy, &data));
+                publish_max = publish_max.max(started.elapsed());
+                if n % 64 == 0 && n / 64 < PROBE_CHANNELS {
+                    let name = ChannelName::parse(&format!("user:probe-{n}"));
+                    if let Ok(name) = name {
+                        let key = ChannelKey::new(tenant.clone(), name);
+                        let started = Instant::now();
+                        let _ = runtime.block_on(broker.publish(&key, policy, &data));
+                        create_max = create_max.max(started.elapsed());
+                    }
+                }
+                n += 1;
+            }
+            (publish_max, create_max, n)
+        });
+        let started = Instant::now();
+        broker.evict_idle(|_| Some(policy));
+        let secs = secs(started);
+        done.store(true, Ordering::Relaxed);
+        let (publish_max, create_max, publishes) =
+            probe.join().map_err(|_| "the sweep's probe panicked")?;
+        Ok(Sweep {
+            secs,
+            publishes,
+            publish_max_ms: ms(publish_max),
+            create_max_ms: ms(create_max),
+        })
+    })
+}
+
 fn secs(since: Instant) -> f64 {
     (since.elapsed().as_secs_f64() * 1000.0).round() / 1000.0
 }
@@ -149,7 +217,8 @@ async fn run(args: Args) -> Result<String, Box<dyn std::error::Error>> {
     let broker = MemoryBroker::new(
         Arc::clone(&hub) as Arc<dyn Delivery>,
         Arc::new(ControlRouter::default()),
-        args.channels + 1,
+        // Room for the channels the sweep's probe creates.
+        args.channels + 1 + PROBE_CHANNELS,
         Arc::clone(&metrics),
     );
     let policy = HistoryPolicy {
@@ -182,6 +251,11 @@ async fn run(args: Args) -> Result<String, Box<dyn std::error::Error>> {
     let channel_with_history = per_item(before, args.channels);
     let history_secs = secs(started);
 
+    // The idle-channel sweep the hub runs every minute, over every channel
+    // (none is evicted: each holds history within its time to live), while
+    // another thread goes on publishing.
+    let sweep = sweep_under_load(&broker, &keys, policy, &tenant)?;
+
     // 2. One subscriber per channel, 256 per connection outbox.
     let outboxes: Vec<Arc<Outbox>> = (0..args.channels.div_ceil(SUBS_PER_CONNECTION))
         .map(|_| Arc::new(Outbox::new(256 * 1024, Arc::clone(&metrics))))
@@ -195,6 +269,9 @@ async fn run(args: Args) -> Result<String, Box<dyn std::error::Error>> {
     }
     let subscription = per_item(before, args.channels);
     let subscribe_secs = secs(started);
+    let started = Instant::now();
+    broker.evict_idle(|_| Some(policy));
+    let sweep_subscribed_secs = secs(started);
 
     // 3. The subscriber's user in each channel's presence (one user per
     // connection, as with one user per browser tab group).
@@ -230,6 +307,11 @@ async fn run(args: Args) -> Result<String, Box<dyn std::error::Error>> {
         "bytes_per_presence_member_shared_channel": presence_member_on_shared_channel,
         "history_fill_secs": history_secs,
         "subscribe_secs": subscribe_secs,
+        "eviction_sweep_secs": sweep.secs,
+        "eviction_sweep_probe_publishes": sweep.publishes,
+        "eviction_sweep_publish_max_ms": sweep.publish_max_ms,
+        "eviction_sweep_create_max_ms": sweep.create_max_ms,
+        "eviction_sweep_subscribed_secs": sweep_subscribed_secs,
         "live_heap_mib": live() / (1024 * 1024),
     });
     drop((keys, outboxes, users, members));
