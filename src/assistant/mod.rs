@@ -8,8 +8,8 @@
 //! (REST or the `assistant.send` RPC) starts a **run** ([`run`]) on the node
 //! that received it: each coalesced frame of tokens is published on
 //! `assistant:<conversation>` at once, and the answer's row (the text so
-//! far) is saved in the background every quarter second. A device that
-//! subscribes late gets the text so far in the snapshot (the saved text
+//! far) is saved in the background every quarter second, in batches
+//! ([`saver`]). A device that subscribes late gets the text so far in the snapshot (the saved text
 //! completed from the channel's history) and applies the later frames by
 //! their `seq`: no gap, no duplicate.
 //!
@@ -24,6 +24,7 @@
 pub mod crypto;
 pub mod routes;
 pub mod run;
+pub mod saver;
 pub mod steps;
 pub mod store;
 pub mod upstream;
@@ -84,6 +85,7 @@ pub fn module(ctx: &Context<'_>) -> anyhow::Result<Arc<dyn Module>> {
         gateway: Arc::downgrade(&ctx.gateway),
         auth: ctx.auth.clone(),
         runs: runs.clone(),
+        saver: saver::ProgressSaver::default(),
         notified: DashMap::new(),
         http: std::sync::OnceLock::new(),
     });
@@ -129,6 +131,8 @@ pub struct Engine {
     /// Starts and checks widget visitors' sessions.
     pub auth: Arc<crate::auth::AuthService>,
     pub runs: Arc<Runs>,
+    /// Writes streaming answers' text so far, batched.
+    pub saver: saver::ProgressSaver,
     /// Last `assistant.fallback` notification per `tenant/assistant/provider`.
     notified: DashMap<String, std::time::Instant>,
     /// One HTTP client for every provider (connection pools, TLS roots),
@@ -187,7 +191,14 @@ impl Module for AssistantModule {
     }
 
     fn workers(&self, stop: &CancellationToken) -> Vec<Worker> {
-        vec![Box::pin(run::purge_loop(self.engine.clone(), stop.clone()))]
+        let engine = self.engine.clone();
+        let stop_saving = stop.clone();
+        vec![
+            Box::pin(run::purge_loop(self.engine.clone(), stop.clone())),
+            Box::pin(async move {
+                engine.saver.run(engine.store.clone(), stop_saving).await;
+            }),
+        ]
     }
 }
 

@@ -636,8 +636,8 @@ impl Engine {
         .await;
     }
 
-    /// Publishes the text a frame adds, then saves the text so far in the
-    /// background at most every [`SAVE_EVERY`].
+    /// Publishes the text a frame adds, then hands the text so far to the
+    /// batched saver ([`super::saver`]) at most every [`SAVE_EVERY`].
     ///
     /// Saving is off the relay path: a write per frame (hundreds of
     /// streams, dozens of frames a second each) would put the store's
@@ -655,24 +655,13 @@ impl Engine {
             json!({"type": "assistant.delta", "message": job.answer.id, "seq": progress.seq, "text": text}),
         )
         .await;
-        let due = progress
+        if progress
             .saved_at
-            .is_none_or(|at| at.elapsed() >= SAVE_EVERY);
-        let idle = progress.saving.as_ref().is_none_or(|h| h.is_finished());
-        if due && idle {
+            .is_none_or(|at| at.elapsed() >= SAVE_EVERY)
+        {
             progress.saved_at = Some(Instant::now());
-            let store = self.store.clone();
-            let (id, content, seq) = (
-                job.answer.id.clone(),
-                progress.content.clone(),
-                progress.seq,
-            );
-            // At most one save in flight per answer.
-            progress.saving = Some(tokio::spawn(async move {
-                if let Err(e) = store::save_progress(&store, &id, &content, seq).await {
-                    tracing::warn!(error = %e, "assistant progress not stored");
-                }
-            }));
+            self.saver
+                .offer(&job.answer.id, progress.content.clone(), progress.seq);
         }
     }
 
@@ -814,9 +803,10 @@ struct Job {
     visitor: bool,
 }
 
-/// How often a streaming answer's text so far is saved: what a node that
-/// stops mid-answer loses, and how far the saved text may lag the channel.
-const SAVE_EVERY: std::time::Duration = std::time::Duration::from_millis(250);
+/// How often a streaming answer's text so far goes to the saver: with the
+/// saver's own interval, what a node that stops mid-answer loses, and how
+/// far the saved text may lag the channel.
+const SAVE_EVERY: std::time::Duration = std::time::Duration::from_millis(500);
 
 /// An answer as it streams.
 #[derive(Default)]
@@ -829,9 +819,8 @@ struct Progress {
     seq: i64,
     usage: Option<Usage>,
     finished: bool,
-    /// When the text so far was last saved, and that save.
+    /// When the text so far was last handed to the saver.
     saved_at: Option<Instant>,
-    saving: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl Progress {

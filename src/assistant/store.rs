@@ -564,13 +564,17 @@ pub struct StreamLimits {
     pub stale_after: i64,
 }
 
-/// Saves the text so far of a streaming answer and its frame number.
-pub async fn save_progress(
-    store: &Store,
+/// Saves the text so far of a streaming answer and its frame number; only
+/// moves a streaming row forward, so a late save changes nothing.
+pub async fn save_progress<'e, E>(
+    executor: E,
     id: &str,
     content: &str,
     delta_seq: i64,
-) -> Result<(), sqlx::Error> {
+) -> Result<(), sqlx::Error>
+where
+    E: sqlx::Executor<'e, Database = sqlx::Any>,
+{
     sqlx::query(
         "UPDATE assistant_messages SET content = $1, delta_seq = $2, updated_at = $3 \
          WHERE id = $4 AND status = 'streaming' AND delta_seq < $2",
@@ -579,7 +583,7 @@ pub async fn save_progress(
     .bind(delta_seq)
     .bind(now_millis())
     .bind(id)
-    .execute(&store.pool)
+    .execute(executor)
     .await?;
     Ok(())
 }

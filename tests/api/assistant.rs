@@ -466,6 +466,40 @@ async fn a_device_joining_mid_answer_gets_the_text_so_far_then_the_rest() {
 }
 
 #[tokio::test]
+async fn the_text_so_far_is_stored_while_the_answer_streams() {
+    let fake = FakeOpenAi::start().await;
+    let app = app_with(&[("RELAIS_ASSISTANT_FRAME_MS", "5")]).await;
+    configure(&app, &fake, &["slow"]).await;
+    let (_, token) = app.user("ana@example.com", &["member"]).await;
+    let conv = conversation(&app, &token).await;
+    let answer = send(&app, &token, &conv, "Count slowly").await["reply"]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let expected: String = (0..20).map(|i| format!("w{i} ")).collect();
+    // The answer takes two seconds; its row shows the text so far before
+    // it ends (batched saves), then the whole text.
+    eventually("the text so far stored mid-answer", || async {
+        messages(&app, &token, &conv).await.iter().any(|m| {
+            let content = m["content"].as_str().unwrap_or_default();
+            m["id"] == answer.as_str()
+                && m["status"] == "streaming"
+                && m["delta_seq"].as_i64().unwrap_or(0) >= 1
+                && !content.is_empty()
+                && expected.starts_with(content)
+        })
+    })
+    .await;
+    eventually("the whole answer stored", || async {
+        messages(&app, &token, &conv)
+            .await
+            .iter()
+            .any(|m| m["id"] == answer.as_str() && m["content"] == expected.as_str())
+    })
+    .await;
+}
+
+#[tokio::test]
 async fn streams_per_user_are_limited() {
     let fake = FakeOpenAi::start().await;
     let app = app_with(&[("RELAIS_ASSISTANT_MAX_STREAMS_PER_USER", "1")]).await;
