@@ -8,7 +8,7 @@
 //! (REST or the `assistant.send` RPC) starts a **run** ([`run`]) on the node
 //! that received it: each coalesced frame of tokens is published on
 //! `assistant:<conversation>` at once, and the answer's row (the text so
-//! far) is saved in the background every quarter second, in batches
+//! far) is saved in the background every half second, in batches
 //! ([`saver`]). A device that subscribes late gets the text so far in the snapshot (the saved text
 //! completed from the channel's history) and applies the later frames by
 //! their `seq`: no gap, no duplicate.
@@ -55,7 +55,9 @@ use crate::{
 pub const NAMESPACE: &str = "assistant";
 /// What a conversation's channel keeps for `recover`, and where the
 /// snapshot finds the frames the store has not saved yet: 128 publications
-/// hold far more than the frames of one save interval.
+/// hold about twice the frames that can be published before a save lands
+/// (about 600 ms, see [`saver::BATCH_EVERY`]) at the default 10 ms frame
+/// interval, and more at the pace models stream tokens.
 const HISTORY: HistoryPolicy = HistoryPolicy {
     size: 128,
     ttl: std::time::Duration::from_secs(600),
@@ -224,7 +226,7 @@ impl AccessCheck for Owner {
 /// The conversation's latest messages, the answer in flight included with
 /// its text so far and `delta_seq`.
 ///
-/// A streaming answer is saved every quarter second, not at every frame, so
+/// A streaming answer is saved every half second, not at every frame, so
 /// its stored text may lack the last frames. They are in the channel's
 /// history: the snapshot appends the deltas that follow the saved
 /// `delta_seq`, in order, so the text it gives holds every frame published

@@ -12,7 +12,7 @@
 //!   "usage":{…},"incomplete":bool,"error"?}`: the stored final answer.
 //!
 //! **Resume.** The row holds the text so far and the number of the last
-//! frame it includes (`delta_seq`), saved every quarter second; the
+//! frame it includes (`delta_seq`), saved every half second; the
 //! snapshot completes it with the later frames from the channel's history.
 //! A subscriber's snapshot is read after its position on the channel, so
 //! every frame not in the snapshot arrives live; a frame both in the
