@@ -10,7 +10,10 @@
 use std::{
     collections::VecDeque,
     future::poll_fn,
-    sync::Arc,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
     task::{Poll, Waker},
 };
 
@@ -24,6 +27,11 @@ use crate::{bus::Publication, metrics::Metrics};
 /// delivery costs one uncontended lock and at most one wake-up.
 pub struct Outbox {
     inner: Mutex<Inner>,
+    /// A heartbeat is due (WebSocket: ping, idle and expiry checks). Set by
+    /// the hub's heartbeat task, so a connection needs no timer of its own;
+    /// outside the lock, so that the connection's check after every wake-up
+    /// is one uncontended atomic swap.
+    heartbeat: AtomicBool,
     limit: usize,
     metrics: Arc<Metrics>,
 }
@@ -53,6 +61,7 @@ impl Outbox {
                 closed: None,
                 waker: None,
             }),
+            heartbeat: AtomicBool::new(false),
             limit,
             metrics,
         }
@@ -104,11 +113,31 @@ impl Outbox {
         }
     }
 
-    /// Resolves when there is something to write or a close to perform.
+    /// Marks a heartbeat due and wakes the connection. The flag is set
+    /// before the waker is taken under the lock, and [`Outbox::wait`] reads
+    /// it under the same lock, so the wake-up cannot be missed.
+    pub fn heartbeat(&self) {
+        self.heartbeat.store(true, Ordering::Release);
+        let waker = self.inner.lock().waker.take();
+        if let Some(waker) = waker {
+            waker.wake();
+        }
+    }
+
+    /// Whether a heartbeat was due; clears it.
+    pub fn take_heartbeat(&self) -> bool {
+        self.heartbeat.load(Ordering::Relaxed) && self.heartbeat.swap(false, Ordering::Acquire)
+    }
+
+    /// Resolves when there is something to write, a close to perform or a
+    /// heartbeat due.
     pub async fn wait(&self) {
         poll_fn(|cx| {
             let mut inner = self.inner.lock();
-            if !inner.queue.is_empty() || inner.closed.is_some() {
+            if !inner.queue.is_empty()
+                || inner.closed.is_some()
+                || self.heartbeat.load(Ordering::Acquire)
+            {
                 return Poll::Ready(());
             }
             match &mut inner.waker {
@@ -189,7 +218,27 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn wait_resolves_on_a_push_or_a_close_only() {
+    async fn a_heartbeat_wakes_the_connection_once() {
+        let outbox = Arc::new(Outbox::new(1000, Arc::new(Metrics::default())));
+        let waiting = tokio::spawn({
+            let outbox = outbox.clone();
+            async move { outbox.wait().await }
+        });
+        tokio::task::yield_now().await;
+        assert!(!waiting.is_finished());
+        outbox.heartbeat();
+        waiting.await.unwrap();
+        assert!(outbox.take_heartbeat());
+        assert!(!outbox.take_heartbeat());
+        // Nothing was queued by it.
+        let Drained::Items(items) = outbox.drain() else {
+            panic!("items")
+        };
+        assert!(items.is_empty());
+    }
+
+    #[tokio::test]
+    async fn without_a_heartbeat_wait_resolves_on_a_push_or_a_close_only() {
         let metrics = Arc::new(Metrics::default());
         let outbox = Arc::new(Outbox::new(1000, metrics));
         let waiting = tokio::spawn({
