@@ -420,13 +420,21 @@ async fn a_cancel_on_one_node_stops_the_answer_streaming_on_another() {
     assert_eq!(res.status(), 409);
 }
 
-#[tokio::test]
-async fn a_device_joining_mid_answer_gets_the_text_so_far_then_the_rest() {
+/// A member's conversation with an assistant whose provider answers
+/// slowly (twenty tokens over two seconds), framed every 5 ms. The fake
+/// provider must outlive the test's requests.
+async fn slow_conversation() -> (FakeOpenAi, TestApp, String, String) {
     let fake = FakeOpenAi::start().await;
     let app = app_with(&[("RELAIS_ASSISTANT_FRAME_MS", "5")]).await;
     configure(&app, &fake, &["slow"]).await;
     let (_, token) = app.user("ana@example.com", &["member"]).await;
     let conv = conversation(&app, &token).await;
+    (fake, app, token, conv)
+}
+
+#[tokio::test]
+async fn a_device_joining_mid_answer_gets_the_text_so_far_then_the_rest() {
+    let (_fake, app, token, conv) = slow_conversation().await;
     let channel = format!("assistant:{conv}");
     let mut first = app.ws_connected(&token).await;
     first.subscribe(&channel).await;
@@ -467,11 +475,7 @@ async fn a_device_joining_mid_answer_gets_the_text_so_far_then_the_rest() {
 
 #[tokio::test]
 async fn the_text_so_far_is_stored_while_the_answer_streams() {
-    let fake = FakeOpenAi::start().await;
-    let app = app_with(&[("RELAIS_ASSISTANT_FRAME_MS", "5")]).await;
-    configure(&app, &fake, &["slow"]).await;
-    let (_, token) = app.user("ana@example.com", &["member"]).await;
-    let conv = conversation(&app, &token).await;
+    let (_fake, app, token, conv) = slow_conversation().await;
     let answer = send(&app, &token, &conv, "Count slowly").await["reply"]["id"]
         .as_str()
         .unwrap()
@@ -1017,12 +1021,20 @@ async fn guided_steps_save_each_answer_and_lead_the_model_to_the_next_step() {
     assert_eq!(first[0]["step"], "goal");
     assert_eq!(first[0]["content"], "Quels sont vos objectifs ?");
 
-    // Two devices answer the first step at once: one wins.
-    let answers = futures_util::future::join_all([
-        post_message(&app, &token, &conv, "Vendre plus"),
-        post_message(&app, &token, &conv, "Autre chose"),
-    ])
-    .await;
+    // Two devices showing the first step answer it at once: one wins. They
+    // name the step they show; without it, a message arriving after the
+    // first one was stored would answer the next step, as it should.
+    let path_messages = format!("/api/v1/assistant/conversations/{conv}/messages");
+    let answer_goal = |text: &'static str| {
+        app.post(
+            &path_messages,
+            Some(&token),
+            json!({"text": text, "step": "goal"}),
+        )
+    };
+    let answers =
+        futures_util::future::join_all([answer_goal("Vendre plus"), answer_goal("Autre chose")])
+            .await;
     let mut statuses: Vec<u16> = answers.iter().map(|r| r.status().as_u16()).collect();
     statuses.sort();
     assert_eq!(statuses, [202, 409], "one answer per step");
