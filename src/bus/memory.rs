@@ -9,11 +9,14 @@
 
 use std::{
     collections::{HashMap, VecDeque},
-    sync::Arc,
+    sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering},
+    },
     time::{Duration, Instant},
 };
 
-use dashmap::DashMap;
+use dashmap::{DashMap, mapref::entry::Entry};
 use futures_util::future::BoxFuture;
 use parking_lot::Mutex;
 use serde_json::value::RawValue;
@@ -73,6 +76,9 @@ impl Stream {
 
 pub struct MemoryBroker {
     streams: DashMap<ChannelKey, Arc<Mutex<Stream>>>,
+    /// How many streams there are, kept beside the table: `DashMap::len`
+    /// read-locks every shard, which every channel creation would pay.
+    count: AtomicUsize,
     presence: DashMap<ChannelKey, HashMap<UserId, u32>>,
     delivery: Arc<dyn Delivery>,
     control: Arc<ControlRouter>,
@@ -93,6 +99,7 @@ impl MemoryBroker {
         MemoryBroker {
             control,
             streams: DashMap::with_shard_amount(STREAM_SHARDS),
+            count: AtomicUsize::new(0),
             presence: DashMap::new(),
             delivery,
             max_channels,
@@ -106,15 +113,18 @@ impl MemoryBroker {
         if let Some(s) = self.streams.get(channel) {
             return Ok(s.clone());
         }
-        if self.streams.len() >= self.max_channels {
+        if self.count.load(Ordering::Relaxed) >= self.max_channels {
             return Err(BusError::TooManyChannels);
         }
-        let stream = self
-            .streams
-            .entry(channel.clone())
-            .or_insert_with(|| Arc::new(Mutex::new(Stream::new())))
-            .clone();
-        self.metrics.channels.set(self.streams.len() as i64);
+        let stream = match self.streams.entry(channel.clone()) {
+            Entry::Occupied(entry) => entry.get().clone(),
+            Entry::Vacant(entry) => {
+                let stream = entry.insert(Arc::new(Mutex::new(Stream::new()))).clone();
+                let count = self.count.fetch_add(1, Ordering::Relaxed) + 1;
+                self.metrics.channels.set(count as i64);
+                stream
+            }
+        };
         Ok(stream)
     }
 
@@ -147,11 +157,16 @@ impl MemoryBroker {
             })
             .collect();
         for key in idle {
-            self.streams.remove_if(&key, |key, stream| {
+            let removed = self.streams.remove_if(&key, |key, stream| {
                 !self.delivery.has_subscribers(key) && stream.lock().history.is_empty()
             });
+            if removed.is_some() {
+                self.count.fetch_sub(1, Ordering::Relaxed);
+            }
         }
-        self.metrics.channels.set(self.streams.len() as i64);
+        self.metrics
+            .channels
+            .set(self.count.load(Ordering::Relaxed) as i64);
     }
 
     /// Runs [`MemoryBroker::evict_idle`] every `every` until `stop` fires,
@@ -592,10 +607,12 @@ mod tests {
         };
         broker.evict_idle(|key| Some(if *key == kept { POLICY } else { expire }));
         assert_eq!(broker.streams.len(), 2);
+        assert_eq!(broker.count.load(Ordering::Relaxed), 2);
         assert!(!broker.streams.contains_key(&expired));
         // The evicted channel starts over in a new epoch: a client holding
         // the old position learns that it cannot recover.
         let again = broker.publish(&expired, POLICY, &data(2)).await.unwrap();
+        assert_eq!(broker.count.load(Ordering::Relaxed), 3);
         assert_eq!(again.offset, 1);
         assert_ne!(again.epoch, epochs[0]);
         // History within its time to live keeps a channel; a subscriber
