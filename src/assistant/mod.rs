@@ -9,9 +9,9 @@
 //! that received it: each coalesced frame of tokens is published on
 //! `assistant:<conversation>` at once, and the answer's row (the text so
 //! far) is saved in the background every half second, in batches
-//! ([`saver`]). A device that subscribes late gets the text so far in the snapshot (the saved text
-//! completed from the channel's history) and applies the later frames by
-//! their `seq`: no gap, no duplicate.
+//! ([`saver`]). A device that subscribes late gets the text so far in the
+//! snapshot (the saved text completed from the channel's history) and
+//! applies the later frames by their `seq`: no gap, no duplicate.
 //!
 //! A provider that fails before the first token (rate limit, quota, 5xx,
 //! connection error, first-token timeout) hands over to the next one, and

@@ -28,9 +28,10 @@ use crate::{bus::Publication, metrics::Metrics};
 pub struct Outbox {
     inner: Mutex<Inner>,
     /// A heartbeat is due (WebSocket: ping, idle and expiry checks). Set by
-    /// the hub's heartbeat task, so a connection needs no timer of its own;
-    /// outside the lock, so that the connection's check after every wake-up
-    /// is one uncontended atomic swap.
+    /// the node's heartbeat task (`ws::run_heartbeats`), so a connection
+    /// needs no timer of its own; outside the lock, so that the
+    /// connection's check after every wake-up is one uncontended atomic
+    /// read.
     heartbeat: AtomicBool,
     limit: usize,
     metrics: Arc<Metrics>,
