@@ -257,10 +257,6 @@ impl Application {
             ))
         });
         let purge = tokio::spawn(purge_idempotency(state.idempotency.clone(), stop.clone()));
-        let heartbeats = tokio::spawn(crate::gateway::ws::run_heartbeats(
-            gateway.clone(),
-            stop.clone(),
-        ));
         let reports = tokio::spawn(crate::gateway::nodes::run_reports(
             gateway.clone(),
             config.node_report_every,
@@ -339,7 +335,6 @@ impl Application {
             let _ = eviction.await;
         }
         let _ = purge.await;
-        let _ = heartbeats.await;
         let _ = reports.await;
         workers.wait().await;
         tracing::info!("stopped");

@@ -136,18 +136,6 @@ impl Hub {
         closed
     }
 
-    /// Marks a heartbeat due on the WebSocket connections of one shard
-    /// (`conn % shards == shard`): the heartbeat task walks the shards in
-    /// turn, so each connection gets one per round and the round's pings
-    /// are spread over it rather than sent all at once.
-    pub fn heartbeat(&self, shard: u64, shards: u64) {
-        for entry in self.connections.iter() {
-            if entry.transport == Transport::WebSocket && *entry.key() % shards == shard {
-                entry.outbox.heartbeat();
-            }
-        }
-    }
-
     /// Asks every connection to close (graceful shutdown).
     pub fn close_all(&self, reason: CloseReason) {
         for entry in self.connections.iter() {

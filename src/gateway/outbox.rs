@@ -10,10 +10,7 @@
 use std::{
     collections::VecDeque,
     future::poll_fn,
-    sync::{
-        Arc,
-        atomic::{AtomicBool, Ordering},
-    },
+    sync::Arc,
     task::{Poll, Waker},
 };
 
@@ -27,12 +24,6 @@ use crate::{bus::Publication, metrics::Metrics};
 /// delivery costs one uncontended lock and at most one wake-up.
 pub struct Outbox {
     inner: Mutex<Inner>,
-    /// A heartbeat is due (WebSocket: ping, idle and expiry checks). Set by
-    /// the node's heartbeat task (`ws::run_heartbeats`), so a connection
-    /// needs no timer of its own; outside the lock, so that the
-    /// connection's check after every wake-up is one uncontended atomic
-    /// read.
-    heartbeat: AtomicBool,
     limit: usize,
     metrics: Arc<Metrics>,
 }
@@ -62,7 +53,6 @@ impl Outbox {
                 closed: None,
                 waker: None,
             }),
-            heartbeat: AtomicBool::new(false),
             limit,
             metrics,
         }
@@ -114,31 +104,11 @@ impl Outbox {
         }
     }
 
-    /// Marks a heartbeat due and wakes the connection. The flag is set
-    /// before the waker is taken under the lock, and [`Outbox::wait`] reads
-    /// it under the same lock, so the wake-up cannot be missed.
-    pub fn heartbeat(&self) {
-        self.heartbeat.store(true, Ordering::Release);
-        let waker = self.inner.lock().waker.take();
-        if let Some(waker) = waker {
-            waker.wake();
-        }
-    }
-
-    /// Whether a heartbeat was due; clears it.
-    pub fn take_heartbeat(&self) -> bool {
-        self.heartbeat.load(Ordering::Relaxed) && self.heartbeat.swap(false, Ordering::Acquire)
-    }
-
-    /// Resolves when there is something to write, a close to perform or a
-    /// heartbeat due.
+    /// Resolves when there is something to write or a close to perform.
     pub async fn wait(&self) {
         poll_fn(|cx| {
             let mut inner = self.inner.lock();
-            if !inner.queue.is_empty()
-                || inner.closed.is_some()
-                || self.heartbeat.load(Ordering::Acquire)
-            {
+            if !inner.queue.is_empty() || inner.closed.is_some() {
                 return Poll::Ready(());
             }
             match &mut inner.waker {
@@ -219,27 +189,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_heartbeat_wakes_the_connection_once() {
-        let outbox = Arc::new(Outbox::new(1000, Arc::new(Metrics::default())));
-        let waiting = tokio::spawn({
-            let outbox = outbox.clone();
-            async move { outbox.wait().await }
-        });
-        tokio::task::yield_now().await;
-        assert!(!waiting.is_finished());
-        outbox.heartbeat();
-        waiting.await.unwrap();
-        assert!(outbox.take_heartbeat());
-        assert!(!outbox.take_heartbeat());
-        // Nothing was queued by it.
-        let Drained::Items(items) = outbox.drain() else {
-            panic!("items")
-        };
-        assert!(items.is_empty());
-    }
-
-    #[tokio::test]
-    async fn without_a_heartbeat_wait_resolves_on_a_push_or_a_close_only() {
+    async fn wait_resolves_on_a_push_or_a_close_only() {
         let metrics = Arc::new(Metrics::default());
         let outbox = Arc::new(Outbox::new(1000, metrics));
         let waiting = tokio::spawn({

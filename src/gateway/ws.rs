@@ -1,21 +1,16 @@
 //! The WebSocket transport: one task per connection.
 //!
-//! The task authenticates the first frame, then loops over two sources:
-//! the socket (commands, handed to the [`Session`]) and the outbox
-//! (publications, close requests and heartbeats: pings, idle and
-//! token-expiry checks, marked due by one task for the node,
-//! [`run_heartbeats`]). A single task, and no timer of its own, keeps an
-//! idle connection's memory small. The task's future is as large as its
-//! largest await point, and it is allocated at that size for the
-//! connection's whole life, idle or not:
+//! The task authenticates the first frame, then loops over three sources:
+//! the socket (commands, handed to the [`Session`]), the outbox
+//! (publications and close requests) and a heartbeat tick (pings, idle and
+//! token-expiry checks). A single task keeps an idle connection's memory
+//! small. The task's future is as large as its largest await point, and it
+//! is allocated at that size for the connection's whole life, idle or not:
 //! so everything awaited once (authentication, the closing steps) or rarely
 //! (commands, error replies, a write that has to wait) is boxed, and only
 //! the loop's resting state and the common write stay inline.
 
-use std::{
-    sync::Arc,
-    time::{Duration, Instant},
-};
+use std::{sync::Arc, time::Instant};
 
 use axum::{
     extract::{
@@ -49,10 +44,10 @@ use crate::{
 /// by default, 16 times our memory budget per idle connection) and keeps
 /// it, grown to the largest frame read (the `connect` frame, for most
 /// connections), for the connection's life. Client commands are small and
-/// rare: 256 bytes instead of 1 KiB saves about 360 bytes per idle
-/// connection (19,000 connections, `load-tests/`; 64 bytes would save 200
-/// more), and the largest command allowed (`RELAIS_WS_MAX_MESSAGE_BYTES`,
-/// 64 KiB) takes 256 reads instead of 64, well under a millisecond.
+/// rare: at 256 bytes an idle connection costs 3.61 KiB instead of 3.96 at
+/// 1 KiB (19,000 connections, `load-tests/`; 3.41 at 64 bytes), and the
+/// largest command allowed (`RELAIS_WS_MAX_MESSAGE_BYTES`, 64 KiB) takes
+/// 256 reads instead of 64, well under a millisecond.
 const READ_BUFFER: usize = 256;
 
 /// Bytes a connection gathers before writing them to its socket. A batch
@@ -65,40 +60,15 @@ const READ_BUFFER: usize = 256;
 /// a dozen frames still go out in one system call.
 const WRITE_BUFFER: usize = 4 * 1024;
 
-/// Every this many turns of a connection's loop, reading the socket takes
-/// precedence over writing the outbox.
+/// Every this many turns of a connection's loop, reading the socket and the
+/// heartbeat take precedence over writing the outbox.
 const READ_FIRST_EVERY: u32 = 8;
-
-/// Heartbeat shards: the heartbeat task wakes one shard of the WebSocket
-/// connections every `ping_interval / HEARTBEAT_SHARDS`.
-const HEARTBEAT_SHARDS: u64 = 16;
 
 /// What woke a connection's loop.
 enum Event {
-    /// Deliveries, a close request or a heartbeat.
     Outbox,
     Received(Option<Result<Message, axum::Error>>),
-}
-
-/// Marks heartbeats due on every WebSocket connection, one shard at a time,
-/// so that each gets one per `ping_interval`, until `stop`. One task for
-/// the node instead of a timer per connection: a timer cost every
-/// connection about 90 bytes (3.60 → 3.51 KiB per idle connection) and a
-/// poll at every wake-up of its loop.
-pub async fn run_heartbeats(gw: Arc<Gateway>, stop: tokio_util::sync::CancellationToken) {
-    let every = (gw.limits.ping_interval / HEARTBEAT_SHARDS as u32).max(Duration::from_millis(1));
-    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut shard = 0;
-    loop {
-        tokio::select! {
-            _ = stop.cancelled() => return,
-            _ = tick.tick() => {
-                gw.hub.heartbeat(shard, HEARTBEAT_SHARDS);
-                shard = (shard + 1) % HEARTBEAT_SHARDS;
-            }
-        }
-    }
+    Tick,
 }
 
 /// `GET /ws`: checks origin and capacity, then upgrades.
@@ -386,13 +356,17 @@ async fn received(
 /// close to send, if any.
 async fn serve(session: &mut Session, gw: &Gateway, socket: &mut WebSocket) -> Option<CloseReason> {
     let limits = &gw.limits;
+    let mut tick = tokio::time::interval_at(
+        tokio::time::Instant::now() + limits.ping_interval,
+        limits.ping_interval,
+    );
     let mut last_seen = Instant::now();
     let mut turn = 0u32;
     loop {
         // The outbox goes first: a wake-up for a delivery then costs no
-        // poll of the socket's read side. So that a busy outbox can never
-        // starve reads, every READ_FIRST_EVERY-th turn the socket goes
-        // first. Heartbeats come through the outbox (see `run_heartbeats`).
+        // poll of the socket's read side or of the heartbeat timer. So
+        // that a busy outbox can never starve reads or heartbeats, every
+        // READ_FIRST_EVERY-th turn the socket and the timer go first.
         turn = turn.wrapping_add(1);
         let read_first = turn.is_multiple_of(READ_FIRST_EVERY);
         let outbox = session.outbox();
@@ -400,6 +374,7 @@ async fn serve(session: &mut Session, gw: &Gateway, socket: &mut WebSocket) -> O
             biased;
             _ = outbox.wait(), if !read_first => Event::Outbox,
             msg = socket.recv() => Event::Received(msg),
+            _ = tick.tick() => Event::Tick,
             _ = outbox.wait(), if read_first => Event::Outbox,
         };
         match event {
@@ -410,42 +385,24 @@ async fn serve(session: &mut Session, gw: &Gateway, socket: &mut WebSocket) -> O
                     Drained::Close(reason) => return Some(reason),
                     Drained::Items(items) => items,
                 };
-                // In a block: the write borrows the session and the socket.
-                let outcome = {
-                    let mut frames = WsFrames(socket);
-                    let mut written = std::pin::pin!(session.write_batch(&mut frames, items));
-                    // Most batches fit the socket's send buffer and finish
-                    // at the first poll: only a write that has to wait
-                    // arms the write timeout (a timer per delivery costs a
-                    // timer-wheel entry and its removal). Polling again
-                    // under the real waker re-registers the socket's
-                    // readiness, so no wake-up is lost. The timer is boxed:
-                    // inline it would enlarge every idle connection's task,
-                    // and this path already pays for a timer registration.
-                    match written.as_mut().now_or_never() {
-                        Some(done) => Ok(done),
-                        None => Box::pin(timeout(limits.write_timeout, written)).await,
-                    }
+                let mut frames = WsFrames(socket);
+                let mut written = std::pin::pin!(session.write_batch(&mut frames, items));
+                // Most batches fit the socket's send buffer and finish
+                // at the first poll: only a write that has to wait
+                // arms the write timeout (a timer per delivery costs a
+                // timer-wheel entry and its removal). Polling again
+                // under the real waker re-registers the socket's
+                // readiness, so no wake-up is lost. The timer is boxed:
+                // inline it would enlarge every idle connection's task,
+                // and this path already pays for a timer registration.
+                let outcome = match written.as_mut().now_or_never() {
+                    Some(done) => Ok(done),
+                    None => Box::pin(timeout(limits.write_timeout, written)).await,
                 };
                 match outcome {
                     Ok(Ok(())) => {}
                     Ok(Err(_)) => return None,
                     Err(_) => return Some(CloseReason::WriteTimeout),
-                }
-                if session.outbox().take_heartbeat() {
-                    if last_seen.elapsed() > limits.idle_timeout {
-                        return Some(CloseReason::IdleTimeout);
-                    }
-                    if unix_secs() > session.principal().expires_at {
-                        return Some(CloseReason::TokenExpired);
-                    }
-                    if socket
-                        .send(Message::Ping(Default::default()))
-                        .await
-                        .is_err()
-                    {
-                        return None;
-                    }
                 }
             }
             Event::Received(msg) => {
@@ -463,6 +420,21 @@ async fn serve(session: &mut Session, gw: &Gateway, socket: &mut WebSocket) -> O
                 }
                 if let Err(end) = Box::pin(received(session, socket, msg)).await {
                     return end;
+                }
+            }
+            Event::Tick => {
+                if last_seen.elapsed() > limits.idle_timeout {
+                    return Some(CloseReason::IdleTimeout);
+                }
+                if unix_secs() > session.principal().expires_at {
+                    return Some(CloseReason::TokenExpired);
+                }
+                if socket
+                    .send(Message::Ping(Default::default()))
+                    .await
+                    .is_err()
+                {
+                    return None;
                 }
             }
         }
