@@ -90,23 +90,7 @@ RELAIS_LOG="${RELAIS_LOG:-warn}" \
     "$server_bin" serve >"$server_log" 2>&1 </dev/null &
 server_pid=$!
 
-ready=0
-for _ in $(seq 1 300); do
-    if ! kill -0 "$server_pid" 2>/dev/null; then
-        echo "server exited during startup" >&2
-        exit 1
-    fi
-    if [[ "$(curl -s -o /dev/null -w '%{http_code}' --max-time 1 "$url/readyz" || true)" == 200 ]]; then
-        ready=1
-        break
-    fi
-    sleep 0.1
-done
-if [[ $ready != 1 ]]; then
-    echo "server not ready after 30s" >&2
-    exit 1
-fi
-echo "server ready (pid $server_pid)" >&2
+wait_ready server "$url" "$server_pid" || exit 1
 
 # The result line goes to stdout; `|| status=$?` keeps the trap's cleanup
 # and still reports the scenario's exit status.

@@ -269,19 +269,7 @@ start_hub() {
     echo "starting $server_bin on $url ($backend; data in $run_dir/data)" >&2
     env "${env[@]}" "$@" "$server_bin" serve >"$server_log" 2>&1 </dev/null &
     server_pid=$!
-    for _ in $(seq 1 300); do
-        if ! kill -0 "$server_pid" 2>/dev/null; then
-            echo "server exited during startup" >&2
-            return 1
-        fi
-        if [[ "$(curl -s -o /dev/null -w '%{http_code}' --max-time 1 "$url/readyz" || true)" == 200 ]]; then
-            echo "server ready (pid $server_pid)" >&2
-            return 0
-        fi
-        sleep 0.1
-    done
-    echo "server not ready after 30s" >&2
-    return 1
+    wait_ready server "$url" "$server_pid"
 }
 
 # new_run NAME BACKEND: a fresh run folder (and database on PostgreSQL).
